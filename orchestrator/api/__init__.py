@@ -1,0 +1,1 @@
+"""HTTP API: thin routers that call services. No Docker or SQL here."""

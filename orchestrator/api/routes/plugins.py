@@ -1,0 +1,182 @@
+"""``/v1/plugins``: install, inspect, enable, disable, reload, configure, uninstall."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from orchestrator.domain.errors import BadRequest, InvalidInput
+from orchestrator.services.lifecycle import InstallRequest
+from orchestrator.services.plugins import PluginView, TransitionView
+
+from ..deps import LifecycleDep, PrincipalDep, QueriesDep
+
+router = APIRouter(prefix="/v1/plugins", tags=["plugins"])
+
+
+class InstallImage(BaseModel):
+    image: str = Field(min_length=1, max_length=512, description="OCI image reference")
+    approved_permissions: list[str] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConfigBody(BaseModel):
+    config: dict[str, Any]
+
+
+def _json_field(form: Any, name: str, default: Any, kind: type) -> Any:
+    raw = form.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"field {name!r} must be JSON text", code="invalid_request") from None
+    if not isinstance(value, kind):
+        raise InvalidInput(f"field {name!r} must be a JSON {kind.__name__}", code="invalid_request")
+    return value
+
+
+_INSTALL_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": InstallImage.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["bundle"],
+                    "properties": {
+                        "bundle": {"type": "string", "format": "binary"},
+                        "approved_permissions": {"type": "string", "description": "JSON list"},
+                        "config": {"type": "string", "description": "JSON object"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("", status_code=201, response_model=PluginView, openapi_extra=_INSTALL_DOC)
+async def install_plugin(
+    request: Request, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
+) -> PluginView:
+    """Install from an image reference (JSON) or a source bundle (multipart ``bundle``)."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form(max_part_size=1024 * 1024)
+        bundle = form.get("bundle")
+        if bundle is None or isinstance(bundle, str):
+            raise BadRequest(
+                "the multipart body needs a file field 'bundle'", code="invalid_request"
+            )
+        req = InstallRequest(
+            bundle=bundle.file,
+            approved_permissions=_json_field(form, "approved_permissions", [], list),
+            config=_json_field(form, "config", {}, dict),
+        )
+        try:
+            plugin = await run_in_threadpool(lifecycle.install, req)
+        finally:
+            await bundle.close()
+    elif ctype.startswith("application/json"):
+        try:
+            body = InstallImage.model_validate_json(await request.body())
+        except ValueError as exc:
+            errors = getattr(exc, "errors", lambda: [])()
+            raise InvalidInput(
+                "the request is not valid",
+                code="invalid_request",
+                details=[
+                    {"path": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in errors
+                ],
+            ) from None
+        req = InstallRequest(
+            image=body.image, approved_permissions=body.approved_permissions, config=body.config
+        )
+        plugin = await run_in_threadpool(lifecycle.install, req)
+    else:
+        raise InvalidInput(
+            "send application/json with 'image' or multipart/form-data with 'bundle'",
+            code="unsupported_media_type",
+        )
+    return await run_in_threadpool(queries.get, plugin.id)
+
+
+@router.get("", response_model=list[PluginView])
+def list_plugins(
+    queries: QueriesDep, _: PrincipalDep, state: str | None = None
+) -> list[PluginView]:
+    return queries.list(state=state)
+
+
+@router.get("/{plugin_id}", response_model=PluginView)
+def get_plugin(plugin_id: str, queries: QueriesDep, _: PrincipalDep) -> PluginView:
+    return queries.get(plugin_id)
+
+
+@router.post("/{plugin_id}/enable", response_model=PluginView)
+def enable_plugin(
+    plugin_id: str, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
+) -> PluginView:
+    lifecycle.enable(plugin_id)
+    return queries.get(plugin_id)
+
+
+@router.post("/{plugin_id}/disable", response_model=PluginView)
+def disable_plugin(
+    plugin_id: str,
+    lifecycle: LifecycleDep,
+    queries: QueriesDep,
+    _: PrincipalDep,
+    cascade: bool = Query(False, description="also disable ACTIVE plugins that depend on it"),
+) -> PluginView:
+    lifecycle.disable(plugin_id, cascade=cascade)
+    return queries.get(plugin_id)
+
+
+@router.post("/{plugin_id}/reload", response_model=PluginView)
+def reload_plugin(
+    plugin_id: str, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
+) -> PluginView:
+    lifecycle.reload(plugin_id)
+    return queries.get(plugin_id)
+
+
+@router.delete("/{plugin_id}", status_code=204)
+def uninstall_plugin(plugin_id: str, lifecycle: LifecycleDep, _: PrincipalDep) -> Response:
+    lifecycle.uninstall(plugin_id)
+    return Response(status_code=204)
+
+
+@router.put("/{plugin_id}/config", response_model=PluginView)
+def put_config(
+    plugin_id: str, body: ConfigBody, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
+) -> PluginView:
+    lifecycle.set_config(plugin_id, body.config)
+    return queries.get(plugin_id)
+
+
+@router.get("/{plugin_id}/logs")
+def plugin_logs(
+    plugin_id: str, queries: QueriesDep, _: PrincipalDep, tail: int = Query(100, ge=1, le=10000)
+) -> dict[str, Any]:
+    return {"plugin": plugin_id, "logs": queries.logs(plugin_id, tail=tail)}
+
+
+@router.get("/{plugin_id}/usage")
+def plugin_usage(plugin_id: str, queries: QueriesDep, _: PrincipalDep) -> dict[str, Any]:
+    return queries.usage(plugin_id)
+
+
+@router.get("/{plugin_id}/events", response_model=list[TransitionView])
+def plugin_events(
+    plugin_id: str, queries: QueriesDep, _: PrincipalDep, limit: int = Query(100, ge=1, le=1000)
+) -> list[TransitionView]:
+    """The plugin's state transitions, newest first, each with its time and reason."""
+    return queries.transitions(plugin_id, limit=limit)

@@ -1,0 +1,69 @@
+"""FastAPI application factory. Start-up migrates, then reconciles in the background."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from orchestrator import __version__
+from orchestrator.api.errors import install_error_handlers
+from orchestrator.api.routes import extensions, plugins, system
+from orchestrator.broker.pool import Broker
+from orchestrator.config import Settings, get_settings
+from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.services.lifecycle import LifecycleService
+from orchestrator.services.plugins import PluginQueries
+from orchestrator.services.supervisor import Supervisor
+from orchestrator.store.db import make_engine, migrate
+
+log = logging.getLogger("orchestrator")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        settings.sockets_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        runtime = DockerRuntime(owner=settings.instance, sockets_dir=settings.sockets_dir)
+        broker = Broker()
+        lifecycle = LifecycleService(
+            engine=engine, runtime=runtime, broker=broker, settings=settings
+        )
+        supervisor = Supervisor(
+            lifecycle=lifecycle, runtime=runtime, health_interval_s=settings.health_interval_s
+        )
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.runtime = runtime
+        app.state.broker = broker
+        app.state.lifecycle = lifecycle
+        app.state.queries = PluginQueries(engine=engine, runtime=runtime)
+        app.state.reconciled = supervisor.reconciled
+        supervisor.start()
+        try:
+            yield
+        finally:
+            # Plugin containers keep running: the next start adopts them.
+            supervisor.stop()
+            await broker.aclose()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Summit plugin orchestrator",
+        version=__version__,
+        lifespan=lifespan,
+        description="Installs, runs and brokers calls into sandboxed, container-per-plugin "
+        "extensions. Authenticate with `Authorization: Bearer $SUMMIT_ADMIN_TOKEN`.",
+    )
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(plugins.router)
+    app.include_router(extensions.router)
+    return app

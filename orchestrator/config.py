@@ -1,0 +1,64 @@
+"""All of the orchestrator's settings, read once from the environment (prefix ``SUMMIT_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUMMIT_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///./summit.db", description="SQLAlchemy URL; SQLite file by default"
+    )
+    redis_url: str | None = Field(None, description="Redis URL; unset means in-process")
+    admin_token: str = Field("dev-admin-token", description="Bearer token of the admin API")
+    instance: str = Field(
+        "summit", description="Owner label put on every container so reconcile finds its own"
+    )
+    state_dir: Path = Field(Path(".summit"), description="Build contexts and plugin sockets")
+    run_dir: Path | None = Field(
+        None, description="Directory of per-container socket folders (default STATE_DIR/run)"
+    )
+    base_image: str = Field(
+        "summit/plugin-python:latest", description="Image that source plugins are built on"
+    )
+    bundle_max_bytes: int = Field(50 * 1024 * 1024, description="Largest accepted bundle")
+    require_signed: bool = False
+    allow_private_targets: list[str] = Field(default_factory=list)
+
+    # Sandbox.
+    plugin_user: str = Field("10001:10001", description="uid:gid every plugin runs as")
+    pids_limit: int = 128
+    tmpfs_mb: int = 16
+    log_max_size: str = "5m"
+    default_memory_mb: int = 256
+    default_cpu_percent: int = 50
+    default_storage_mb: int = 100
+    default_network_mbps: int = 10
+    default_timeout_ms: int = 30000
+    max_memory_mb: int = 4096
+    max_cpu_percent: int = 400
+
+    # Lifecycle timing.
+    startup_timeout_s: float = Field(30.0, description="Time a plugin has to become healthy")
+    shutdown_grace_s: float = Field(5.0, description="Time a plugin has to stop by itself")
+    health_interval_s: float = Field(10.0, description="Period of health probes of ACTIVE plugins")
+    health_failures: int = Field(3, description="Failed probes in a row that mark a plugin FAILED")
+    restart_backoff_s: float = Field(1.0, description="First restart delay after a crash")
+    restart_backoff_cap_s: float = 60.0
+    crash_limit: int = Field(3, description="Crashes within CRASH_WINDOW_S that keep it FAILED")
+    crash_window_s: float = 600.0
+
+    @property
+    def sockets_dir(self) -> Path:
+        return self.run_dir or self.state_dir / "run"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Pure domain rules: manifest, lifecycle states, permissions, versions. No I/O here."""

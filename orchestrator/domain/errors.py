@@ -1,0 +1,57 @@
+"""Errors that carry their own API code and HTTP status, so every layer can raise them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SummitError(Exception):
+    """Base of every error the API turns into ``{error: {code, message, details}}``."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(SummitError):
+    status_code = 400
+    code = "bad_request"
+
+
+class NotFound(SummitError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(SummitError):
+    status_code = 409
+    code = "conflict"
+
+
+class InvalidInput(SummitError):
+    status_code = 422
+    code = "invalid"
+
+
+class ServiceUnavailable(SummitError):
+    status_code = 503
+    code = "unavailable"
+
+
+class RuntimeUnavailable(ServiceUnavailable):
+    """The container engine cannot be reached; nothing was changed."""
+
+    code = "runtime_unavailable"
+
+
+class RuntimeFailure(SummitError):
+    """The container engine answered, but refused or failed the operation."""
+
+    status_code = 502
+    code = "runtime_error"

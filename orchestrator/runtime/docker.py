@@ -1,0 +1,392 @@
+"""``ContainerRuntime`` on the Docker Engine, through the Docker SDK.
+
+Sandbox (design option (a)): every plugin container has ``network_mode: none`` - no network
+stack at all, so it can reach neither other plugins, nor host ports, nor the internet. The
+plugin protocol is served on a unix socket in a per-container directory that the orchestrator
+creates and bind-mounts at ``/run/summit``; that directory is the only host path a plugin sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.types import LogConfig, Mount
+
+from orchestrator.domain.errors import (
+    InvalidInput,
+    NotFound,
+    RuntimeFailure,
+    RuntimeUnavailable,
+    SummitError,
+)
+from orchestrator.runtime.base import (
+    LABEL_ENDPOINT,
+    LABEL_OWNER,
+    LABEL_PLUGIN,
+    LABEL_VERSION,
+    BuildProgress,
+    ContainerSpec,
+    ContainerStatus,
+    ImageInfo,
+    RuntimeEvent,
+)
+
+log = logging.getLogger(__name__)
+
+SOCKET_MOUNT = "/run/summit"
+SOCKET_NAME = "plugin.sock"
+MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
+
+
+def _translate(exc: Exception, what: str) -> SummitError:
+    if isinstance(exc, docker.errors.NotFound):
+        return NotFound(f"{what}: {exc.explanation or exc}", code="runtime_not_found")
+    if isinstance(exc, docker.errors.APIError):
+        return RuntimeFailure(f"{what}: {exc.explanation or exc}")
+    return RuntimeUnavailable(
+        f"the Docker Engine cannot be reached ({what}): {exc}",
+        details={"hint": "start dockerd (scripts/ensure-docker.sh) or set DOCKER_HOST"},
+    )
+
+
+class DockerRuntime:
+    def __init__(
+        self,
+        *,
+        owner: str,
+        sockets_dir: Path,
+        base_url: str | None = None,
+        timeout_s: int = 120,
+    ) -> None:
+        self.owner = owner
+        self.sockets_dir = sockets_dir.resolve()
+        self._base_url = base_url
+        self._timeout_s = timeout_s
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+        if len(str(self.sockets_dir)) + 1 + 12 + 1 + len(SOCKET_NAME) > MAX_SOCKET_PATH:
+            raise ValueError(f"sockets directory path is too long for unix sockets: {sockets_dir}")
+
+    # -- client ------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> docker.DockerClient:
+        # Created lazily: constructing it asks the daemon for its API version, and the
+        # orchestrator must start (and answer 503) while Docker is down.
+        with self._lock:
+            if self._client is None:
+                try:
+                    if self._base_url:
+                        self._client = docker.DockerClient(
+                            base_url=self._base_url, timeout=self._timeout_s
+                        )
+                    else:
+                        self._client = docker.from_env(timeout=self._timeout_s)
+                except docker.errors.DockerException as exc:
+                    raise _translate(exc, "connect") from exc
+            return self._client
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.DockerException as exc:
+            raise _translate(exc, what) from exc
+        except (ConnectionError, OSError) as exc:
+            raise _translate(exc, what) from exc
+
+    def ping(self) -> None:
+        self._call("ping", lambda: self.client.ping())
+
+    # -- containers --------------------------------------------------------------------------
+
+    def _socket_dir(self, token: str) -> Path:
+        return self.sockets_dir / token
+
+    def deploy(self, spec: ContainerSpec) -> ContainerStatus:
+        token = secrets.token_hex(6)
+        name = f"summit-{spec.plugin_id.replace('.', '-')[:40]}-{token}"
+        sock_dir = self._socket_dir(token)
+        sock_dir.mkdir(parents=True, exist_ok=False)
+        uid, _, gid = spec.user.partition(":")
+        if os.geteuid() == 0:
+            os.chown(sock_dir, int(uid), int(gid or uid))
+            sock_dir.chmod(0o700)
+        else:
+            sock_dir.chmod(0o777)
+        endpoint = f"unix://{sock_dir / SOCKET_NAME}"
+        labels = {
+            LABEL_OWNER: self.owner,
+            LABEL_PLUGIN: spec.plugin_id,
+            LABEL_VERSION: spec.version,
+            LABEL_ENDPOINT: endpoint,
+        }
+        env = {**spec.env, "SUMMIT_PLUGIN_LISTEN": f"unix://{SOCKET_MOUNT}/{SOCKET_NAME}"}
+        memory = f"{spec.memory_mb}m"
+        try:
+            container = self._call(
+                "create container",
+                self.client.containers.create,
+                spec.image,
+                name=name,
+                user=spec.user,
+                environment=env,
+                labels=labels,
+                network_mode="none",
+                read_only=True,
+                tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={spec.tmpfs_mb}m,mode=1777"},
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                pids_limit=spec.pids_limit,
+                mem_limit=memory,
+                memswap_limit=memory,
+                nano_cpus=int(spec.cpu_percent * 10_000_000),
+                ipc_mode="private",
+                mounts=[Mount(SOCKET_MOUNT, str(sock_dir), type="bind", read_only=False)],
+                log_config=LogConfig(
+                    type="json-file", config={"max-size": spec.log_max_size, "max-file": "2"}
+                ),
+                detach=True,
+            )
+            self._call("start container", container.start)
+        except BaseException:
+            self._cleanup_failed_deploy(name, sock_dir)
+            raise
+        return self._status_of(container, refresh=True)
+
+    def _cleanup_failed_deploy(self, name: str, sock_dir: Path) -> None:
+        with contextlib.suppress(Exception):
+            self.client.containers.get(name).remove(force=True)
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+    def _status_of(self, container: Container, *, refresh: bool = False) -> ContainerStatus:
+        if refresh:
+            self._call("inspect container", container.reload)
+        attrs = container.attrs
+        state = attrs.get("State", {})
+        labels = attrs.get("Config", {}).get("Labels") or {}
+        return ContainerStatus(
+            id=container.id or "",
+            name=container.name or "",
+            plugin_id=labels.get(LABEL_PLUGIN),
+            version=labels.get(LABEL_VERSION),
+            image=attrs.get("Config", {}).get("Image", ""),
+            endpoint=labels.get(LABEL_ENDPOINT),
+            running=bool(state.get("Running")),
+            status=str(state.get("Status", "unknown")),
+            exit_code=state.get("ExitCode"),
+            oom_killed=bool(state.get("OOMKilled")),
+            error=state.get("Error") or None,
+        )
+
+    def status(self, container_id: str) -> ContainerStatus | None:
+        try:
+            container = self._call("inspect container", self.client.containers.get, container_id)
+        except NotFound:
+            return None
+        return self._status_of(container)
+
+    def remove(self, container_id: str, *, grace_s: float = 0) -> None:
+        try:
+            container = self._call("inspect container", self.client.containers.get, container_id)
+        except NotFound:
+            return
+        endpoint = (container.labels or {}).get(LABEL_ENDPOINT)
+        if grace_s > 0 and container.status == "running":
+            with contextlib.suppress(NotFound):
+                self._call("stop container", container.stop, timeout=max(1, round(grace_s)))
+        with contextlib.suppress(NotFound):
+            self._call("remove container", container.remove, force=True, v=True)
+        self._remove_endpoint(endpoint)
+
+    def _remove_endpoint(self, endpoint: str | None) -> None:
+        if endpoint and endpoint.startswith("unix://"):
+            sock_dir = Path(endpoint.removeprefix("unix://")).parent
+            # Only ever delete inside our own sockets directory.
+            if sock_dir.parent == self.sockets_dir:
+                shutil.rmtree(sock_dir, ignore_errors=True)
+
+    def logs(self, container_id: str, *, tail: int = 100) -> str:
+        container = self._call("inspect container", self.client.containers.get, container_id)
+        raw = self._call("read logs", container.logs, tail=tail, stdout=True, stderr=True)
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+    def stats(self, container_id: str) -> dict[str, float]:
+        container = self._call("inspect container", self.client.containers.get, container_id)
+        s = self._call("read stats", container.stats, stream=False)
+        mem = s.get("memory_stats", {})
+        cpu = s.get("cpu_stats", {})
+        pre = s.get("precpu_stats", {})
+        cpu_delta = cpu.get("cpu_usage", {}).get("total_usage", 0) - pre.get("cpu_usage", {}).get(
+            "total_usage", 0
+        )
+        sys_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+        ncpu = cpu.get("online_cpus") or 1
+        return {
+            "memory_bytes": float(mem.get("usage", 0)),
+            "memory_limit_bytes": float(mem.get("limit", 0)),
+            "cpu_percent": (cpu_delta / sys_delta * ncpu * 100.0) if sys_delta > 0 else 0.0,
+            "pids": float(s.get("pids_stats", {}).get("current", 0)),
+        }
+
+    def list_owned(self) -> list[ContainerStatus]:
+        containers = self._call(
+            "list containers",
+            self.client.containers.list,
+            all=True,
+            filters={"label": f"{LABEL_OWNER}={self.owner}"},
+        )
+        out = []
+        for c in containers:
+            with contextlib.suppress(NotFound):
+                out.append(self._status_of(c, refresh=True))
+        return out
+
+    def sweep_endpoints(self, keep: set[str]) -> None:
+        """Delete socket folders that belong to no container in ``keep`` (left by a crash)."""
+        if not self.sockets_dir.is_dir():
+            return
+        for child in self.sockets_dir.iterdir():
+            if f"unix://{child / SOCKET_NAME}" not in keep:
+                shutil.rmtree(child, ignore_errors=True)
+
+    def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
+        stream = self._call(
+            "watch events",
+            self.client.events,
+            decode=True,
+            filters={
+                "type": "container",
+                "label": f"{LABEL_OWNER}={self.owner}",
+                "event": ["die", "oom"],
+            },
+        )
+        closer = threading.Thread(
+            target=lambda: (stop.wait(), stream.close()), daemon=True, name="docker-events-close"
+        )
+        closer.start()
+        try:
+            for ev in stream:
+                if stop.is_set():
+                    return
+                attrs = ev.get("Actor", {}).get("Attributes", {})
+                code = attrs.get("exitCode")
+                yield RuntimeEvent(
+                    kind=ev.get("status") or ev.get("Action", ""),
+                    container_id=ev.get("id") or ev.get("Actor", {}).get("ID", ""),
+                    plugin_id=attrs.get(LABEL_PLUGIN),
+                    exit_code=int(code) if code is not None and str(code).isdigit() else None,
+                )
+        except Exception as exc:  # stream closed on purpose, or the daemon went away
+            if not stop.is_set():
+                raise _translate(exc, "watch events") from exc
+
+    # -- images ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _image_info(img: Any) -> ImageInfo:
+        return ImageInfo(
+            id=img.id,
+            tags=tuple(img.tags or ()),
+            labels=dict(img.labels or {}),
+            repo_digests=tuple(img.attrs.get("RepoDigests") or ()),
+        )
+
+    def image(self, ref: str) -> ImageInfo | None:
+        try:
+            return self._image_info(self._call("inspect image", self.client.images.get, ref))
+        except NotFound:
+            return None
+
+    def build_image(
+        self, context: Path, *, tag: str, labels: Mapping[str, str], progress: BuildProgress
+    ) -> ImageInfo:
+        stream = self._call(
+            "build image",
+            self.client.api.build,
+            path=str(context),
+            tag=tag,
+            labels=dict(labels),
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+        )
+        try:
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                    raise InvalidInput(
+                        f"the plugin image failed to build: {detail.strip()}",
+                        code="build_failed",
+                    )
+                line = (chunk.get("stream") or chunk.get("status") or "").strip()
+                if line:
+                    progress(line)
+        except docker.errors.DockerException as exc:
+            raise _translate(exc, "build image") from exc
+        info = self.image(tag)
+        if info is None:
+            raise RuntimeFailure(f"the build finished but image {tag} is missing")
+        return info
+
+    def pull_image(self, ref: str) -> ImageInfo:
+        """Pull ``ref`` from its registry; a local name that is already present is used as is."""
+        if not _is_remote(ref):
+            local = self.image(ref)
+            if local is not None:
+                return local
+        repo, tag = _split_ref(ref)
+        try:
+            self._call("pull image", self.client.api.pull, repo, tag=tag)
+        except (NotFound, RuntimeFailure) as exc:
+            raise InvalidInput(
+                f"image {ref!r} cannot be pulled: {exc.message}",
+                code="image_not_found",
+                details={"image": ref},
+            ) from exc
+        info = self.image(ref)
+        if info is None:
+            raise InvalidInput(
+                f"image {ref!r} was not found", code="image_not_found", details={"image": ref}
+            )
+        return info
+
+    def push_image(self, ref: str) -> None:
+        repo, tag = _split_ref(ref)
+        for chunk in self._call(
+            "push image", self.client.api.push, repo, tag=tag, stream=True, decode=True
+        ):
+            if "error" in chunk:
+                raise RuntimeFailure(f"push of {ref} failed: {chunk['error']}")
+
+    def remove_image(self, ref: str) -> None:
+        """Untag/delete ``ref``; an image still used by some container is left alone."""
+        with contextlib.suppress(NotFound, RuntimeFailure):
+            self._call("remove image", self.client.images.remove, ref, force=False, noprune=False)
+
+
+def _split_ref(ref: str) -> tuple[str, str | None]:
+    if "@" in ref:
+        repo, digest = ref.split("@", 1)
+        return repo, digest
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = ref.rsplit(":", 1)
+        return repo, tag
+    return ref, "latest"
+
+
+def _is_remote(ref: str) -> bool:
+    first = ref.split("/", 1)[0]
+    return "/" in ref and ("." in first or ":" in first or first == "localhost")

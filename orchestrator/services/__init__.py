@@ -1,0 +1,1 @@
+"""Use cases. ``lifecycle.py`` is the only writer of plugin state."""

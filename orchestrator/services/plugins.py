@@ -1,0 +1,107 @@
+"""Read side of plugins: the views the API and CLI show. Never changes state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+
+from orchestrator.domain.errors import Conflict, NotFound
+from orchestrator.runtime.base import ContainerRuntime
+from orchestrator.store import crud
+from orchestrator.store.db import session_scope
+from orchestrator.store.models import Plugin
+
+
+class ContainerView(BaseModel):
+    id: str
+    image: str
+    name: str
+
+
+class PluginView(BaseModel):
+    id: str
+    version: str
+    pending_version: str | None
+    state: str
+    state_reason: str | None
+    manifest: dict[str, Any]
+    granted_permissions: list[str]
+    resources: dict[str, Any]
+    config: dict[str, Any]
+    container: ContainerView | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TransitionView(BaseModel):
+    from_state: str
+    to_state: str
+    action: str
+    reason: str | None
+    at: datetime
+
+
+class PluginQueries:
+    def __init__(self, *, engine: Engine, runtime: ContainerRuntime) -> None:
+        self.engine = engine
+        self.runtime = runtime
+
+    def _view(self, session: Any, plugin: Plugin) -> PluginView:
+        version = crud.get_version(session, plugin_id=plugin.id, version=plugin.version)
+        container = crud.current_container(session, plugin_id=plugin.id)
+        return PluginView(
+            id=plugin.id,
+            version=plugin.version,
+            pending_version=plugin.pending_version,
+            state=plugin.state,
+            state_reason=plugin.state_reason,
+            manifest=version.manifest if version else {},
+            granted_permissions=crud.list_grants(session, plugin_id=plugin.id),
+            resources=dict(plugin.resources),
+            config=dict(plugin.config),
+            container=(
+                ContainerView(id=container.id, image=container.image, name=container.name)
+                if container
+                else None
+            ),
+            created_at=plugin.created_at,
+            updated_at=plugin.updated_at,
+        )
+
+    def get(self, plugin_id: str) -> PluginView:
+        with session_scope(self.engine) as session:
+            plugin = crud.get_plugin(session, plugin_id=plugin_id)
+            if plugin is None:
+                raise NotFound(f"plugin {plugin_id!r} is not installed", code="plugin_not_found")
+            return self._view(session, plugin)
+
+    def list(self, *, state: str | None = None) -> list[PluginView]:
+        with session_scope(self.engine) as session:
+            return [self._view(session, p) for p in crud.list_plugins(session, state=state)]
+
+    def transitions(self, plugin_id: str, *, limit: int = 100) -> list[TransitionView]:
+        self.get(plugin_id)
+        with session_scope(self.engine) as session:
+            rows = crud.list_transitions(session, plugin_id=plugin_id, limit=limit)
+            return [TransitionView.model_validate(r, from_attributes=True) for r in rows]
+
+    def _container_id(self, plugin_id: str) -> str:
+        view = self.get(plugin_id)
+        if view.container is None:
+            raise Conflict(
+                f"plugin {plugin_id} has no running container (state {view.state})",
+                code="not_running",
+                details={"state": view.state},
+            )
+        return view.container.id
+
+    def logs(self, plugin_id: str, *, tail: int) -> str:
+        return self.runtime.logs(self._container_id(plugin_id), tail=tail)
+
+    def usage(self, plugin_id: str) -> dict[str, Any]:
+        view = self.get(plugin_id)
+        stats = self.runtime.stats(self._container_id(plugin_id))
+        return {"plugin": plugin_id, "limits": view.resources, "usage": stats}

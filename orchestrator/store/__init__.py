@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables, keyword-only crud functions and Alembic migrations."""
