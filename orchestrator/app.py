@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         supervisor = Supervisor(
             lifecycle=lifecycle, runtime=runtime, health_interval_s=settings.health_interval_s
         )
+        lifecycle.sweep_workdirs()
         app.state.settings = settings
         app.state.engine = engine
         app.state.runtime = runtime

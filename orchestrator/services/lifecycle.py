@@ -756,6 +756,17 @@ class LifecycleService:
 
     # -- reconcile ---------------------------------------------------------------------------
 
+    def sweep_workdirs(self) -> None:
+        """Delete unpacked bundles and build contexts that a killed orchestrator left behind.
+
+        Called at start-up before the API serves, when no install can be in progress.
+        """
+        for name in ("bundles", "build"):
+            folder = self.settings.state_dir / name
+            if folder.is_dir():
+                for child in folder.iterdir():
+                    shutil.rmtree(child, ignore_errors=True)
+
     def reconcile(self) -> dict[str, list[str]]:
         """Make Docker and the database agree after a start (or a crash of the orchestrator)."""
         report: dict[str, list[str]] = {
