@@ -1,0 +1,773 @@
+"""The ``summit`` command: run the orchestrator and drive a running one over its REST API.
+
+``summit serve`` starts the service. Every other command is an HTTP client of ``/v1``; it finds
+the orchestrator through ``--url`` (``SUMMIT_URL``) and authenticates with ``--token``
+(``SUMMIT_ADMIN_TOKEN``). The two options are accepted before the command
+(``summit --url ... list``) or after it (``summit list --url ...``).
+
+Failures never end in a traceback: the API's ``{"error": {"code", "message", "details"}}``
+becomes one line ``error: <code>: <message>`` on stderr (details follow with ``--verbose``).
+Exit status 2 means the request or the local input was refused (4xx, bad JSON, missing
+directory); 1 means the orchestrator failed or could not be reached (5xx, connection errors).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator import __version__
+
+DEFAULT_URL = "http://127.0.0.1:8700"
+DEFAULT_TOKEN = "dev-admin-token"
+REQUEST_TIMEOUT_S = 30.0
+INSTALL_TIMEOUT_S = 600.0
+REASON_WIDTH = 48
+
+EXIT_FAILURE = 1  # the orchestrator failed or could not be reached
+EXIT_REFUSED = 2  # the request or the local input was refused
+
+app = typer.Typer(
+    name="summit",
+    help="Summit plugin orchestrator: run the service and manage its plugins.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class CliError(Exception):
+    """A failure reported as one ``error: code: message`` line and an exit status."""
+
+    def __init__(
+        self, code: str, message: str, *, exit_code: int = EXIT_REFUSED, details: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+        self.details = details
+
+
+class Mode(StrEnum):
+    all = "all"
+    pipeline = "pipeline"
+    first = "first"
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(err: CliError, *, verbose: bool) -> NoReturn:
+    typer.echo(f"error: {_one_line(err.code)}: {_one_line(err.message)}", err=True)
+    if verbose and err.details not in (None, "", [], {}):
+        if isinstance(err.details, list):
+            for item in err.details:
+                if isinstance(item, dict) and {"path", "message"} <= item.keys():
+                    typer.echo(f"  {item['path']}: {item['message']}", err=True)
+                else:
+                    typer.echo(f"  {json.dumps(item, default=str)}", err=True)
+        else:
+            text = json.dumps(err.details, indent=2, default=str)
+            typer.echo("\n".join("  " + line for line in text.splitlines()), err=True)
+    raise typer.Exit(err.exit_code)
+
+
+def _handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn :class:`CliError` (raised anywhere in a command) into a line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except CliError as err:
+            verbose = bool(kwargs.get("verbose"))
+            obj = getattr(kwargs.get("ctx"), "obj", None)
+            if isinstance(obj, dict):
+                verbose = verbose or bool(obj.get("verbose"))
+            _fail(err, verbose=verbose)
+
+    return wrapper
+
+
+class Api:
+    """A thin client of the orchestrator's ``/v1`` API that raises :class:`CliError`."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.token = token
+
+    def request(
+        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        try:
+            with _client(self.url, self.token) as client:
+                if timeout is not None:
+                    kwargs["timeout"] = timeout
+                response = client.request(method, path, **kwargs)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise CliError("bad_url", f"--url {self.url!r} is not usable: {exc}") from None
+        except httpx.TimeoutException as exc:
+            kind = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
+            raise CliError(
+                "timeout",
+                f"the orchestrator at {self.url} did not answer in time ({kind} timeout)",
+                exit_code=EXIT_FAILURE,
+            ) from None
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise CliError(
+                "unreachable",
+                f"cannot reach the orchestrator at {self.url}: {reason}",
+                exit_code=EXIT_FAILURE,
+            ) from None
+        return _decode(response)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs)
+
+
+def _client(url: str, token: str) -> httpx.Client:
+    """The one place the CLI builds its HTTP client (tests replace it)."""
+    return httpx.Client(
+        base_url=url,
+        headers={"Authorization": f"Bearer {token}", "User-Agent": f"summit-cli/{__version__}"},
+        timeout=REQUEST_TIMEOUT_S,
+    )
+
+
+def _decode(response: httpx.Response) -> Any:
+    if response.status_code < 400:
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return response.text
+    exit_code = EXIT_REFUSED if response.status_code < 500 else EXIT_FAILURE
+    code, message, details = f"http_{response.status_code}", "", None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        code = str(err.get("code") or code)
+        message = str(err.get("message") or "")
+        details = err.get("details")
+    elif isinstance(body, dict) and "detail" in body:
+        message = str(body["detail"])
+    if not message:
+        text = response.text.strip()
+        message = text[:200] if text else response.reason_phrase or "request failed"
+    message = f"{message} (HTTP {response.status_code})" if code.startswith("http_") else message
+    raise CliError(code, message, exit_code=exit_code, details=details)
+
+
+def _api(ctx: typer.Context, url: str | None, token: str | None) -> Api:
+    obj = ctx.obj if isinstance(ctx.obj, dict) else {}
+    return Api(
+        (url or obj.get("url") or DEFAULT_URL).rstrip("/"),
+        token or obj.get("token") or DEFAULT_TOKEN,
+    )
+
+
+def _json_arg(raw: str, option: str) -> Any:
+    """Parse JSON text given on the command line; ``@path`` reads it from a file."""
+    text = raw
+    if raw.startswith("@"):
+        path = Path(raw[1:]).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CliError("bad_input", f"{option}: cannot read {path}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CliError("bad_input", f"{option} is not valid JSON: {exc}") from None
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _shorten(text: str | None, width: int = REASON_WIDTH) -> str:
+    if not text:
+        return ""
+    flat = _one_line(text)
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+_STATE_STYLES = {
+    "ACTIVE": "green",
+    "LOADED": "cyan",
+    "INITIALIZING": "yellow",
+    "UNLOADING": "yellow",
+    "FAILED": "bold red",
+}
+
+
+def _state(state: str) -> Text:
+    return Text(state, style=_STATE_STYLES.get(state, ""))
+
+
+def _plugin_line(plugin: dict[str, Any], verb: str) -> None:
+    line = Text(f"{verb} ")
+    line.append(str(plugin.get("id", "?")), style="bold")
+    line.append(f" {plugin.get('version', '')} ")
+    line.append_text(_state(str(plugin.get("state", ""))))
+    if plugin.get("state_reason"):
+        line.append(f" ({_one_line(plugin['state_reason'])})", style="dim")
+    _stdout().print(line)
+
+
+# Options shared by every client command. Given after the command they win over the ones
+# given before it (``summit --url A list --url B`` talks to B).
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", help="Orchestrator base URL (env SUMMIT_URL).", show_default=False),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token", help="Admin bearer token (env SUMMIT_ADMIN_TOKEN).", show_default=False
+    ),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Print error details on failure.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")]
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    url: Annotated[
+        str, typer.Option("--url", envvar="SUMMIT_URL", help="Orchestrator base URL.")
+    ] = DEFAULT_URL,
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token", envvar="SUMMIT_ADMIN_TOKEN", help="Admin bearer token.", show_default=False
+        ),
+    ] = DEFAULT_TOKEN,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print error details on failure.")
+    ] = False,
+) -> None:
+    """Summit plugin orchestrator: run the service and manage its plugins."""
+    ctx.obj = {"url": url, "token": token, "verbose": verbose}
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8700,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="critical|error|warning|info|debug|trace")
+    ] = "info",
+) -> None:
+    """Run the orchestrator service (REST API, supervisor, broker)."""
+    import uvicorn
+
+    from orchestrator.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level=log_level.lower())
+
+
+# --------------------------------------------------------------------------- install
+
+
+def _manifest_from_bundle(data: bytes) -> dict[str, Any]:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in tar:
+                if member.isfile() and member.name.lstrip("./") == "plugin.yaml":
+                    fh = tar.extractfile(member)
+                    if fh is not None:
+                        return _parse_manifest(fh.read().decode("utf-8"), "plugin.yaml")
+    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as exc:
+        raise CliError("invalid_bundle", f"cannot read the bundle: {exc}") from None
+    raise CliError("invalid_bundle", "the bundle has no plugin.yaml at its root")
+
+
+def _parse_manifest(text: str, where: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        manifest = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CliError(
+            "invalid_manifest", f"{where} is not valid YAML: {_one_line(str(exc))}"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise CliError("invalid_manifest", f"{where} is not a mapping")
+    return manifest
+
+
+def _requested_permissions(manifest: dict[str, Any]) -> list[str]:
+    perms = manifest.get("permissions") or []
+    if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
+        raise CliError("invalid_manifest", "plugin.yaml: 'permissions' must be a list of strings")
+    return perms
+
+
+def _looks_like_path(source: str) -> bool:
+    return (
+        source.startswith((".", "/", "~"))
+        or source.endswith((".tar.gz", ".tgz", ".yaml", ".yml"))
+        or "\\" in source
+    )
+
+
+def _load_source(source: str) -> tuple[str, bytes | None, str, dict[str, Any] | None]:
+    """Return ``(kind, bundle bytes, label, manifest)``; kind is ``bundle`` or ``image``."""
+    path = Path(source).expanduser()
+    if path.is_file() and path.name in ("plugin.yaml", "plugin.yml"):
+        path = path.parent
+    if path.is_dir():
+        manifest_path = path / "plugin.yaml"
+        if not manifest_path.is_file():
+            raise CliError("bad_input", f"{path} has no plugin.yaml")
+        try:
+            text = manifest_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError("bad_input", f"cannot read {manifest_path}: {exc}") from None
+        manifest = _parse_manifest(text, str(manifest_path))
+        from orchestrator.services.bundles import pack_directory
+
+        try:
+            data = pack_directory(path)
+        except OSError as exc:
+            raise CliError("bad_input", f"cannot pack {path}: {exc}") from None
+        return "bundle", data, f"{path.resolve().name}.tar.gz", manifest
+    if path.is_file():
+        if not path.name.endswith((".tar.gz", ".tgz")):
+            raise CliError(
+                "bad_input",
+                f"{path} is neither a plugin directory nor a .tar.gz bundle",
+            )
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CliError("bad_input", f"cannot read {path}: {exc.strerror}") from None
+        return "bundle", data, path.name, None
+    if _looks_like_path(source):
+        raise CliError("bad_input", f"{source}: no such file or directory")
+    return "image", None, source, None
+
+
+def _with_spinner(label: str, call: Callable[[], Any]) -> Any:
+    """Run ``call`` in a worker thread while stderr shows a spinner with elapsed seconds.
+
+    The worker is a daemon thread, so Ctrl-C leaves at once instead of waiting for the request.
+    """
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="summit-cli-request", daemon=True)
+    started = time.monotonic()
+    with _stderr().status(f"{label} (0s)", spinner="dots") as status:
+        worker.start()
+        while worker.is_alive():
+            worker.join(timeout=0.25)
+            status.update(f"{label} ({int(time.monotonic() - started)}s)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+@app.command()
+@_handle_errors
+def install(
+    ctx: typer.Context,
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A plugin directory (with plugin.yaml), a .tar.gz bundle, or an image reference."
+        ),
+    ],
+    approve: Annotated[
+        list[str] | None,
+        typer.Option("--approve", help="Grant this permission (repeatable).", show_default=False),
+    ] = None,
+    approve_all: Annotated[
+        bool,
+        typer.Option("--approve-all", help="Grant every permission the plugin.yaml requests."),
+    ] = False,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config", help="Plugin config as a JSON object (or @file).", show_default=False
+        ),
+    ] = None,
+    enable: Annotated[
+        bool, typer.Option("--enable", help="Enable the plugin once installed.")
+    ] = False,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Install a plugin from a directory, a .tar.gz bundle or an image reference."""
+    cfg: Any = {}
+    if config is not None:
+        cfg = _json_arg(config, "--config")
+        if not isinstance(cfg, dict):
+            raise CliError("bad_input", "--config must be a JSON object")
+    kind, data, label, manifest = _load_source(source)
+    approved = list(dict.fromkeys(approve or []))
+    if approve_all:
+        if kind != "bundle" or data is None:
+            raise CliError(
+                "bad_input",
+                "--approve-all needs a plugin directory or bundle; for an image, list the "
+                "permissions with --approve",
+            )
+        if manifest is None:
+            manifest = _manifest_from_bundle(data)
+        approved = list(dict.fromkeys([*approved, *_requested_permissions(manifest)]))
+
+    api = _api(ctx, url, token)
+    if kind == "bundle":
+        assert data is not None
+        bundle = data
+
+        def call() -> Any:
+            return api.post(
+                "/v1/plugins",
+                files={"bundle": (label, bundle, "application/gzip")},
+                data={"approved_permissions": json.dumps(approved), "config": json.dumps(cfg)},
+                timeout=INSTALL_TIMEOUT_S,
+            )
+
+    else:
+
+        def call() -> Any:
+            return api.post(
+                "/v1/plugins",
+                json={"image": label, "approved_permissions": approved, "config": cfg},
+                timeout=INSTALL_TIMEOUT_S,
+            )
+
+    plugin = _with_spinner(f"Building and installing {label} ...", call)
+    if enable and isinstance(plugin, dict) and plugin.get("id"):
+        if not json_out:
+            _plugin_line(plugin, "Installed")
+        plugin = _with_spinner(
+            f"Enabling {plugin['id']} ...",
+            lambda: api.post(f"/v1/plugins/{plugin['id']}/enable", timeout=INSTALL_TIMEOUT_S),
+        )
+        verb = "Enabled"
+    else:
+        verb = "Installed"
+    if json_out:
+        _print_json(plugin)
+    elif isinstance(plugin, dict):
+        _plugin_line(plugin, verb)
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+@app.command("list")
+@_handle_errors
+def list_plugins(
+    ctx: typer.Context,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state", help="Only plugins in this state (e.g. ACTIVE).", show_default=False
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """List installed plugins."""
+    params = {"state": state.upper()} if state else None
+    plugins = _api(ctx, url, token).get("/v1/plugins", params=params) or []
+    if json_out:
+        _print_json(plugins)
+        return
+    console = _stdout()
+    if not plugins:
+        console.print("no plugins installed" + (f" in state {state.upper()}" if state else ""))
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ID", overflow="fold")
+    table.add_column("VERSION", no_wrap=True)
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("REASON")
+    table.add_column("CONTAINER", no_wrap=True)
+    for p in plugins:
+        container = p.get("container") or {}
+        table.add_row(
+            Text(str(p.get("id", ""))),
+            Text(str(p.get("version", ""))),
+            _state(str(p.get("state", ""))),
+            Text(_shorten(p.get("state_reason"))),
+            Text(str(container.get("id") or "")[:12]),
+        )
+    console.print(table)
+
+
+@app.command()
+@_handle_errors
+def show(
+    ctx: typer.Context,
+    plugin_id: Annotated[str, typer.Argument(metavar="ID", help="Plugin id.")],
+    json_out: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Show one plugin: state, permissions, extensions, resources, container."""
+    plugin = _api(ctx, url, token).get(f"/v1/plugins/{plugin_id}")
+    if json_out or not isinstance(plugin, dict):
+        _print_json(plugin)
+        return
+    manifest = plugin.get("manifest") or {}
+    container = plugin.get("container") or {}
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+
+    def row(key: str, value: Any) -> None:
+        grid.add_row(key, value if isinstance(value, Text) else Text(str(value)))
+
+    row("id", plugin.get("id", ""))
+    if manifest.get("name"):
+        row("name", manifest["name"])
+    version = str(plugin.get("version", ""))
+    if plugin.get("pending_version"):
+        version += f" (pending {plugin['pending_version']})"
+    row("version", version)
+    row("state", _state(str(plugin.get("state", ""))))
+    if plugin.get("state_reason"):
+        row("reason", _one_line(plugin["state_reason"]))
+    if manifest.get("description"):
+        row("description", manifest["description"])
+    row("permissions", ", ".join(plugin.get("granted_permissions") or []) or "-")
+    exts = manifest.get("extensions") or []
+    row(
+        "extensions",
+        ", ".join(f"{e.get('point')}/{e.get('name')}" for e in exts if isinstance(e, dict)) or "-",
+    )
+    deps = manifest.get("dependencies") or []
+    if deps:
+        row(
+            "dependencies",
+            ", ".join(f"{d.get('id')} {d.get('version', '')}".strip() for d in deps),
+        )
+    resources = plugin.get("resources") or {}
+    if resources:
+        row("resources", ", ".join(f"{k}={v}" for k, v in resources.items()))
+    row("container", str(container.get("id") or "-")[:12])
+    if container.get("image"):
+        row("image", container["image"])
+    row("created", plugin.get("created_at", ""))
+    row("updated", plugin.get("updated_at", ""))
+    _stdout().print(grid)
+
+
+@app.command()
+@_handle_errors
+def logs(
+    ctx: typer.Context,
+    plugin_id: Annotated[str, typer.Argument(metavar="ID", help="Plugin id.")],
+    tail: Annotated[
+        int, typer.Option("--tail", "-n", min=1, max=10000, help="Last N lines.")
+    ] = 100,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Print the last lines of a plugin container's log."""
+    answer = _api(ctx, url, token).get(f"/v1/plugins/{plugin_id}/logs", params={"tail": tail})
+    text = answer.get("logs", "") if isinstance(answer, dict) else str(answer or "")
+    if text:
+        typer.echo(text, nl=not text.endswith("\n"))
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+@app.command()
+@_handle_errors
+def enable(
+    ctx: typer.Context,
+    plugin_id: Annotated[str, typer.Argument(metavar="ID", help="Plugin id.")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Start a plugin (and the plugins it depends on)."""
+    api = _api(ctx, url, token)
+    plugin = _with_spinner(
+        f"Enabling {plugin_id} ...",
+        lambda: api.post(f"/v1/plugins/{plugin_id}/enable", timeout=INSTALL_TIMEOUT_S),
+    )
+    _plugin_line(plugin, "Enabled")
+
+
+@app.command()
+@_handle_errors
+def disable(
+    ctx: typer.Context,
+    plugin_id: Annotated[str, typer.Argument(metavar="ID", help="Plugin id.")],
+    cascade: Annotated[
+        bool, typer.Option("--cascade", help="Also disable ACTIVE plugins that depend on it.")
+    ] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Stop a plugin; its container is removed, its installation kept."""
+    api = _api(ctx, url, token)
+    params = {"cascade": "true"} if cascade else None
+    plugin = _with_spinner(
+        f"Disabling {plugin_id} ...",
+        lambda: api.post(
+            f"/v1/plugins/{plugin_id}/disable", params=params, timeout=INSTALL_TIMEOUT_S
+        ),
+    )
+    _plugin_line(plugin, "Disabled")
+
+
+@app.command()
+@_handle_errors
+def reload(
+    ctx: typer.Context,
+    plugin_id: Annotated[str, typer.Argument(metavar="ID", help="Plugin id.")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Replace a plugin's container with a fresh one (new one healthy before the old stops)."""
+    api = _api(ctx, url, token)
+    plugin = _with_spinner(
+        f"Reloading {plugin_id} ...",
+        lambda: api.post(f"/v1/plugins/{plugin_id}/reload", timeout=INSTALL_TIMEOUT_S),
+    )
+    _plugin_line(plugin, "Reloaded")
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+@app.command()
+@_handle_errors
+def uninstall(
+    ctx: typer.Context,
+    plugin_id: Annotated[str, typer.Argument(metavar="ID", help="Plugin id.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Remove a plugin (it must be disabled first)."""
+    if not yes:
+        if not _interactive():
+            raise CliError("confirmation_required", f"not uninstalling {plugin_id} without --yes")
+        if not typer.confirm(f"Uninstall {plugin_id}?", default=False):
+            typer.echo("aborted", err=True)
+            raise typer.Exit(EXIT_FAILURE)
+    api = _api(ctx, url, token)
+    _with_spinner(
+        f"Uninstalling {plugin_id} ...",
+        lambda: api.delete(f"/v1/plugins/{plugin_id}", timeout=INSTALL_TIMEOUT_S),
+    )
+    line = Text("Uninstalled ")
+    line.append(plugin_id, style="bold")
+    _stdout().print(line)
+
+
+# --------------------------------------------------------------------------- execute
+
+
+@app.command()
+@_handle_errors
+def execute(
+    ctx: typer.Context,
+    point: Annotated[str, typer.Argument(help="Extension point, e.g. analyzer or data_source.")],
+    input_json: Annotated[
+        str,
+        typer.Option("--input", help="Input as JSON text (or @file).", show_default=False),
+    ],
+    mode: Annotated[Mode, typer.Option("--mode", help="How to combine the providers.")] = Mode.all,
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option("--plugin", help="Only this provider (repeatable).", show_default=False),
+    ] = None,
+    timeout_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--timeout-ms", min=1, max=600_000, help="Per-call deadline.", show_default=False
+        ),
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Call the providers of an extension point and print the JSON result."""
+    body: dict[str, Any] = {"input": _json_arg(input_json, "--input"), "mode": mode.value}
+    if plugin:
+        body["plugins"] = plugin
+    if timeout_ms is not None:
+        body["timeout_ms"] = timeout_ms
+    wait = max(REQUEST_TIMEOUT_S, (timeout_ms or 0) / 1000 + 10)
+    result = _api(ctx, url, token).post(
+        f"/v1/extension-points/{point}/execute", json=body, timeout=wait
+    )
+    _print_json(result)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
