@@ -9,7 +9,7 @@
 #
 # Env: SUMMIT_SKIP_POSTGRES=1 / SUMMIT_SKIP_REDIS=1 / SUMMIT_SKIP_REGISTRY=1
 #      SUMMIT_LOG_DIR        default /var/log/summit
-#      SUMMIT_STATE_DIR      default /var/lib/summit
+#      SUMMIT_SERVICES_DIR   default /var/lib/summit
 #      SUMMIT_SERVICE_WAIT   seconds to wait for each service (default 30)
 set -euo pipefail
 
@@ -19,7 +19,7 @@ SUMMIT_LOG_TAG=ensure-services
 . "$HERE/lib.sh"
 
 LOG_DIR="${SUMMIT_LOG_DIR:-/var/log/summit}"
-STATE_DIR="${SUMMIT_STATE_DIR:-/var/lib/summit}"
+STATE_DIR="${SUMMIT_SERVICES_DIR:-/var/lib/summit}"
 WAIT="${SUMMIT_SERVICE_WAIT:-30}"
 
 # wait_for DESCRIPTION COMMAND...: retry COMMAND once a second for $WAIT seconds.

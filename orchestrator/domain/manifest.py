@@ -211,13 +211,13 @@ def _semantic_errors(m: Manifest) -> list[dict[str, str]]:
         add("runtime", "give either 'image' or 'base' with 'entrypoint', not both")
     elif not rt.image and not (rt.base and rt.entrypoint):
         add("runtime", "needs 'base' and 'entrypoint' (built from source) or 'image' (prebuilt)")
-    for key, text in m.compatibility.items():
+    for product, text in m.compatibility.items():
         try:
             rng = VersionRange.parse(text)
         except VersionError as exc:
-            add(f"compatibility.{key}", str(exc))
+            add(f"compatibility.{product}", str(exc))
             continue
-        if key == "summit" and not rng.admits(__version__):
+        if product == "summit" and not rng.admits(__version__):
             add("compatibility.summit", f"this orchestrator is {__version__}, outside {text!r}")
     seen: set[tuple[str, str]] = set()
     for i, ext in enumerate(m.extensions):

@@ -625,10 +625,13 @@ class LifecycleService:
                         code="has_dependents",
                         details={"dependents": users},
                     )
+                # Built images, and images pulled from a registry, go with the plugin; a local
+                # image the operator named by hand is theirs to keep.
                 images = {
-                    v.image_id or v.image for v in crud.list_versions(session, plugin_id=plugin_id)
+                    v.image
+                    for v in crud.list_versions(session, plugin_id=plugin_id)
+                    if v.source == "bundle" or _pulled_from_registry(v.image)
                 }
-                images |= {v.image for v in crud.list_versions(session, plugin_id=plugin_id)}
             self.runtime.ping()
             self._cancel_restart(plugin_id)
             self._stop_all(plugin_id, graceful=False)
@@ -638,8 +641,7 @@ class LifecycleService:
                 in_use = crud.images_in_use(session, exclude_plugin=plugin_id)
                 crud.delete_plugin(session, plugin_id=plugin_id)
             for image in sorted(images - in_use):
-                if image.startswith("summit-plugin/"):
-                    self.runtime.remove_image(image)
+                self.runtime.remove_image(image)
 
     # -- config ------------------------------------------------------------------------------
 
@@ -825,3 +827,8 @@ class LifecycleService:
             self._restart_timers.clear()
         for timer in timers:
             timer.cancel()
+
+
+def _pulled_from_registry(ref: str) -> bool:
+    first = ref.split("/", 1)[0]
+    return "/" in ref and ("." in first or ":" in first or first == "localhost")

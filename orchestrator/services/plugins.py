@@ -78,7 +78,7 @@ class PluginQueries:
                 raise NotFound(f"plugin {plugin_id!r} is not installed", code="plugin_not_found")
             return self._view(session, plugin)
 
-    def list(self, *, state: str | None = None) -> list[PluginView]:
+    def list_plugins(self, *, state: str | None = None) -> list[PluginView]:
         with session_scope(self.engine) as session:
             return [self._view(session, p) for p in crud.list_plugins(session, state=state)]
 

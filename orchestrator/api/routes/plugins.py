@@ -88,7 +88,7 @@ async def install_plugin(
         try:
             body = InstallImage.model_validate_json(await request.body())
         except ValueError as exc:
-            errors = getattr(exc, "errors", lambda: [])()
+            errors: list[dict[str, Any]] = getattr(exc, "errors", list)()
             raise InvalidInput(
                 "the request is not valid",
                 code="invalid_request",
@@ -112,7 +112,7 @@ async def install_plugin(
 def list_plugins(
     queries: QueriesDep, _: PrincipalDep, state: str | None = None
 ) -> list[PluginView]:
-    return queries.list(state=state)
+    return queries.list_plugins(state=state)
 
 
 @router.get("/{plugin_id}", response_model=PluginView)
