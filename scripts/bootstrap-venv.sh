@@ -25,6 +25,11 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
 fi
 echo "[venv] installing the orchestrator, the SDK and dev tools into .venv"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e "$ROOT/sdk" -e "$ROOT[dev]"
+log="$VENV/pip-install.log"
+if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+  "$VENV/bin/python" -m pip install -q -e "$ROOT/sdk" -e "$ROOT[dev]"; } >"$log" 2>&1; then
+  tail -n 30 "$log" >&2
+  echo "[venv] pip install failed (full log: .venv/pip-install.log)" >&2
+  exit 1
+fi
 echo "$want" >"$STAMP"

@@ -47,7 +47,9 @@ def _failures(orch: OrchestratorProcess, pid: str) -> list[dict]:  # type: ignor
 
 
 def test_exit_is_failed_then_restarted_then_stays_failed(
-    orch: OrchestratorProcess, tmp_path: Path, docker_client  # type: ignore[no-untyped-def]
+    orch: OrchestratorProcess,
+    tmp_path: Path,
+    docker_client,  # type: ignore[no-untyped-def]
 ) -> None:
     pid = "com.summit-tests.crashy"
     assert orch.install_dir(make_plugin(tmp_path / "p", id=pid)).status_code == 201
@@ -73,7 +75,9 @@ def test_exit_is_failed_then_restarted_then_stays_failed(
     assert final["state"] == "FAILED"
     assert final["state_reason"].startswith("exited with code 5")
     assert final["container"] is None
-    assert not [c for c in orch.owned_containers(docker_client) if c.labels["io.summit.plugin-id"] == pid]
+    assert not [
+        c for c in orch.owned_containers(docker_client) if c.labels["io.summit.plugin-id"] == pid
+    ]
     # An operator can still enable it by hand.
     assert orch.client.post(f"/v1/plugins/{pid}/enable").json()["state"] == "ACTIVE"
     orch.client.post(f"/v1/plugins/{pid}/disable")
@@ -93,7 +97,9 @@ def test_oom_kill_is_reported(orch: OrchestratorProcess, tmp_path: Path) -> None
 
 
 def test_failed_health_checks_fail_the_plugin(
-    orch: OrchestratorProcess, tmp_path: Path, docker_client  # type: ignore[no-untyped-def]
+    orch: OrchestratorProcess,
+    tmp_path: Path,
+    docker_client,  # type: ignore[no-untyped-def]
 ) -> None:
     pid = "com.summit-tests.frozen"
     assert orch.install_dir(make_plugin(tmp_path / "p", id=pid)).status_code == 201
@@ -108,7 +114,9 @@ def test_failed_health_checks_fail_the_plugin(
 
 
 def test_plugin_that_never_gets_healthy_ends_failed_with_its_logs(
-    orch: OrchestratorProcess, tmp_path: Path, docker_client  # type: ignore[no-untyped-def]
+    orch: OrchestratorProcess,
+    tmp_path: Path,
+    docker_client,  # type: ignore[no-untyped-def]
 ) -> None:
     pid = "com.summit-tests.hang"
     assert orch.install_dir(make_plugin(tmp_path / "p", "hang", id=pid)).status_code == 201
@@ -120,5 +128,7 @@ def test_plugin_that_never_gets_healthy_ends_failed_with_its_logs(
     assert "did not become healthy within 4s" in plugin["state_reason"]
     assert "hang plugin: blocking at import" in plugin["state_reason"]
     assert plugin["container"] is None
-    assert not [c for c in orch.owned_containers(docker_client) if c.labels["io.summit.plugin-id"] == pid]
+    assert not [
+        c for c in orch.owned_containers(docker_client) if c.labels["io.summit.plugin-id"] == pid
+    ]
     assert orch.client.delete(f"/v1/plugins/{pid}").status_code == 204

@@ -86,7 +86,9 @@ def test_full_lifecycle(orch: OrchestratorProcess, wc_dir: Path, docker_client) 
     assert not docker_client.images.list(name=f"summit-plugin/{WC}")
 
 
-def test_sandbox_of_a_running_plugin(orch: OrchestratorProcess, tmp_path: Path, docker_client) -> None:  # type: ignore[no-untyped-def]
+def test_sandbox_of_a_running_plugin(
+    orch: OrchestratorProcess, tmp_path: Path, docker_client
+) -> None:  # type: ignore[no-untyped-def]
     pid = "com.summit-tests.sandbox"
     src = make_plugin(tmp_path / "p", id=pid)
     assert orch.install_dir(src).status_code == 201
@@ -110,7 +112,11 @@ def test_sandbox_of_a_running_plugin(orch: OrchestratorProcess, tmp_path: Path, 
     assert c.labels["io.summit.plugin-id"] == pid
     # Inside: no network but loopback, and no way to write the root filesystem.
     code, out = c.exec_run(
-        ["python", "-c", "import socket;s=socket.socket();s.settimeout(2);s.connect(('1.1.1.1',80))"]
+        [
+            "python",
+            "-c",
+            "import socket;s=socket.socket();s.settimeout(2);s.connect(('1.1.1.1',80))",
+        ]
     )
     assert code != 0 and b"unreachable" in out.lower()
     code, out = c.exec_run(["python", "-c", "open('/plugin/x','w')"])
@@ -166,7 +172,9 @@ def test_reload_serves_every_call(orch: OrchestratorProcess, tmp_path: Path, doc
     assert orch.client.delete(f"/v1/plugins/{pid}").status_code == 204
 
 
-def test_dependencies_enable_first_and_block_disable(orch: OrchestratorProcess, tmp_path: Path) -> None:
+def test_dependencies_enable_first_and_block_disable(
+    orch: OrchestratorProcess, tmp_path: Path
+) -> None:
     base_id, app_id = "com.summit-tests.dep-base", "com.summit-tests.dep-app"
     app_src = make_plugin(
         tmp_path / "app", id=app_id, dependencies=[{"id": base_id, "version": "^1.0"}]
@@ -283,8 +291,17 @@ permissions: [root]
     err = r.json()["error"]
     assert err["code"] == "invalid_manifest"
     paths = {d["path"] for d in err["details"]}
-    assert {"id", "name", "version", "runtime.entrypoint", "extensions[0].point", "permissions[0]"} <= paths
-    assert "semantic version" in next(d["message"] for d in err["details"] if d["path"] == "version")
+    assert {
+        "id",
+        "name",
+        "version",
+        "runtime.entrypoint",
+        "extensions[0].point",
+        "permissions[0]",
+    } <= paths
+    assert "semantic version" in next(
+        d["message"] for d in err["details"] if d["path"] == "version"
+    )
 
 
 def test_unapproved_permissions_are_listed(orch: OrchestratorProcess, tmp_path: Path) -> None:

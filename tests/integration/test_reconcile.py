@@ -56,7 +56,9 @@ def _restart(orch: OrchestratorProcess) -> None:
 
 
 def test_running_plugin_is_adopted_without_restart(
-    orch: OrchestratorProcess, tmp_path: Path, docker_client  # type: ignore[no-untyped-def]
+    orch: OrchestratorProcess,
+    tmp_path: Path,
+    docker_client,  # type: ignore[no-untyped-def]
 ) -> None:
     pid = "com.summit-tests.adopt"
     assert orch.install_dir(make_plugin(tmp_path / "p", id=pid)).status_code == 201
@@ -77,7 +79,10 @@ def test_running_plugin_is_adopted_without_restart(
 
 
 def test_gone_container_is_restarted_and_strangers_removed(
-    orch: OrchestratorProcess, tmp_path: Path, docker_client, base_image  # type: ignore[no-untyped-def]
+    orch: OrchestratorProcess,
+    tmp_path: Path,
+    docker_client,
+    base_image,  # type: ignore[no-untyped-def]
 ) -> None:
     pid = "com.summit-tests.regrow"
     assert orch.install_dir(make_plugin(tmp_path / "p", id=pid)).status_code == 201
@@ -100,7 +105,9 @@ def test_gone_container_is_restarted_and_strangers_removed(
 
 
 def test_sigkill_during_enable_leaves_no_orphan(
-    orch: OrchestratorProcess, tmp_path: Path, docker_client  # type: ignore[no-untyped-def]
+    orch: OrchestratorProcess,
+    tmp_path: Path,
+    docker_client,  # type: ignore[no-untyped-def]
 ) -> None:
     pid = "com.summit-tests.slowstart"
     src = make_plugin(tmp_path / "p", id=pid)
@@ -126,7 +133,9 @@ def test_sigkill_during_enable_leaves_no_orphan(
 
 
 def test_sigkill_during_install_leaves_nothing_half_written(
-    orch: OrchestratorProcess, tmp_path: Path, docker_client  # type: ignore[no-untyped-def]
+    orch: OrchestratorProcess,
+    tmp_path: Path,
+    docker_client,  # type: ignore[no-untyped-def]
 ) -> None:
     import os
 
@@ -157,7 +166,8 @@ def test_sigkill_during_install_leaves_nothing_half_written(
 
 
 def test_docker_down_is_503_and_state_untouched(
-    orch: OrchestratorProcess, tmp_path: Path  # type: ignore[no-untyped-def]
+    orch: OrchestratorProcess,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     pid = "com.summit-tests.nodocker"
     assert orch.install_dir(make_plugin(tmp_path / "p", id=pid)).status_code == 201

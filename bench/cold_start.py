@@ -1,0 +1,423 @@
+"""Cold-start benchmark: enable-to-ACTIVE through the orchestrator vs. a bare sandboxed container.
+
+Run from the repository root::
+
+    .venv/bin/python bench/cold_start.py [--runs 20] [--warmup 2]
+
+One run:
+
+1. starts its own orchestrator (``uvicorn orchestrator.app:create_app --factory``) on a free port
+   with a throw-away SQLite database, state folder and owner label, and installs
+   ``examples/word-count`` as a bundle;
+2. series "enable": ``POST /v1/plugins/{id}/enable`` timed wall-clock (the call returns once the
+   plugin is ACTIVE, i.e. its container answered health and ``initialize``), then ``disable``
+   (not timed);
+3. series "floor": the same image started directly with the Docker SDK and the same sandbox
+   flags the orchestrator's ``DockerRuntime.deploy`` uses, timed from the ``containers.run`` call
+   until ``GET /summit/v1/health`` answers 200 over the unix socket (polled every ~5 ms); the
+   container is then removed (not timed);
+4. prints p50/p95/min/max of both series and the ratio of the p50s (target <= 1.5).
+
+The two series alternate run by run (after a few uncounted warm-up runs of each) so that machine
+noise hits both alike. Everything it creates is removed on exit, on error and on Ctrl-C. Timing
+figures are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+from docker.types import LogConfig, Mount
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from orchestrator.config import Settings  # noqa: E402
+from orchestrator.services.bundles import pack_directory  # noqa: E402
+
+PLUGIN_DIR = REPO / "examples" / "word-count"
+PLUGIN_ID = "com.example.word-count"
+SOCKET_MOUNT = "/run/summit"
+SOCKET_NAME = "plugin.sock"
+BENCH_LABEL = "io.summit.bench"
+HEALTH_POLL_S = 0.005
+FLOOR_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank-with-interpolation percentile (q in 0..100) of a non-empty list."""
+    data = sorted(values)
+    if len(data) == 1:
+        return data[0]
+    pos = (len(data) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+class Orchestrator:
+    """Our own orchestrator subprocess, in its own session so Ctrl-C does not reach it."""
+
+    def __init__(self, root: Path, instance: str, token: str) -> None:
+        self.root = root
+        self.instance = instance
+        self.token = token
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "orchestrator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=300
+        )
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SUMMIT_")}
+        env.update(
+            SUMMIT_DATABASE_URL=f"sqlite:///{self.root / 'summit.db'}",
+            SUMMIT_STATE_DIR=str(self.root / "state"),
+            SUMMIT_INSTANCE=self.instance,
+            SUMMIT_ADMIN_TOKEN=self.token,
+            SUMMIT_SHUTDOWN_GRACE_S="3",
+        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "orchestrator.app:create_app",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"orchestrator exited early:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"orchestrator not ready after {timeout_s:g}s:\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.client.close()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        r = self.client.request(method, path, **kwargs)
+        if r.status_code >= 400:
+            raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text[:2000]}")
+        return r
+
+
+class Floor:
+    """Starts the plugin's image the way ``DockerRuntime.deploy`` does, without the orchestrator."""
+
+    def __init__(
+        self, dk: docker.DockerClient, image: str, resources: dict[str, Any], root: Path, tag: str
+    ) -> None:
+        self.dk = dk
+        self.image = image
+        self.root = root
+        self.tag = tag
+        # The same settings the orchestrator reads (defaults unless SUMMIT_* says otherwise).
+        s = Settings()
+        self.user = s.plugin_user
+        self.memory = f"{int(resources.get('memory_mb', s.default_memory_mb))}m"
+        self.nano_cpus = int(int(resources.get("cpu_percent", s.default_cpu_percent)) * 10_000_000)
+        self.pids_limit = s.pids_limit
+        self.tmpfs_mb = s.tmpfs_mb
+        self.log_max_size = s.log_max_size
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _sock_dir(self) -> Path:
+        d = self.root / secrets.token_hex(6)
+        d.mkdir()
+        uid, _, gid = self.user.partition(":")
+        if os.geteuid() == 0:
+            os.chown(d, int(uid), int(gid or uid))
+            d.chmod(0o700)
+        else:
+            d.chmod(0o777)
+        return d
+
+    def run_once(self) -> float:
+        """Seconds from ``containers.run`` until health answers 200; the container is removed."""
+        sock_dir = self._sock_dir()
+        name = f"summit-bench-floor-{sock_dir.name}"
+        container = None
+        http = httpx.Client(
+            base_url="http://plugin",
+            transport=httpx.HTTPTransport(uds=str(sock_dir / SOCKET_NAME), retries=0),
+            timeout=1.0,
+        )
+        try:
+            t0 = time.perf_counter()
+            container = self.dk.containers.run(
+                self.image,
+                name=name,
+                user=self.user,
+                environment={"SUMMIT_PLUGIN_LISTEN": f"unix://{SOCKET_MOUNT}/{SOCKET_NAME}"},
+                labels={BENCH_LABEL: self.tag},
+                network_mode="none",
+                read_only=True,
+                tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={self.tmpfs_mb}m,mode=1777"},
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                pids_limit=self.pids_limit,
+                mem_limit=self.memory,
+                memswap_limit=self.memory,
+                nano_cpus=self.nano_cpus,
+                ipc_mode="private",
+                mounts=[Mount(SOCKET_MOUNT, str(sock_dir), type="bind", read_only=False)],
+                log_config=LogConfig(
+                    type="json-file", config={"max-size": self.log_max_size, "max-file": "2"}
+                ),
+                detach=True,
+            )
+            deadline = t0 + FLOOR_TIMEOUT_S
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if http.get("/summit/v1/health").status_code == 200:
+                        return time.perf_counter() - t0
+                if time.perf_counter() > deadline:
+                    logs = container.logs(tail=20).decode(errors="replace")
+                    raise TimeoutError(f"floor container never became healthy:\n{logs}")
+                time.sleep(HEALTH_POLL_S)
+        finally:
+            http.close()
+            if container is not None:
+                with contextlib.suppress(docker.errors.DockerException):
+                    container.remove(force=True, v=True)
+            shutil.rmtree(sock_dir, ignore_errors=True)
+
+    def sweep(self) -> None:
+        for c in self.dk.containers.list(all=True, filters={"label": f"{BENCH_LABEL}={self.tag}"}):
+            with contextlib.suppress(docker.errors.DockerException):
+                c.remove(force=True, v=True)
+
+
+def stats_row(name: str, ms: list[float]) -> str:
+    return (
+        f"{name:<16}{len(ms):>5}{percentile(ms, 50):>10.1f}{percentile(ms, 95):>10.1f}"
+        f"{min(ms):>10.1f}{max(ms):>10.1f}{statistics.fmean(ms):>10.1f}"
+    )
+
+
+def time_enable(orch: Orchestrator) -> float:
+    t0 = time.perf_counter()
+    r = orch.call("POST", f"/v1/plugins/{PLUGIN_ID}/enable")
+    elapsed = time.perf_counter() - t0
+    state = r.json().get("state")
+    if state != "ACTIVE":
+        raise RuntimeError(f"enable returned state {state!r}: {r.text[:500]}")
+    return elapsed
+
+
+def disable(orch: Orchestrator) -> None:
+    orch.call("POST", f"/v1/plugins/{PLUGIN_ID}/disable")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=20, help="measured runs of each series")
+    ap.add_argument("--warmup", type=int, default=2, help="uncounted warm-up runs of each series")
+    args = ap.parse_args(argv)
+    if args.runs < 1:
+        ap.error("--runs must be >= 1")
+
+    # SIGTERM -> the same clean-up path as Ctrl-C.
+    def _on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _on_term)
+
+    dk = docker.from_env(timeout=120)
+    server = dk.version()
+    tag = secrets.token_hex(4)
+    instance = f"summit-bench-{tag}"
+    # Short path: unix socket paths are limited to ~100 bytes.
+    root = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))
+    orch = Orchestrator(root, instance, token=secrets.token_urlsafe(24))
+    floor: Floor | None = None
+    installed = False
+    enable_ms: list[float] = []
+    floor_ms: list[float] = []
+
+    print("Summit cold-start benchmark")
+    print(
+        f"  docker server {server.get('Version')} (API {server.get('ApiVersion')}), "
+        f"nproc {os.cpu_count()}, kernel {platform.release()}, python {platform.python_version()}"
+    )
+    print(f"  plugin {PLUGIN_ID} from {PLUGIN_DIR.relative_to(REPO)}")
+    print(f"  runs {args.runs} per series (+{args.warmup} warm-up each), instance {instance}")
+    try:
+        orch.start()
+        orch.wait_ready()
+        t0 = time.perf_counter()
+        orch.call(
+            "POST",
+            "/v1/plugins",
+            files={"bundle": ("plugin.tar.gz", pack_directory(PLUGIN_DIR), "application/gzip")},
+            data={"approved_permissions": json.dumps([]), "config": json.dumps({})},
+        )
+        installed = True
+        print(f"  installed in {(time.perf_counter() - t0) * 1000:.0f} ms")
+
+        # The image and resources the orchestrator runs, read while the plugin is enabled.
+        orch.call("POST", f"/v1/plugins/{PLUGIN_ID}/enable")
+        view = orch.call("GET", f"/v1/plugins/{PLUGIN_ID}").json()
+        disable(orch)
+        image = (view.get("container") or {}).get("image")
+        if not image:
+            raise RuntimeError(f"no container image in the plugin view: {view}")
+        floor = Floor(dk, image, view.get("resources") or {}, root / "floor", tag)
+        print(f"  image {image[:19]}  resources {json.dumps(view.get('resources'))}")
+        print()
+
+        def one(kind: str, into: list[float] | None) -> None:
+            if kind == "enable":
+                seconds = time_enable(orch)
+                disable(orch)
+            else:
+                assert floor is not None
+                seconds = floor.run_once()
+            if into is not None:
+                into.append(seconds * 1000)
+
+        steps: list[tuple[str, list[float] | None]] = []
+        for _ in range(args.warmup):
+            steps += [("enable", None), ("floor", None)]
+        for i in range(args.runs):
+            # Alternate which series goes first, so neither always follows the other.
+            pair = [("enable", enable_ms), ("floor", floor_ms)]
+            steps += pair if i % 2 == 0 else pair[::-1]
+        run: Callable[[str, list[float] | None], None] = one
+        for n, (kind, into) in enumerate(steps, 1):
+            run(kind, into)
+            label = "warm-up" if into is None else kind
+            last = f"{into[-1]:.1f} ms" if into else "-"
+            print(f"\r  step {n}/{len(steps)} {label:<8} {last:<12}", end="", flush=True)
+        print("\r" + " " * 50 + "\r", end="")
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        cleanup(dk, orch, floor, installed, root, instance)
+
+    p50_e, p50_f = percentile(enable_ms, 50), percentile(floor_ms, 50)
+    ratio = p50_e / p50_f
+    head = f"{'series (ms)':<16}{'n':>5}{'p50':>10}{'p95':>10}{'min':>10}{'max':>10}{'mean':>10}"
+    print(head)
+    print("-" * len(head))
+    print(stats_row("enable->ACTIVE", enable_ms))
+    print(stats_row("floor (docker)", floor_ms))
+    print("-" * len(head))
+    verdict = "meets" if ratio <= 1.5 else "misses"
+    print(f"ratio of p50s enable/floor: {ratio:.2f} ({verdict} target <= 1.5)")
+    print()
+    print(
+        f"Cold start ({PLUGIN_ID}, {args.runs} runs, Docker {server.get('Version')}, "
+        f"{os.cpu_count()} CPUs): enable->ACTIVE p50 {p50_e:.0f} ms / p95 "
+        f"{percentile(enable_ms, 95):.0f} ms; bare `docker run`->healthy p50 {p50_f:.0f} ms / "
+        f"p95 {percentile(floor_ms, 95):.0f} ms; ratio {ratio:.2f} (target <= 1.5)."
+    )
+    return 0
+
+
+def cleanup(
+    dk: docker.DockerClient,
+    orch: Orchestrator,
+    floor: Floor | None,
+    installed: bool,
+    root: Path,
+    instance: str,
+) -> None:
+    """Remove all we created; every step runs even if an earlier one fails or is interrupted."""
+    # Ignore further Ctrl-C while cleaning up, so a second press cannot leave debris.
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if floor is not None:
+            with contextlib.suppress(Exception):
+                floor.sweep()
+        if installed and orch.alive():
+            with contextlib.suppress(Exception):
+                state = orch.client.get(f"/v1/plugins/{PLUGIN_ID}").json().get("state")
+                if state in ("ACTIVE", "FAILED", "INITIALIZING"):
+                    orch.client.post(f"/v1/plugins/{PLUGIN_ID}/disable")
+            try:
+                r = orch.client.delete(f"/v1/plugins/{PLUGIN_ID}")
+                if r.status_code >= 400:
+                    print(f"warning: uninstall answered {r.status_code}: {r.text}", file=sys.stderr)
+            except httpx.HTTPError as exc:
+                print(f"warning: uninstall failed: {exc}", file=sys.stderr)
+        with contextlib.suppress(Exception):
+            orch.stop()
+        with contextlib.suppress(Exception):
+            for c in dk.containers.list(
+                all=True, filters={"label": f"io.summit.owner={instance}"}
+            ):
+                c.remove(force=True, v=True)
+        shutil.rmtree(root, ignore_errors=True)
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
