@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from tests.fixtures.orchestrator import OrchestratorProcess
@@ -166,7 +167,7 @@ def test_reload_serves_every_call(orch: OrchestratorProcess, tmp_path: Path, doc
     assert r.json()["container"]["id"] != first
     assert calls > 20
     assert failures == []
-    with pytest.raises(Exception):
+    with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(first)
     orch.client.post(f"/v1/plugins/{pid}/disable")
     assert orch.client.delete(f"/v1/plugins/{pid}").status_code == 204

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -33,10 +34,8 @@ def _in_background(fn) -> None:  # type: ignore[no-untyped-def]
     """Run a request that the test is about to cut short by killing the orchestrator."""
 
     def run() -> None:
-        try:
+        with contextlib.suppress(httpx.HTTPError):
             fn()
-        except httpx.HTTPError:
-            pass
 
     threading.Thread(target=run, daemon=True).start()
 
