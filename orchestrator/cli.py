@@ -13,6 +13,7 @@ directory); 1 means the orchestrator failed or could not be reached (5xx, connec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -20,7 +21,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
@@ -28,6 +29,7 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -37,6 +39,7 @@ DEFAULT_URL = "http://127.0.0.1:8700"
 DEFAULT_TOKEN = "dev-admin-token"
 REQUEST_TIMEOUT_S = 30.0
 INSTALL_TIMEOUT_S = 600.0
+NDJSON = "application/x-ndjson"
 REASON_WIDTH = 48
 
 EXIT_FAILURE = 1  # the orchestrator failed or could not be reached
@@ -130,11 +133,50 @@ class Api:
     def request(
         self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
     ) -> Any:
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        with self._transport_errors(), _client(self.url, self.token) as client:
+            response = client.request(method, path, **kwargs)
+        return _decode(response)
+
+    def stream_install(self, on_progress: Callable[[str], None], **kwargs: Any) -> Any:
+        """POST an install asking for NDJSON progress lines; return the installed plugin."""
+        headers = {"Accept": NDJSON}
+        with (
+            self._transport_errors(),
+            _client(self.url, self.token) as client,
+            client.stream("POST", "/v1/plugins", headers=headers, **kwargs) as response,
+        ):
+            if not response.headers.get("content-type", "").startswith(NDJSON):
+                response.read()
+                return _decode(response)
+            for raw in response.iter_lines():
+                if not raw.strip():
+                    continue
+                item = json.loads(raw)
+                if "progress" in item:
+                    on_progress(str(item["progress"]))
+                elif "plugin" in item:
+                    return item["plugin"]
+                elif "error" in item:
+                    err = item["error"]
+                    status = int(item.get("status", 500))
+                    raise CliError(
+                        str(err.get("code")),
+                        str(err.get("message")),
+                        exit_code=EXIT_REFUSED if status < 500 else EXIT_FAILURE,
+                        details=err.get("details"),
+                    )
+        raise CliError(
+            "incomplete",
+            "the orchestrator closed the progress stream before the install finished",
+            exit_code=EXIT_FAILURE,
+        )
+
+    @contextlib.contextmanager
+    def _transport_errors(self) -> Iterator[None]:
         try:
-            with _client(self.url, self.token) as client:
-                if timeout is not None:
-                    kwargs["timeout"] = timeout
-                response = client.request(method, path, **kwargs)
+            yield
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise CliError("bad_url", f"--url {self.url!r} is not usable: {exc}") from None
         except httpx.TimeoutException as exc:
@@ -151,7 +193,6 @@ class Api:
                 f"cannot reach the orchestrator at {self.url}: {reason}",
                 exit_code=EXIT_FAILURE,
             ) from None
-        return _decode(response)
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
@@ -396,7 +437,9 @@ def _load_source(source: str) -> tuple[str, bytes | None, str, dict[str, Any] | 
     return "image", None, source, None
 
 
-def _with_spinner(label: str, call: Callable[[], Any]) -> Any:
+def _with_spinner(
+    label: str, call: Callable[[], Any], detail: Callable[[], str] = lambda: ""
+) -> Any:
     """Run ``call`` in a worker thread while stderr shows a spinner with elapsed seconds.
 
     The worker is a daemon thread, so Ctrl-C leaves at once instead of waiting for the request.
@@ -415,7 +458,9 @@ def _with_spinner(label: str, call: Callable[[], Any]) -> Any:
         worker.start()
         while worker.is_alive():
             worker.join(timeout=0.25)
-            status.update(f"{label} ({int(time.monotonic() - started)}s)")
+            line = detail()
+            shown = f": {escape(line[:100])}" if line else ""
+            status.update(f"{label} ({int(time.monotonic() - started)}s){shown}")
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
@@ -473,28 +518,24 @@ def install(
         approved = list(dict.fromkeys([*approved, *_requested_permissions(manifest)]))
 
     api = _api(ctx, url, token)
+    latest = [""]
+
+    def on_progress(line: str) -> None:
+        latest[0] = line
+
     if kind == "bundle":
         assert data is not None
-        bundle = data
-
-        def call() -> Any:
-            return api.post(
-                "/v1/plugins",
-                files={"bundle": (label, bundle, "application/gzip")},
-                data={"approved_permissions": json.dumps(approved), "config": json.dumps(cfg)},
-                timeout=INSTALL_TIMEOUT_S,
-            )
-
+        request: dict[str, Any] = {
+            "files": {"bundle": (label, data, "application/gzip")},
+            "data": {"approved_permissions": json.dumps(approved), "config": json.dumps(cfg)},
+        }
     else:
-
-        def call() -> Any:
-            return api.post(
-                "/v1/plugins",
-                json={"image": label, "approved_permissions": approved, "config": cfg},
-                timeout=INSTALL_TIMEOUT_S,
-            )
-
-    plugin = _with_spinner(f"Building and installing {label} ...", call)
+        request = {"json": {"image": label, "approved_permissions": approved, "config": cfg}}
+    plugin = _with_spinner(
+        f"Installing {label}",
+        lambda: api.stream_install(on_progress, timeout=INSTALL_TIMEOUT_S, **request),
+        detail=lambda: latest[0],
+    )
     if enable and isinstance(plugin, dict) and plugin.get("id"):
         if not json_out:
             _plugin_line(plugin, "Installed")

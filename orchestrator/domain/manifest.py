@@ -69,7 +69,7 @@ class Runtime(_Strict):
     @field_validator("entrypoint")
     @classmethod
     def _entrypoint(cls, v: str | None) -> str | None:
-        if v is not None and not ENTRYPOINT.match(v):
+        if v is not None and not ENTRYPOINT.fullmatch(v):
             raise ValueError("must look like 'module:object'")
         return v
 
@@ -82,7 +82,7 @@ class Dependency(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not PLUGIN_ID.match(v):
+        if not PLUGIN_ID.fullmatch(v):
             raise ValueError("must be a reverse-DNS id such as com.example.tokenizer")
         return v
 
@@ -108,7 +108,7 @@ class Extension(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not SLUG.match(v):
+        if not SLUG.fullmatch(v):
             raise ValueError("must be lowercase letters, digits, '-' or '_' (at most 63)")
         return v
 
@@ -122,7 +122,7 @@ class Network(_Strict):
     @classmethod
     def _hosts(cls, v: list[str]) -> list[str]:
         for host in v:
-            if not HOST_PATTERN.match(host):
+            if not HOST_PATTERN.fullmatch(host):
                 raise ValueError(f"{host!r} is not a host name or '*.domain' pattern")
         return v
 
@@ -135,7 +135,7 @@ class Events(_Strict):
     @classmethod
     def _types(cls, v: list[str]) -> list[str]:
         for t in v:
-            if not EVENT_TYPE.match(t):
+            if not EVENT_TYPE.fullmatch(t):
                 raise ValueError(f"{t!r} is not a dotted event type")
         return v
 
@@ -170,7 +170,7 @@ class Manifest(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not PLUGIN_ID.match(v):
+        if not PLUGIN_ID.fullmatch(v):
             raise ValueError("must be a reverse-DNS id such as com.example.word-count")
         return v
 
@@ -200,18 +200,34 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return out or "(root)"
 
 
-def _semantic_errors(m: Manifest) -> list[dict[str, str]]:
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _cross_field_errors(data: dict[str, Any]) -> list[dict[str, str]]:
+    """Rules between fields, read from the raw mapping so they are reported alongside field
+    errors (a typo in ``version`` must not hide a missing permission)."""
     errors: list[dict[str, str]] = []
 
     def add(path: str, message: str) -> None:
         errors.append({"path": path, "message": message})
 
-    rt = m.runtime
-    if rt.image and (rt.base or rt.entrypoint):
-        add("runtime", "give either 'image' or 'base' with 'entrypoint', not both")
-    elif not rt.image and not (rt.base and rt.entrypoint):
-        add("runtime", "needs 'base' and 'entrypoint' (built from source) or 'image' (prebuilt)")
-    for product, text in m.compatibility.items():
+    rt = _section(data, "runtime")
+    if "runtime" in data and isinstance(data["runtime"], dict):
+        if rt.get("image") and (rt.get("base") or rt.get("entrypoint")):
+            add("runtime", "give either 'image' or 'base' with 'entrypoint', not both")
+        elif not rt.get("image") and not (rt.get("base") and rt.get("entrypoint")):
+            add(
+                "runtime", "needs 'base' and 'entrypoint' (built from source) or 'image' (prebuilt)"
+            )
+    for product, text in _section(data, "compatibility").items():
+        if not isinstance(text, str):
+            continue  # the field validator reports the type
         try:
             rng = VersionRange.parse(text)
         except VersionError as exc:
@@ -219,25 +235,32 @@ def _semantic_errors(m: Manifest) -> list[dict[str, str]]:
             continue
         if product == "summit" and not rng.admits(__version__):
             add("compatibility.summit", f"this orchestrator is {__version__}, outside {text!r}")
-    seen: set[tuple[str, str]] = set()
-    for i, ext in enumerate(m.extensions):
-        key = (ext.point.value, ext.name)
-        if key in seen:
-            add(f"extensions[{i}]", f"duplicate extension {ext.point.value}/{ext.name}")
-        seen.add(key)
-    if len(set(m.permissions)) != len(m.permissions):
+    seen: set[tuple[Any, Any]] = set()
+    for i, ext in enumerate(_items(data.get("extensions"))):
+        if isinstance(ext, dict) and isinstance(ext.get("point"), str):
+            key = (ext.get("point"), ext.get("name"))
+            if key in seen:
+                add(f"extensions[{i}]", f"duplicate extension {key[0]}/{key[1]}")
+            seen.add(key)
+    perms = [p for p in _items(data.get("permissions")) if isinstance(p, str)]
+    if len(set(perms)) != len(perms):
         add("permissions", "lists a permission twice")
-    deps = [d.id for d in m.dependencies]
-    for i, dep in enumerate(m.dependencies):
-        if dep.id == m.id:
+    dep_ids: list[Any] = []
+    for i, dep in enumerate(_items(data.get("dependencies"))):
+        dep_id = dep.get("id") if isinstance(dep, dict) else None
+        if dep_id is not None and dep_id == data.get("id"):
             add(f"dependencies[{i}].id", "a plugin cannot depend on itself")
-        elif deps.count(dep.id) > 1 and deps.index(dep.id) != i:
-            add(f"dependencies[{i}].id", f"{dep.id} is listed twice")
-    if m.network.allowed_hosts and Permission.NETWORK_ACCESS not in m.permissions:
+        elif dep_id is not None and dep_id in dep_ids:
+            add(f"dependencies[{i}].id", f"{dep_id} is listed twice")
+        dep_ids.append(dep_id)
+    if _items(_section(data, "network").get("allowed_hosts")) and (
+        Permission.NETWORK_ACCESS.value not in perms
+    ):
         add("network.allowed_hosts", "needs the 'network:access' permission")
-    if m.events.publish and Permission.EVENTS_PUBLISH not in m.permissions:
+    events = _section(data, "events")
+    if _items(events.get("publish")) and Permission.EVENTS_PUBLISH.value not in perms:
         add("events.publish", "needs the 'events:publish' permission")
-    if m.events.subscribe and Permission.EVENTS_SUBSCRIBE not in m.permissions:
+    if _items(events.get("subscribe")) and Permission.EVENTS_SUBSCRIBE.value not in perms:
         add("events.subscribe", "needs the 'events:subscribe' permission")
     return errors
 
@@ -253,6 +276,8 @@ def parse_manifest(data: Any) -> Manifest:
             "the manifest must be a mapping",
             details=[{"path": "(root)", "message": f"got {type(data).__name__}"}],
         )
+    errors: list[dict[str, str]] = []
+    manifest = None
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
@@ -260,9 +285,8 @@ def parse_manifest(data: Any) -> Manifest:
             {"path": _loc(e["loc"]), "message": e["msg"].removeprefix("Value error, ")}
             for e in exc.errors()
         ]
-        raise ManifestError(f"the manifest has {len(errors)} error(s)", details=errors) from None
-    errors = _semantic_errors(manifest)
-    if errors:
+    errors += _cross_field_errors(data)
+    if errors or manifest is None:
         raise ManifestError(f"the manifest has {len(errors)} error(s)", details=errors)
     return manifest
 

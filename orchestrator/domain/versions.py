@@ -35,7 +35,7 @@ class Version:
 
     @classmethod
     def parse(cls, text: str) -> Version:
-        m = _SEMVER.match(text.strip())
+        m = _SEMVER.fullmatch(text)
         if not m:
             raise VersionError(f"{text!r} is not a semantic version (expected MAJOR.MINOR.PATCH)")
         pre = tuple(m.group(4).split(".")) if m.group(4) else ()
@@ -74,7 +74,7 @@ class _Bound:
 
 
 def _partial(text: str) -> tuple[list[int | None], tuple[str, ...]]:
-    m = _PARTIAL.match(text)
+    m = _PARTIAL.fullmatch(text)
     if not m:
         raise VersionError(f"{text!r} is not a version")
     parts: list[int | None] = []
@@ -148,7 +148,7 @@ class VersionRange:
                 raise VersionError(f"{text!r}: empty alternative")
             bounds: list[_Bound] = []
             for tok in merged:
-                m = _COMPARATOR.match(tok)
+                m = _COMPARATOR.fullmatch(tok)
                 if not m:
                     raise VersionError(f"{text!r}: cannot read {tok!r}")
                 try:

@@ -7,6 +7,7 @@ uncompressed. A refused bundle leaves nothing on disk.
 
 from __future__ import annotations
 
+import gzip
 import io
 import posixpath
 import shutil
@@ -115,7 +116,11 @@ def pack_directory(source: Path) -> bytes:
         raise BundleError(f"{source} has no plugin.yaml")
     buf = io.BytesIO()
     skip = {"__pycache__", ".git", ".venv", ".pytest_cache", ".mypy_cache"}
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    # gzip writes the current time into its header unless told otherwise.
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
         for path in sorted(source.rglob("*")):
             rel = path.relative_to(source)
             if any(part in skip for part in rel.parts) or path.suffix == ".pyc":

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 
 import jsonschema
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from orchestrator.broker.client import PluginClient
@@ -280,7 +281,16 @@ class LifecycleService:
         res["cpu_percent"] = min(res["cpu_percent"], self.settings.max_cpu_percent)
         return res
 
-    def _record_install(
+    def _record_install(self, manifest: Manifest, req: InstallRequest, **image: Any) -> Plugin:
+        try:
+            return self._write_install(manifest, req, **image)
+        except IntegrityError:
+            # Another orchestrator replica recorded the same plugin version first.
+            raise Conflict(
+                f"{manifest.id} {manifest.version} is already installed", code="already_installed"
+            ) from None
+
+    def _write_install(
         self,
         manifest: Manifest,
         req: InstallRequest,

@@ -124,6 +124,7 @@ def delete_container(session: Session, *, container_id: str) -> None:
 
 
 def delete_plugin(session: Session, *, plugin_id: str) -> None:
-    for table in (Container, Grant, PluginVersion):
+    """Every row of the plugin, its transition history included (a reinstall starts afresh)."""
+    for table in (Container, Grant, PluginVersion, StateTransition):
         session.exec(delete(table).where(col(table.plugin_id) == plugin_id))
     session.exec(delete(Plugin).where(col(Plugin.id) == plugin_id))

@@ -346,3 +346,34 @@ def test_auth_and_error_shape(orch: OrchestratorProcess) -> None:
     assert r.status_code == 422 and set(r.json()["error"]) == {"code", "message", "details"}
     assert httpx.get(f"{orch.url}/healthz").status_code == 200
     assert httpx.get(f"{orch.url}/docs").status_code == 200
+
+
+def test_install_streams_build_progress(orch: OrchestratorProcess, tmp_path: Path) -> None:
+    import json
+
+    from orchestrator.services.bundles import pack_directory
+
+    pid = "com.summit-tests.progress"
+    src = make_plugin(tmp_path / "p", id=pid)
+    (src / "extra.txt").write_text("changes the digest, so the image must really be built")
+    with orch.client.stream(
+        "POST",
+        "/v1/plugins",
+        files={"bundle": ("b.tar.gz", pack_directory(src))},
+        headers={"Accept": "application/x-ndjson"},
+    ) as r:
+        assert r.status_code == 201
+        assert r.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in r.iter_lines() if line.strip()]
+    progress = [line["progress"] for line in lines if "progress" in line]
+    assert any(p.startswith("building summit-plugin/") for p in progress)
+    assert any("Step" in p for p in progress)  # the Docker build's own output
+    assert lines[-1]["plugin"]["state"] == "LOADED"
+    # Refused before anything is built: a plain HTTP error, not a stream.
+    r = orch.client.post(
+        "/v1/plugins",
+        files={"bundle": ("b.tar.gz", pack_directory(src))},
+        headers={"Accept": "application/x-ndjson"},
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "already_installed"
+    assert orch.client.delete(f"/v1/plugins/{pid}").status_code == 204

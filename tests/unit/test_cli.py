@@ -508,3 +508,65 @@ def test_importing_the_cli_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_install_shows_streamed_progress_and_returns_plugin(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from orchestrator import cli
+
+    plugin_dir = tmp_path / "p"
+    plugin_dir.mkdir()
+    (plugin_dir / "plugin.yaml").write_text("id: com.example.p\npermissions: []\n")
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("accept", ""))
+        body = (
+            b'{"progress": "building summit-plugin/com.example.p"}\n'
+            b'{"progress": "Step 1/4 : FROM base"}\n'
+            b'{"plugin": {"id": "com.example.p", "version": "1.0.0", "state": "LOADED",'
+            b' "state_reason": "installed 1.0.0"}}\n'
+        )
+        return httpx.Response(201, content=body, headers={"content-type": "application/x-ndjson"})
+
+    monkeypatch.setattr(
+        cli,
+        "_client",
+        lambda url, token: httpx.Client(base_url=url, transport=httpx.MockTransport(handler)),
+    )
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(cli.app, ["install", str(plugin_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert seen == ["application/x-ndjson"]
+    assert '"state": "LOADED"' in result.stdout
+
+
+def test_install_stream_error_line_exits_by_status(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from orchestrator import cli
+
+    plugin_dir = tmp_path / "p"
+    plugin_dir.mkdir()
+    (plugin_dir / "plugin.yaml").write_text("id: com.example.p\n")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = (
+            b'{"progress": "building"}\n'
+            b'{"status": 422, "error": {"code": "build_failed", "message": "the plugin image'
+            b' failed to build: boom", "details": null}}\n'
+        )
+        return httpx.Response(201, content=body, headers={"content-type": "application/x-ndjson"})
+
+    monkeypatch.setattr(
+        cli,
+        "_client",
+        lambda url, token: httpx.Client(base_url=url, transport=httpx.MockTransport(handler)),
+    )
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(cli.app, ["install", str(plugin_dir)])
+    assert result.exit_code == 2
+    assert "build_failed" in result.output and "boom" in result.output

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
 
-from orchestrator.domain.errors import BadRequest, InvalidInput
-from orchestrator.services.lifecycle import InstallRequest
-from orchestrator.services.plugins import PluginView, TransitionView
+from orchestrator.api.errors import error_body
+from orchestrator.domain.errors import BadRequest, InvalidInput, SummitError
+from orchestrator.services.lifecycle import InstallRequest, LifecycleService
+from orchestrator.services.plugins import PluginQueries, PluginView, TransitionView
 
 from ..deps import LifecycleDep, PrincipalDep, QueriesDep
 
 router = APIRouter(prefix="/v1/plugins", tags=["plugins"])
+NDJSON = "application/x-ndjson"
 
 
 class InstallImage(BaseModel):
@@ -65,47 +71,107 @@ _INSTALL_DOC = {
 @router.post("", status_code=201, response_model=PluginView, openapi_extra=_INSTALL_DOC)
 async def install_plugin(
     request: Request, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
-) -> PluginView:
-    """Install from an image reference (JSON) or a source bundle (multipart ``bundle``)."""
+) -> PluginView | Response:
+    """Install from an image reference (JSON) or a source bundle (multipart ``bundle``).
+
+    With ``Accept: application/x-ndjson`` the build's progress is streamed as JSON lines.
+    """
     ctype = request.headers.get("content-type", "")
+    upload: UploadFile | None = None
     if ctype.startswith("multipart/form-data"):
         form = await request.form(max_part_size=1024 * 1024)
-        bundle = form.get("bundle")
-        if bundle is None or isinstance(bundle, str):
+        field = form.get("bundle")
+        if field is None or isinstance(field, str):
             raise BadRequest(
                 "the multipart body needs a file field 'bundle'", code="invalid_request"
             )
+        upload = field
         req = InstallRequest(
-            bundle=bundle.file,
+            bundle=field.file,
             approved_permissions=_json_field(form, "approved_permissions", [], list),
             config=_json_field(form, "config", {}, dict),
         )
-        try:
-            plugin = await run_in_threadpool(lifecycle.install, req)
-        finally:
-            await bundle.close()
     elif ctype.startswith("application/json"):
         try:
             body = InstallImage.model_validate_json(await request.body())
-        except ValueError as exc:
-            errors: list[dict[str, Any]] = getattr(exc, "errors", list)()
+        except ValidationError as exc:
             raise InvalidInput(
                 "the request is not valid",
                 code="invalid_request",
                 details=[
-                    {"path": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in errors
+                    {"path": ".".join(map(str, e["loc"])) or "(body)", "message": e["msg"]}
+                    for e in exc.errors()
                 ],
             ) from None
         req = InstallRequest(
             image=body.image, approved_permissions=body.approved_permissions, config=body.config
         )
-        plugin = await run_in_threadpool(lifecycle.install, req)
     else:
         raise InvalidInput(
             "send application/json with 'image' or multipart/form-data with 'bundle'",
             code="unsupported_media_type",
         )
+    if NDJSON in request.headers.get("accept", ""):
+        return await _install_streaming(lifecycle, queries, req, upload)
+    try:
+        plugin = await run_in_threadpool(lifecycle.install, req)
+    finally:
+        if upload is not None:
+            await upload.close()
     return await run_in_threadpool(queries.get, plugin.id)
+
+
+async def _install_streaming(
+    lifecycle: LifecycleService,
+    queries: PluginQueries,
+    req: InstallRequest,
+    upload: UploadFile | None,
+) -> Response:
+    """Install, answering NDJSON lines: ``{"progress"}`` while it builds, then ``{"plugin"}``.
+
+    The answer starts only with the first progress line, so everything refused before the
+    build starts (bad bundle, manifest, permissions) still gets its own HTTP status.
+    """
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    def progress(line: str) -> None:
+        loop.call_soon_threadsafe(lines.put_nowait, {"progress": line})
+
+    async def run() -> None:
+        try:
+            plugin = await run_in_threadpool(lifecycle.install, req, progress=progress)
+            view = await run_in_threadpool(queries.get, plugin.id)
+            await lines.put({"plugin": view.model_dump(mode="json")})
+        except SummitError as exc:
+            await lines.put(
+                {"status": exc.status_code, **error_body(exc.code, exc.message, exc.details)}
+            )
+        except Exception as exc:
+            await lines.put(
+                {"status": 500, **error_body("internal_error", f"unexpected {type(exc).__name__}")}
+            )
+        finally:
+            if upload is not None:
+                await upload.close()
+            await lines.put(None)
+
+    task = asyncio.create_task(run())
+    first = await lines.get()
+    if first is not None and "progress" not in first:
+        await task
+        if "plugin" in first:
+            return JSONResponse(first["plugin"], status_code=201)
+        return JSONResponse({"error": first["error"]}, status_code=first["status"])
+
+    async def stream() -> AsyncIterator[bytes]:
+        item = first
+        while item is not None:
+            yield (json.dumps(item) + "\n").encode()
+            item = await lines.get()
+        await task
+
+    return StreamingResponse(stream(), status_code=201, media_type=NDJSON)
 
 
 @router.get("", response_model=list[PluginView])
