@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +67,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def nproc() -> int:
+    """What ``nproc`` prints: the CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -296,14 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))
     orch = Orchestrator(root, instance, token=secrets.token_urlsafe(24))
     floor: Floor | None = None
-    installed = False
+    installed = False  # set before the install call: the server may finish it after Ctrl-C
     enable_ms: list[float] = []
     floor_ms: list[float] = []
 
     print("Summit cold-start benchmark")
     print(
         f"  docker server {server.get('Version')} (API {server.get('ApiVersion')}), "
-        f"nproc {os.cpu_count()}, kernel {platform.release()}, python {platform.python_version()}"
+        f"nproc {nproc()}, kernel {platform.release()}, python {platform.python_version()}"
     )
     print(f"  plugin {PLUGIN_ID} from {PLUGIN_DIR.relative_to(REPO)}")
     print(f"  runs {args.runs} per series (+{args.warmup} warm-up each), instance {instance}")
@@ -311,13 +318,13 @@ def main(argv: list[str] | None = None) -> int:
         orch.start()
         orch.wait_ready()
         t0 = time.perf_counter()
+        installed = True
         orch.call(
             "POST",
             "/v1/plugins",
             files={"bundle": ("plugin.tar.gz", pack_directory(PLUGIN_DIR), "application/gzip")},
             data={"approved_permissions": json.dumps([]), "config": json.dumps({})},
         )
-        installed = True
         print(f"  installed in {(time.perf_counter() - t0) * 1000:.0f} ms")
 
         # The image and resources the orchestrator runs, read while the plugin is enabled.
@@ -348,13 +355,14 @@ def main(argv: list[str] | None = None) -> int:
             # Alternate which series goes first, so neither always follows the other.
             pair = [("enable", enable_ms), ("floor", floor_ms)]
             steps += pair if i % 2 == 0 else pair[::-1]
-        run: Callable[[str, list[float] | None], None] = one
         for n, (kind, into) in enumerate(steps, 1):
-            run(kind, into)
-            label = "warm-up" if into is None else kind
-            last = f"{into[-1]:.1f} ms" if into else "-"
-            print(f"\r  step {n}/{len(steps)} {label:<8} {last:<12}", end="", flush=True)
-        print("\r" + " " * 50 + "\r", end="")
+            one(kind, into)
+            if sys.stderr.isatty():
+                label = "warm-up" if into is None else kind
+                last = f"{into[-1]:.1f} ms" if into else "-"
+                print(f"\r  step {n}/{len(steps)} {label:<8} {last:<12}", end="", file=sys.stderr)
+        if sys.stderr.isatty():
+            print("\r" + " " * 50 + "\r", end="", file=sys.stderr)
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)
         return 130
@@ -374,11 +382,38 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"Cold start ({PLUGIN_ID}, {args.runs} runs, Docker {server.get('Version')}, "
-        f"{os.cpu_count()} CPUs): enable->ACTIVE p50 {p50_e:.0f} ms / p95 "
+        f"{nproc()} CPUs): enable->ACTIVE p50 {p50_e:.0f} ms / p95 "
         f"{percentile(enable_ms, 95):.0f} ms; bare `docker run`->healthy p50 {p50_f:.0f} ms / "
         f"p95 {percentile(floor_ms, 95):.0f} ms; ratio {ratio:.2f} (target <= 1.5)."
     )
     return 0
+
+
+def uninstall(orch: Orchestrator, settle_s: float = 30) -> bool:
+    """Disable (if needed) and uninstall the plugin; True once it is gone."""
+    url = f"/v1/plugins/{PLUGIN_ID}"
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        try:
+            r = orch.client.get(url)
+            if r.status_code == 404:
+                return True
+            state = r.json().get("state")
+            if state in ("INITIALIZING", "UNLOADING"):
+                # An enable/disable we abandoned is still running on the server.
+                time.sleep(0.2)
+                continue
+            if state in ("ACTIVE", "FAILED"):
+                orch.client.post(f"{url}/disable")
+                continue
+            r = orch.client.delete(url)
+            if r.status_code < 400 or r.status_code == 404:
+                return True
+            print(f"warning: uninstall answered {r.status_code}: {r.text[:300]}", file=sys.stderr)
+        except httpx.HTTPError as exc:
+            print(f"warning: uninstall failed: {exc}", file=sys.stderr)
+        time.sleep(0.5)
+    return False
 
 
 def cleanup(
@@ -396,24 +431,21 @@ def cleanup(
         if floor is not None:
             with contextlib.suppress(Exception):
                 floor.sweep()
+        uninstalled = not installed
         if installed and orch.alive():
-            with contextlib.suppress(Exception):
-                state = orch.client.get(f"/v1/plugins/{PLUGIN_ID}").json().get("state")
-                if state in ("ACTIVE", "FAILED", "INITIALIZING"):
-                    orch.client.post(f"/v1/plugins/{PLUGIN_ID}/disable")
-            try:
-                r = orch.client.delete(f"/v1/plugins/{PLUGIN_ID}")
-                if r.status_code >= 400:
-                    print(f"warning: uninstall answered {r.status_code}: {r.text}", file=sys.stderr)
-            except httpx.HTTPError as exc:
-                print(f"warning: uninstall failed: {exc}", file=sys.stderr)
+            uninstalled = uninstall(orch)
         with contextlib.suppress(Exception):
             orch.stop()
         with contextlib.suppress(Exception):
-            for c in dk.containers.list(
-                all=True, filters={"label": f"io.summit.owner={instance}"}
-            ):
+            orch.stop()
+        with contextlib.suppress(Exception):
+            for c in dk.containers.list(all=True, filters={"label": f"io.summit.owner={instance}"}):
                 c.remove(force=True, v=True)
+        if not uninstalled and floor is not None:
+            # The API could not uninstall: drop the image we know it built (unless in use).
+            with contextlib.suppress(Exception):
+                dk.images.remove(floor.image, force=False)
+                print(f"removed image {floor.image[:19]} directly", file=sys.stderr)
         shutil.rmtree(root, ignore_errors=True)
     finally:
         signal.signal(signal.SIGINT, old)

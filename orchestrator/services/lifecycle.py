@@ -469,7 +469,7 @@ class LifecycleService:
         deadline = time.monotonic() + self.settings.startup_timeout_s
         next_inspect = time.monotonic() + 0.5
         last_error = "no answer"
-        delay = 0.005
+        delay = 0.01
         while time.monotonic() < deadline:
             try:
                 health = client.health(timeout_s=1.0)
@@ -493,8 +493,8 @@ class LifecycleService:
                     )
                     raise StartFailed(f"{plugin_id} stopped while starting: {why}")
                 next_inspect = time.monotonic() + 0.5
+            # A short, flat interval: a growing one overshoots the moment it becomes ready.
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
         raise StartFailed(
             f"{plugin_id} did not become healthy within {self.settings.startup_timeout_s:g}s "
             f"({last_error})",
