@@ -689,12 +689,7 @@ def enable(
     verbose: VerboseOpt = False,
 ) -> None:
     """Start a plugin (and the plugins it depends on)."""
-    api = _api(ctx, url, token)
-    plugin = _with_spinner(
-        f"Enabling {plugin_id} ...",
-        lambda: api.post(f"/v1/plugins/{plugin_id}/enable", timeout=INSTALL_TIMEOUT_S),
-    )
-    _plugin_line(plugin, "Enabled")
+    _lifecycle_action(_api(ctx, url, token), plugin_id, "enable", "Enabling", "Enabled")
 
 
 @app.command()
@@ -710,15 +705,10 @@ def disable(
     verbose: VerboseOpt = False,
 ) -> None:
     """Stop a plugin; its container is removed, its installation kept."""
-    api = _api(ctx, url, token)
     params = {"cascade": "true"} if cascade else None
-    plugin = _with_spinner(
-        f"Disabling {plugin_id} ...",
-        lambda: api.post(
-            f"/v1/plugins/{plugin_id}/disable", params=params, timeout=INSTALL_TIMEOUT_S
-        ),
+    _lifecycle_action(
+        _api(ctx, url, token), plugin_id, "disable", "Disabling", "Disabled", params=params
     )
-    _plugin_line(plugin, "Disabled")
 
 
 @app.command()
@@ -731,12 +721,24 @@ def reload(
     verbose: VerboseOpt = False,
 ) -> None:
     """Replace a plugin's container with a fresh one (new one healthy before the old stops)."""
-    api = _api(ctx, url, token)
+    _lifecycle_action(_api(ctx, url, token), plugin_id, "reload", "Reloading", "Reloaded")
+
+
+def _lifecycle_action(
+    api: Api,
+    plugin_id: str,
+    action: str,
+    doing: str,
+    done: str,
+    params: dict[str, str] | None = None,
+) -> None:
     plugin = _with_spinner(
-        f"Reloading {plugin_id} ...",
-        lambda: api.post(f"/v1/plugins/{plugin_id}/reload", timeout=INSTALL_TIMEOUT_S),
+        f"{doing} {plugin_id} ...",
+        lambda: api.post(
+            f"/v1/plugins/{plugin_id}/{action}", params=params, timeout=INSTALL_TIMEOUT_S
+        ),
     )
-    _plugin_line(plugin, "Reloaded")
+    _plugin_line(plugin, done)
 
 
 def _interactive() -> bool:
