@@ -44,6 +44,18 @@ class Settings(BaseSettings):
     max_memory_mb: int = 4096
     max_cpu_percent: int = 400
 
+    # Broker.
+    rate_limit_requests: int = Field(
+        100, description="Calls a plugin may receive per window (0 = unlimited)"
+    )
+    rate_limit_window_s: float = Field(900.0, description="Rate-limit window (sliding)")
+    plugin_concurrency: int = Field(32, description="Calls in flight per plugin before 429")
+    breaker_failures: int = Field(5, description="Consecutive failures that open the breaker")
+    breaker_cooldown_s: float = Field(30.0, description="Open time before a half-open probe")
+    max_request_bytes: int = Field(1024 * 1024, description="Largest execute request body")
+    max_response_bytes: int = Field(1024 * 1024, description="Largest plugin answer")
+    retry_attempts: int = Field(3, description="Attempts for calls to idempotent extensions")
+
     # Lifecycle timing.
     startup_timeout_s: float = Field(30.0, description="Time a plugin has to become healthy")
     shutdown_grace_s: float = Field(5.0, description="Time a plugin has to stop by itself")
