@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from orchestrator import __version__
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.routes import extensions, plugins, system
-from orchestrator.broker.pool import Broker
+from orchestrator.broker.setup import close_rate_limiter, make_broker
 from orchestrator.config import Settings, get_settings
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.services.lifecycle import LifecycleService
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url)
         migrate(engine)
         runtime = DockerRuntime(owner=settings.instance, sockets_dir=settings.sockets_dir)
-        broker = Broker()
+        broker = make_broker(settings)
         lifecycle = LifecycleService(
             engine=engine, runtime=runtime, broker=broker, settings=settings
         )
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Plugin containers keep running: the next start adopts them.
             supervisor.stop()
             await broker.aclose()
+            await close_rate_limiter(broker)
             engine.dispose()
 
     app = FastAPI(

@@ -3,6 +3,11 @@
 Routes are swapped atomically on reload: new calls go to the new container at once, and the
 old container is stopped only after its in-flight calls have finished (``wait_drained``).
 One keep-alive connection pool per endpoint is kept for the life of the route.
+
+Every call passes, in order: the plugin's circuit breaker, its rate limit, its concurrency
+limit, the input schema; then the plugin is called with the caller's deadline (retried with
+backoff and jitter only when the extension is marked idempotent), its answer is read up to
+the size cap and checked against the output schema.
 """
 
 from __future__ import annotations
@@ -15,15 +20,46 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import jsonschema
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
 
+from orchestrator.broker.breaker import Breakers
 from orchestrator.broker.client import PluginCallError, base_url_for, transport_for
+from orchestrator.broker.limits import (
+    ConcurrencyLimits,
+    MemoryRateLimiter,
+    RateLimiter,
+    TooManyRequests,
+)
 from orchestrator.domain.errors import Conflict, InvalidInput, NotFound, SummitError
 from orchestrator.domain.manifest import Extension, ExtensionPoint
+from orchestrator.monitor.metrics import BREAKER_VALUES, Metrics
 
 
 class PluginTimeout(SummitError):
     status_code = 504
     code = "plugin_timeout"
+
+
+class ResponseTooLarge(PluginCallError):
+    code = "response_too_large"
+
+
+class InvalidOutput(PluginCallError):
+    code = "invalid_output"
+
+
+class PluginRejected(SummitError):
+    """The plugin refused the input (it answered 4xx): the caller's problem, not a failure."""
+
+    status_code = 422
+    code = "plugin_rejected_input"
 
 
 @dataclass(frozen=True)
@@ -33,6 +69,20 @@ class Route:
     endpoint: str
     extensions: tuple[Extension, ...]
     timeout_ms: int = 30000
+    rate_limit_requests: int | None = None  # None: the broker's default
+    rate_limit_window_s: float | None = None
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class BrokerLimits:
+    rate_limit_requests: int = 100
+    rate_limit_window_s: float = 900.0
+    plugin_concurrency: int = 32
+    max_response_bytes: int = 1024 * 1024
+    retry_attempts: int = 3
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
 
 
 @dataclass
@@ -43,13 +93,39 @@ class _Pool:
     idle: threading.Event = field(default_factory=threading.Event)
 
 
+def _breaker_failure(exc: BaseException) -> bool:
+    """Failures that say the plugin is unwell (not the caller's fault, not our refusal)."""
+    return isinstance(exc, PluginTimeout | PluginCallError)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return _breaker_failure(exc) and not isinstance(exc, ResponseTooLarge | InvalidOutput)
+
+
 class Broker:
-    def __init__(self, *, max_response_bytes: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        *,
+        limits: BrokerLimits | None = None,
+        metrics: Metrics | None = None,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self.limits = limits or BrokerLimits()
+        self.metrics = metrics or Metrics()
+        self.rate_limiter: RateLimiter = rate_limiter or MemoryRateLimiter()
+        self.breakers = Breakers(
+            failures=self.limits.breaker_failures, cooldown_s=self.limits.breaker_cooldown_s
+        )
+        self.concurrency = ConcurrencyLimits()
         self._routes: dict[str, Route] = {}
         self._pools: dict[str, _Pool] = {}
+        self._validators: dict[tuple[str, str, str, str, str], jsonschema.Draft202012Validator] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.max_response_bytes = max_response_bytes
+
+    @property
+    def max_response_bytes(self) -> int:
+        return self.limits.max_response_bytes
 
     # -- routing table (called from lifecycle threads) ---------------------------------------
 
@@ -57,11 +133,15 @@ class Broker:
         with self._lock:
             old = self._routes.get(route.plugin_id)
             self._routes[route.plugin_id] = route
+        if old is None or old.version != route.version:
+            self.breakers.forget(route.plugin_id)
         return old
 
     def drop_route(self, plugin_id: str) -> Route | None:
         with self._lock:
-            return self._routes.pop(plugin_id, None)
+            route = self._routes.pop(plugin_id, None)
+        self.breakers.forget(plugin_id)
+        return route
 
     def route(self, plugin_id: str) -> Route | None:
         return self._routes.get(plugin_id)
@@ -125,57 +205,168 @@ class Broker:
         found.sort(key=lambda pair: (-pair[1].priority, pair[0].plugin_id, pair[1].name))
         return found
 
+    def _validator(
+        self, route: Route, ext: Extension, which: str
+    ) -> jsonschema.Draft202012Validator | None:
+        schema = ext.input_schema if which == "input" else ext.output_schema
+        if schema is None:
+            return None
+        key = (route.plugin_id, route.version, ext.point.value, ext.name, which)
+        validator = self._validators.get(key)
+        if validator is None:
+            validator = jsonschema.Draft202012Validator(schema)
+            self._validators[key] = validator
+        return validator
+
+    def schema_errors(
+        self, route: Route, ext: Extension, value: Any, which: str
+    ) -> list[dict[str, str]]:
+        validator = self._validator(route, ext, which)
+        if validator is None:
+            return []
+        return [
+            {
+                "plugin": route.plugin_id,
+                "extension": ext.name,
+                "path": which + "".join(f"[{p!r}]" for p in e.absolute_path),
+                "message": e.message,
+            }
+            for e in validator.iter_errors(value)
+        ]
+
     async def call(
         self, route: Route, ext: Extension, payload: Any, *, timeout_ms: int | None = None
     ) -> Any:
+        """Call one extension of one plugin with every guard of the broker."""
         self._loop = asyncio.get_running_loop()
-        budget_ms = timeout_ms or ext.timeout_ms or route.timeout_ms
-        deadline = time.monotonic() + budget_ms / 1000
-        body = {
-            "input": payload,
-            "context": {"request_id": uuid.uuid4().hex, "deadline_ms": budget_ms},
-        }
-        pool = self._acquire(route.endpoint)
+        plugin, point = route.plugin_id, ext.point.value
+        started = time.perf_counter()
+        outcome = "ok"
         try:
             try:
-                r = await asyncio.wait_for(
-                    pool.client.post(
-                        f"/summit/v1/extensions/{ext.point.value}/{ext.name}", json=body
-                    ),
-                    timeout=max(0.001, deadline - time.monotonic()),
+                self.breakers.before_call(plugin)
+            except SummitError:
+                self.metrics.refused.labels(plugin, "circuit_open").inc()
+                raise
+            await self._check_rate(route)
+            self.concurrency.enter(plugin, route.concurrency or self.limits.plugin_concurrency)
+            try:
+                output = await self._call_with_retries(route, ext, payload, timeout_ms)
+            except BaseException as exc:
+                if _breaker_failure(exc):
+                    self._breaker(plugin, ok=False)
+                elif isinstance(exc, PluginRejected):
+                    self._breaker(plugin, ok=True)  # it answered sensibly
+                raise
+            finally:
+                self.concurrency.leave(plugin)
+            errors = self.schema_errors(route, ext, output, "output")
+            if errors:
+                self._breaker(plugin, ok=False)
+                raise InvalidOutput(
+                    f"plugin {plugin} answered output that does not match its output_schema",
+                    details=errors,
                 )
-            except TimeoutError:
-                raise PluginTimeout(
-                    f"plugin {route.plugin_id} did not answer within {budget_ms} ms",
-                    details={"plugin": route.plugin_id},
-                ) from None
-            except httpx.TransportError as exc:
-                raise PluginCallError(
-                    f"plugin {route.plugin_id} could not be reached: {exc!r}",
-                    details={"plugin": route.plugin_id},
-                ) from None
+            self._breaker(plugin, ok=True)
+            return output
+        except SummitError as exc:
+            outcome = exc.code
+            if isinstance(exc, TooManyRequests):
+                self.metrics.refused.labels(plugin, exc.code).inc()
+            raise
+        finally:
+            self.metrics.calls.labels(plugin, point, outcome).inc()
+            self.metrics.latency.labels(plugin, point).observe(time.perf_counter() - started)
+
+    def _breaker(self, plugin_id: str, *, ok: bool) -> None:
+        state = self.breakers.record(plugin_id, ok=ok)
+        self.metrics.breaker.labels(plugin_id).set(BREAKER_VALUES[state])
+
+    async def _check_rate(self, route: Route) -> None:
+        limit = (
+            route.rate_limit_requests
+            if route.rate_limit_requests is not None
+            else self.limits.rate_limit_requests
+        )
+        if limit <= 0:
+            return
+        window = route.rate_limit_window_s or self.limits.rate_limit_window_s
+        wait = await self.rate_limiter.acquire(route.plugin_id, limit=limit, window_s=window)
+        if wait > 0:
+            raise TooManyRequests(
+                f"plugin {route.plugin_id} is limited to {limit} calls per {window:g}s",
+                plugin_id=route.plugin_id,
+                retry_after_s=wait,
+                code="rate_limited",
+            )
+
+    async def _call_with_retries(
+        self, route: Route, ext: Extension, payload: Any, timeout_ms: int | None
+    ) -> Any:
+        budget_ms = timeout_ms or ext.timeout_ms or route.timeout_ms
+        deadline = time.monotonic() + budget_ms / 1000
+        if not ext.idempotent or self.limits.retry_attempts <= 1:
+            return await self._send(route, ext, payload, deadline)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.limits.retry_attempts)
+            | stop_before_delay(budget_ms / 1000),
+            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    self.metrics.retries.labels(route.plugin_id, ext.point.value).inc()
+                return await self._send(route, ext, payload, deadline)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _send(self, route: Route, ext: Extension, payload: Any, deadline: float) -> Any:
+        plugin = route.plugin_id
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PluginTimeout(f"no time left to call plugin {plugin}", details={"plugin": plugin})
+        body = {
+            "input": payload,
+            "context": {"request_id": uuid.uuid4().hex, "deadline_ms": int(remaining * 1000)},
+        }
+        cap = self.limits.max_response_bytes
+        pool = self._acquire(route.endpoint)
+        try:
+            async with asyncio.timeout(remaining):
+                path = f"/summit/v1/extensions/{ext.point.value}/{ext.name}"
+                async with pool.client.stream("POST", path, json=body) as r:
+                    declared = r.headers.get("content-length")
+                    if declared and declared.isdigit() and int(declared) > cap:
+                        raise ResponseTooLarge(
+                            f"plugin {plugin} answered {declared} bytes (cap {cap})",
+                            details={"plugin": plugin, "cap_bytes": cap},
+                        )
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in r.aiter_raw():
+                        size += len(chunk)
+                        if size > cap:
+                            raise ResponseTooLarge(
+                                f"plugin {plugin} answered more than {cap} bytes",
+                                details={"plugin": plugin, "cap_bytes": cap},
+                            )
+                        chunks.append(chunk)
+                    status = r.status_code
+        except TimeoutError:
+            raise PluginTimeout(
+                f"plugin {plugin} did not answer within the deadline",
+                details={"plugin": plugin},
+            ) from None
+        except httpx.HTTPError as exc:
+            raise PluginCallError(
+                f"plugin {plugin} could not be reached or broke the connection: "
+                f"{type(exc).__name__}",
+                details={"plugin": plugin},
+            ) from None
         finally:
             self._release(pool)
-        if len(r.content) > self.max_response_bytes:
-            raise PluginCallError(
-                f"plugin {route.plugin_id} answered more than {self.max_response_bytes} bytes",
-                details={"plugin": route.plugin_id},
-            )
-        try:
-            data = r.json()
-        except ValueError:
-            raise PluginCallError(
-                f"plugin {route.plugin_id} answered a body that is not JSON",
-                details={"plugin": route.plugin_id, "status": r.status_code},
-            ) from None
-        if r.status_code != 200 or not isinstance(data, dict) or "output" not in data:
-            error = data.get("error") if isinstance(data, dict) else None
-            raise PluginCallError(
-                f"plugin {route.plugin_id} failed: "
-                + (f"{error.get('code')}: {error.get('message')}" if error else f"{r.status_code}"),
-                details={"plugin": route.plugin_id, "status": r.status_code, "error": error},
-            )
-        return data["output"]
+        return _decode_answer(plugin, status, b"".join(chunks))
 
     async def execute(
         self,
@@ -188,6 +379,10 @@ class Broker:
     ) -> dict[str, Any]:
         if point not in {p.value for p in ExtensionPoint}:
             raise NotFound(f"unknown extension point {point!r}", code="unknown_point")
+        if mode not in ("all", "pipeline", "first"):
+            raise InvalidInput(
+                f"unknown mode {mode!r}", details={"allowed": ["all", "pipeline", "first"]}
+            )
         providers = self.providers(point)
         if plugins is not None:
             active = {route.plugin_id for route, _ in providers}
@@ -201,6 +396,16 @@ class Broker:
             providers = [pair for pair in providers if pair[0].plugin_id in plugins]
         if not providers:
             raise NotFound(f"no ACTIVE plugin provides {point}", code="no_provider")
+        checked = providers if mode != "pipeline" else providers[:1]
+        errors = [e for r, x in checked for e in self.schema_errors(r, x, payload, "input")]
+        if errors:
+            raise InvalidInput(
+                "the input does not match the provider's input_schema",
+                code="invalid_input",
+                details=errors,
+            )
+
+        failures: list[SummitError] = []
 
         async def one(route: Route, ext: Extension, value: Any) -> dict[str, Any]:
             started = time.perf_counter()
@@ -208,31 +413,42 @@ class Broker:
             try:
                 entry["output"] = await self.call(route, ext, value, timeout_ms=timeout_ms)
             except SummitError as exc:
+                failures.append(exc)
                 entry["error"] = {"code": exc.code, "message": exc.message}
+                entry["status"] = exc.status_code
             entry["ms"] = round((time.perf_counter() - started) * 1000, 3)
             return entry
 
         if mode == "all":
-            results = await asyncio.gather(*(one(r, e, payload) for r, e in providers))
-            return {"mode": mode, "results": list(results)}
-        if mode in ("pipeline", "first"):
-            steps: list[dict[str, Any]] = []
-            value = payload
-            for route, ext in providers:
-                entry = await one(route, ext, value)
-                steps.append(entry)
-                if mode == "first" and "output" in entry:
+            results = list(await asyncio.gather(*(one(r, e, payload) for r, e in providers)))
+            if failures and all("error" in entry for entry in results):
+                raise _with_results(failures[0], results)
+            return {"mode": mode, "results": results}
+        steps: list[dict[str, Any]] = []
+        value = payload
+        for i, (route, ext) in enumerate(providers):
+            if mode == "pipeline" and i > 0:
+                bad = self.schema_errors(route, ext, value, "input")
+                if bad:
+                    failures.append(
+                        InvalidOutput(
+                            f"{steps[-1]['plugin']}'s output does not fit {route.plugin_id}'s "
+                            "input_schema",
+                            details=bad,
+                        )
+                    )
+                    raise _with_results(failures[-1], steps, failed_at=route.plugin_id)
+            entry = await one(route, ext, value)
+            steps.append(entry)
+            if "output" in entry:
+                if mode == "first":
                     return {"mode": mode, "output": entry["output"], "results": steps}
-                if mode == "pipeline":
-                    if "error" in entry:
-                        return {"mode": mode, "failed_at": route.plugin_id, "results": steps}
-                    value = entry["output"]
-            if mode == "first":
-                return {"mode": mode, "failed_at": None, "results": steps}
-            return {"mode": mode, "output": value, "results": steps}
-        raise InvalidInput(
-            f"unknown mode {mode!r}", details={"allowed": ["all", "pipeline", "first"]}
-        )
+                value = entry["output"]
+            elif mode == "pipeline":
+                raise _with_results(failures[-1], steps, failed_at=route.plugin_id)
+        if mode == "first":
+            raise _with_results(failures[-1], steps)
+        return {"mode": mode, "output": value, "results": steps}
 
     async def aclose(self) -> None:
         with self._lock:
@@ -240,3 +456,49 @@ class Broker:
             self._pools.clear()
         for pool in pools:
             await pool.client.aclose()
+
+
+def _with_results(
+    exc: SummitError, results: list[dict[str, Any]], *, failed_at: str | None = None
+) -> SummitError:
+    """The error that answers the whole execute, carrying every provider's result."""
+    details = exc.details if isinstance(exc.details, dict) else {"errors": exc.details}
+    exc.details = {**details, "results": results}
+    if failed_at is not None:
+        exc.details["failed_at"] = failed_at
+    return exc
+
+
+def _decode_answer(plugin: str, status: int, raw: bytes) -> Any:
+    import json
+
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise PluginCallError(
+            f"plugin {plugin} answered a body that is not JSON (HTTP {status})",
+            details={"plugin": plugin, "status": status},
+        ) from None
+    if status == 200 and isinstance(data, dict) and "output" in data:
+        return data["output"]
+    error = data.get("error") if isinstance(data, dict) else None
+    message = (
+        f"{error.get('code')}: {error.get('message')}"
+        if isinstance(error, dict)
+        else f"HTTP {status} without an error body"
+    )
+    details = {"plugin": plugin, "status": status, "error": error}
+    if status == 200:
+        raise PluginCallError(f"plugin {plugin} answered without 'output'", details=details)
+    if status == 504:
+        raise PluginTimeout(f"plugin {plugin} ran out of time: {message}", details=details)
+    if status == 429:
+        raise TooManyRequests(
+            f"plugin {plugin} is busy: {message}",
+            plugin_id=plugin,
+            retry_after_s=1.0,
+            code="plugin_busy",
+        )
+    if 400 <= status < 500:
+        raise PluginRejected(f"plugin {plugin} refused the input: {message}", details=details)
+    raise PluginCallError(f"plugin {plugin} failed: {message}", details=details)

@@ -409,7 +409,7 @@ class LifecycleService:
     def _route(
         self,
         plugin_id: str,
-        status: ContainerStatus | Container,
+        status: ContainerStatus | Container | _Endpoint,
         manifest: Manifest,
         resources: dict[str, Any],
     ) -> Route:
@@ -419,6 +419,9 @@ class LifecycleService:
             endpoint=status.endpoint or "",
             extensions=tuple(manifest.extensions),
             timeout_ms=int(resources.get("timeout_ms", self.settings.default_timeout_ms)),
+            rate_limit_requests=resources.get("rate_limit_requests"),
+            rate_limit_window_s=resources.get("rate_limit_window_s"),
+            concurrency=resources.get("concurrency"),
         )
 
     def _run_container(
@@ -671,6 +674,28 @@ class LifecycleService:
                     client.initialize(config=config, permissions=grants)
             return plugin
 
+    def set_limits(self, plugin_id: str, limits: dict[str, Any]) -> Plugin:
+        """Operator overrides of the broker's limits for one plugin (None: the default)."""
+        with self._locked(plugin_id):
+            with self._session() as session:
+                plugin = self._get(session, plugin_id)
+                resources = {**plugin.resources}
+                for key, value in limits.items():
+                    if value is None:
+                        resources.pop(key, None)
+                    else:
+                        resources[key] = value
+                plugin.resources = resources
+                plugin.updated_at = utcnow()
+                session.add(plugin)
+                manifest = self.manifest_of(session, plugin)
+            route = self.broker.route(plugin_id)
+            if route is not None:
+                self.broker.set_route(
+                    self._route(plugin_id, _Endpoint(route.endpoint), manifest, resources)
+                )
+            return plugin
+
     # -- crashes and health ------------------------------------------------------------------
 
     def on_runtime_event(self, event: RuntimeEvent) -> None:
@@ -837,6 +862,11 @@ class LifecycleService:
             self._restart_timers.clear()
         for timer in timers:
             timer.cancel()
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    endpoint: str
 
 
 def _pulled_from_registry(ref: str) -> bool:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, ValidationError
 
+from orchestrator.domain.errors import Conflict, InvalidInput, SummitError
 from orchestrator.domain.manifest import ExtensionPoint
 
-from ..deps import BrokerDep, PrincipalDep
+from ..deps import BrokerDep, PrincipalDep, QueriesDep, SettingsDep
 
 router = APIRouter(prefix="/v1/extension-points", tags=["extension points"])
+
+
+class RequestTooLarge(SummitError):
+    status_code = 413
+    code = "request_too_large"
 
 
 class ExecuteBody(BaseModel):
@@ -19,6 +26,39 @@ class ExecuteBody(BaseModel):
     mode: Literal["all", "pipeline", "first"] = "all"
     plugins: list[str] | None = None
     timeout_ms: int | None = Field(None, ge=1, le=600_000)
+
+
+async def execute_body(request: Request, settings: SettingsDep) -> ExecuteBody:
+    """The execute body, read no further than ``SUMMIT_MAX_REQUEST_BYTES``."""
+    cap = settings.max_request_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise RequestTooLarge(
+            f"the request body is {declared} bytes; the limit is {cap}",
+            details={"limit_bytes": cap},
+        )
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > cap:
+            raise RequestTooLarge(
+                f"the request body is over the limit of {cap} bytes",
+                details={"limit_bytes": cap},
+            )
+    try:
+        return ExecuteBody.model_validate_json(bytes(raw) or b"{}")
+    except ValidationError as exc:
+        raise InvalidInput(
+            "the request is not valid",
+            code="invalid_request",
+            details=[
+                {"path": ".".join(map(str, e["loc"])) or "(body)", "message": e["msg"]}
+                for e in exc.errors()
+            ],
+        ) from None
+
+
+ExecuteBodyDep = Annotated[ExecuteBody, Depends(execute_body)]
 
 
 @router.get("")
@@ -31,8 +71,10 @@ def list_points(broker: BrokerDep, _: PrincipalDep) -> list[dict[str, Any]]:
                 "version": route.version,
                 "name": ext.name,
                 "priority": ext.priority,
+                "idempotent": ext.idempotent,
                 "input_schema": ext.input_schema,
                 "output_schema": ext.output_schema,
+                "breaker": broker.breakers.describe(route.plugin_id),
             }
             for route, ext in broker.providers(point.value)
         ]
@@ -40,10 +82,27 @@ def list_points(broker: BrokerDep, _: PrincipalDep) -> list[dict[str, Any]]:
     return out
 
 
-@router.post("/{point}/execute")
+@router.post(
+    "/{point}/execute",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ExecuteBody.model_json_schema()}},
+        }
+    },
+)
 async def execute(
-    point: str, body: ExecuteBody, broker: BrokerDep, _: PrincipalDep
+    point: str, body: ExecuteBodyDep, broker: BrokerDep, queries: QueriesDep, _: PrincipalDep
 ) -> dict[str, Any]:
-    return await broker.execute(
-        point, body.input, mode=body.mode, plugins=body.plugins, timeout_ms=body.timeout_ms
-    )
+    """Call the providers of ``point``: ``all`` at once, a ``pipeline``, or the ``first``
+    that succeeds. When no provider succeeds the answer is the first error's status, with
+    every provider's result in ``error.details.results``."""
+    try:
+        return await broker.execute(
+            point, body.input, mode=body.mode, plugins=body.plugins, timeout_ms=body.timeout_ms
+        )
+    except Conflict as exc:
+        if exc.code == "not_active":
+            for plugin_id in exc.details["plugins"]:
+                await run_in_threadpool(queries.get, plugin_id)  # 404 when not installed
+        raise

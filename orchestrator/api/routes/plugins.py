@@ -34,6 +34,14 @@ class ConfigBody(BaseModel):
     config: dict[str, Any]
 
 
+class LimitsBody(BaseModel):
+    """Per-plugin broker limits; null restores the orchestrator's default."""
+
+    rate_limit_requests: int | None = Field(None, ge=0, description="0 = unlimited")
+    rate_limit_window_s: float | None = Field(None, gt=0, le=86400)
+    concurrency: int | None = Field(None, ge=1, le=10000)
+
+
 def _json_field(form: Any, name: str, default: Any, kind: type) -> Any:
     raw = form.get(name)
     if raw is None or raw == "":
@@ -225,6 +233,15 @@ def put_config(
     plugin_id: str, body: ConfigBody, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
 ) -> PluginView:
     lifecycle.set_config(plugin_id, body.config)
+    return queries.get(plugin_id)
+
+
+@router.put("/{plugin_id}/limits", response_model=PluginView)
+def put_limits(
+    plugin_id: str, body: LimitsBody, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
+) -> PluginView:
+    """Rate limit (sliding window) and concurrency limit of calls into this plugin."""
+    lifecycle.set_limits(plugin_id, body.model_dump())
     return queries.get(plugin_id)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from orchestrator import __version__
@@ -17,6 +18,13 @@ router = APIRouter(tags=["system"])
 @router.get("/healthz")
 def healthz() -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics (calls, errors, latency, breakers, refusals, queue depth)."""
+    registry = request.app.state.broker.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/readyz")

@@ -1,0 +1,1 @@
+"""Resource sampling, quotas and Prometheus metrics."""
