@@ -137,6 +137,10 @@ def test_reload_serves_every_call(orch: OrchestratorProcess, tmp_path: Path, doc
     assert r.status_code == 201, r.text
     assert r.json()["version"] == "1.0.0" and r.json()["pending_version"] == "1.1.0"
 
+    # The default limit (100 calls per 15 minutes) would throttle the hammering below.
+    r = orch.client.put(f"/v1/plugins/{pid}/limits", json={"rate_limit_requests": 0})
+    assert r.status_code == 200 and r.json()["resources"]["rate_limit_requests"] == 0
+
     failures: list[str] = []
     calls = 0
     stop = threading.Event()
