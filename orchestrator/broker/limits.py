@@ -50,16 +50,18 @@ class MemoryRateLimiter:
             return 0.0
 
 
-# KEYS[1] = window key; ARGV = now_ms, window_ms, limit, member.
+# KEYS[1] = window key; ARGV = window_ms, limit, member. Redis' own clock is "now", so
+# replicas on different hosts agree on it, and the whole check is one round trip.
 _SLIDING_WINDOW = """
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   return tonumber(oldest[2]) + window - now
 end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('ZADD', KEYS[1], now, now .. '-' .. ARGV[3])
 redis.call('PEXPIRE', KEYS[1], window)
 return 0
 """
@@ -72,12 +74,8 @@ class RedisRateLimiter:
         self._script = redis.register_script(_SLIDING_WINDOW)
 
     async def acquire(self, key: str, *, limit: int, window_s: float) -> float:
-        # Redis' clock, not ours: replicas on different hosts share one notion of "now".
-        seconds, micros = await self.redis.time()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
         wait_ms = await self._script(
-            keys=[self.prefix + key],
-            args=[now_ms, int(window_s * 1000), limit, f"{now_ms}-{secrets.token_hex(6)}"],
+            keys=[self.prefix + key], args=[int(window_s * 1000), limit, secrets.token_hex(6)]
         )
         return max(0.0, float(wait_ms) / 1000.0)
 
