@@ -10,9 +10,10 @@ from fastapi import FastAPI
 
 from orchestrator import __version__
 from orchestrator.api.errors import install_error_handlers
-from orchestrator.api.routes import extensions, plugins, system
+from orchestrator.api.routes import extensions, jobs, plugins, system
 from orchestrator.broker.setup import close_rate_limiter, make_broker
 from orchestrator.config import Settings, get_settings
+from orchestrator.jobs.setup import make_queue, start_embedded_worker
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.services.lifecycle import LifecycleService
 from orchestrator.services.plugins import PluginQueries
@@ -48,11 +49,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
         app.state.reconciled = supervisor.reconciled
         supervisor.start()
+        app.state.jobs = make_queue(settings)
+        job_worker = start_embedded_worker(settings, app.state.jobs, broker)
         try:
             yield
         finally:
             # Plugin containers keep running: the next start adopts them.
             supervisor.stop()
+            if job_worker is not None:
+                await job_worker.stop()
+            app.state.jobs.close()
             await broker.aclose()
             await close_rate_limiter(broker)
             engine.dispose()
@@ -68,4 +74,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(plugins.router)
     app.include_router(extensions.router)
+    app.include_router(jobs.router)
     return app

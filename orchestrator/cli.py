@@ -355,6 +355,77 @@ def serve(
     uvicorn.run(create_app(), host=host, port=port, log_level=log_level.lower())
 
 
+# --------------------------------------------------------------------------- worker
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Jobs run at a time (env SUMMIT_WORKER_CONCURRENCY).", show_default=False
+        ),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="critical|error|warning|info|debug")
+    ] = "info",
+) -> None:
+    """Run queued jobs (async execute calls) from Redis until SIGTERM or SIGINT.
+
+    Needs SUMMIT_REDIS_URL and SUMMIT_DATABASE_URL (the orchestrator's own), and runs on a host
+    that reaches the plugins' endpoints. The first signal lets the jobs in flight finish; a
+    second one exits at once (other workers take those jobs back when their leases expire).
+    """
+    import logging
+    import os
+    import signal
+
+    from pydantic import ValidationError
+
+    from orchestrator.config import Settings
+    from orchestrator.jobs.process import run_worker_process
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        typer.echo(f"error: invalid_settings: {_one_line(str(exc))}", err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    missing = [
+        env
+        for env, field in (
+            ("SUMMIT_DATABASE_URL", "database_url"),
+            ("SUMMIT_REDIS_URL", "redis_url"),
+        )
+        if field not in settings.model_fields_set or not getattr(settings, field)
+    ]
+    if missing:
+        typer.echo(f"error: not_configured: summit worker needs {' and '.join(missing)}", err=True)
+        raise typer.Exit(EXIT_REFUSED)
+    if concurrency is not None:
+        settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if logging.getLogger().level > logging.DEBUG:
+        for noisy in ("httpx", "httpcore"):  # a line per plugin call
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    log = logging.getLogger("orchestrator.jobs")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(128 + signum)
+        log.info("%s: finishing the jobs in flight", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    run_worker_process(settings, stop)
+
+
 # --------------------------------------------------------------------------- install
 
 

@@ -66,6 +66,20 @@ class Settings(BaseSettings):
     crash_limit: int = Field(3, description="Crashes within CRASH_WINDOW_S that keep it FAILED")
     crash_window_s: float = 600.0
 
+    # Jobs (async execute).
+    job_ttl_s: float = Field(7 * 24 * 3600.0, description="How long finished jobs are kept")
+    job_max_attempts: int = Field(3, ge=1, description="Attempts of a job before it fails")
+    worker_concurrency: int = Field(4, ge=1, description="Jobs one worker runs at a time")
+    worker_lease_s: float = Field(
+        30.0, gt=0, description="A job whose worker stops renewing it this long is re-queued"
+    )
+    worker_grace_s: float = Field(
+        30.0, description="Time jobs in flight get to finish when a worker stops"
+    )
+    embedded_worker: bool = Field(
+        True, description="Also run jobs inside the orchestrator when REDIS_URL is set"
+    )
+
     @property
     def sockets_dir(self) -> Path:
         return self.run_dir or self.state_dir / "run"

@@ -24,31 +24,33 @@ class Unauthorized(SummitError):
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_lifecycle(request: Request) -> LifecycleService:
+async def get_lifecycle(request: Request) -> LifecycleService:
     service: LifecycleService = request.app.state.lifecycle
     return service
 
 
-def get_queries(request: Request) -> PluginQueries:
+async def get_queries(request: Request) -> PluginQueries:
     queries: PluginQueries = request.app.state.queries
     return queries
 
 
-def get_broker(request: Request) -> Broker:
+async def get_broker(request: Request) -> Broker:
     broker: Broker = request.app.state.broker
     return broker
 
 
-def require_admin(
+# These dependencies are ``async def`` although they do no I/O: a plain ``def`` dependency runs
+# in the thread pool, a hop that costs more than the work on the broker's hot path.
+async def require_admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    settings = get_settings(request)
+    settings: Settings = request.app.state.settings
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("a bearer token is required")
     if not hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.encode()):

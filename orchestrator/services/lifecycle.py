@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 S = PluginState
 
 LOG_TAIL_ON_FAILURE = 20
+OPERATOR_LIMITS = ("rate_limit_requests", "rate_limit_window_s", "concurrency")
 
 
 def _noop(_: str) -> None:
@@ -275,10 +276,17 @@ class LifecycleService:
             )
         return found
 
-    def _resources(self, manifest: Manifest) -> dict[str, int]:
-        res = manifest.resources.model_dump()
+    def _resources(
+        self, manifest: Manifest, current: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The manifest's resources within the operator's caps, keeping the operator's own
+        per-plugin limits (``set_limits``) across upgrades and reloads."""
+        res: dict[str, Any] = manifest.resources.model_dump()
         res["memory_mb"] = min(res["memory_mb"], self.settings.max_memory_mb)
         res["cpu_percent"] = min(res["cpu_percent"], self.settings.max_cpu_percent)
+        for key in OPERATOR_LIMITS:
+            if current and current.get(key) is not None:
+                res[key] = current[key]
         return res
 
     def _record_install(self, manifest: Manifest, req: InstallRequest, **image: Any) -> Plugin:
@@ -341,7 +349,7 @@ class LifecycleService:
                 plugin.version = manifest.version
                 plugin.pending_version = None
                 plugin.config = req.config
-                plugin.resources = self._resources(manifest)
+                plugin.resources = self._resources(manifest, plugin.resources)
                 plugin.updated_at = utcnow()
                 session.add(plugin)
             crud.set_grants(
@@ -584,7 +592,7 @@ class LifecycleService:
                 assert version is not None
                 manifest = Manifest.model_validate(version.manifest)
                 grants = crud.list_grants(session, plugin_id=plugin_id)
-                resources = self._resources(manifest)
+                resources = self._resources(manifest, plugin.resources)
                 config = dict(plugin.config)
                 self._validate_config(manifest, config)
                 old_rows = list(crud.list_containers(session, plugin_id=plugin_id))

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from orchestrator.domain.errors import Conflict, InvalidInput, SummitError
 from orchestrator.domain.manifest import ExtensionPoint
+from orchestrator.jobs.worker import ExecutePayload
 
 from ..deps import BrokerDep, PrincipalDep, QueriesDep, SettingsDep
+from .jobs import JobsDep, submit_execute
 
 router = APIRouter(prefix="/v1/extension-points", tags=["extension points"])
 
@@ -26,6 +29,9 @@ class ExecuteBody(BaseModel):
     mode: Literal["all", "pipeline", "first"] = "all"
     plugins: list[str] | None = None
     timeout_ms: int | None = Field(None, ge=1, le=600_000)
+    run_async: bool = Field(
+        False, alias="async", description="Queue the call: 202 with a job id (GET /v1/jobs/{id})"
+    )
 
 
 async def execute_body(request: Request, settings: SettingsDep) -> ExecuteBody:
@@ -84,6 +90,7 @@ def list_points(broker: BrokerDep, _: PrincipalDep) -> list[dict[str, Any]]:
 
 @router.post(
     "/{point}/execute",
+    response_model=None,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -92,15 +99,29 @@ def list_points(broker: BrokerDep, _: PrincipalDep) -> list[dict[str, Any]]:
     },
 )
 async def execute(
-    point: str, body: ExecuteBodyDep, broker: BrokerDep, queries: QueriesDep, _: PrincipalDep
-) -> dict[str, Any]:
+    point: str,
+    body: ExecuteBodyDep,
+    broker: BrokerDep,
+    queries: QueriesDep,
+    _: PrincipalDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    response: Response,
+) -> dict[str, Any] | JSONResponse:
     """Call the providers of ``point``: ``all`` at once, a ``pipeline``, or the ``first``
     that succeeds. When no provider succeeds the answer is the first error's status, with
-    every provider's result in ``error.details.results``."""
+    every provider's result in ``error.details.results``. With ``async: true`` the call is
+    queued: 202 ``{job_id, status, links}`` at once, the outcome at ``GET /v1/jobs/{id}``."""
+    if body.run_async:
+        payload = ExecutePayload(point=point, **body.model_dump(exclude={"run_async"}))
+        response.status_code = 202
+        return await submit_execute(jobs, payload, max_attempts=settings.job_max_attempts)
     try:
-        return await broker.execute(
+        result = await broker.execute(
             point, body.input, mode=body.mode, plugins=body.plugins, timeout_ms=body.timeout_ms
         )
+        # Already JSON-safe (it came from JSON): skip FastAPI's recursive jsonable_encoder.
+        return JSONResponse(result)
     except Conflict as exc:
         if exc.code == "not_active":
             for plugin_id in exc.details["plugins"]:

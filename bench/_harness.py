@@ -1,0 +1,222 @@
+"""Shared pieces of the benchmarks in ``bench/``: an orchestrator subprocess and small helpers.
+
+Nothing here measures anything. A benchmark script imports it as ``_harness`` (``bench/`` is
+on ``sys.path`` when a script in it is run as ``.venv/bin/python bench/<name>.py``); importing it
+also puts the repository root on ``sys.path`` so that ``orchestrator`` can be imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def nproc() -> int:
+    """What ``nproc`` prints: the CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank-with-interpolation percentile (q in 0..100) of a non-empty list."""
+    data = sorted(values)
+    if len(data) == 1:
+        return data[0]
+    pos = (len(data) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def machine_line(dk: docker.DockerClient) -> str:
+    """Docker, CPU count, kernel and Python: the numbers mean little without them."""
+    server = dk.version()
+    return (
+        f"docker server {server.get('Version')} (API {server.get('ApiVersion')}), "
+        f"nproc {nproc()}, kernel {platform.release()}, python {platform.python_version()}"
+    )
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds used so far by process ``pid`` (all its threads), Linux only."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode()
+    except OSError:
+        return None
+    # Field 2 (comm) may contain spaces; the fields after it start past the last ')'.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM -> KeyboardInterrupt, so it takes the same clean-up path as Ctrl-C."""
+
+    def _on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _on_term)
+
+
+class Orchestrator:
+    """Our own orchestrator subprocess, in its own session so Ctrl-C does not reach it.
+
+    It gets a throw-away SQLite database and state folder under ``root``, its own owner label
+    (``instance``) and admin ``token``; ``extra_env`` adds or overrides ``SUMMIT_*`` settings.
+    The caller's own ``SUMMIT_*`` variables are not passed on.
+    """
+
+    def __init__(
+        self, root: Path, instance: str, token: str, extra_env: Mapping[str, str] | None = None
+    ) -> None:
+        self.root = root
+        self.instance = instance
+        self.token = token
+        self.extra_env = dict(extra_env or {})
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "orchestrator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=300
+        )
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SUMMIT_")}
+        env.update(
+            SUMMIT_DATABASE_URL=f"sqlite:///{self.root / 'summit.db'}",
+            SUMMIT_STATE_DIR=str(self.root / "state"),
+            SUMMIT_INSTANCE=self.instance,
+            SUMMIT_ADMIN_TOKEN=self.token,
+            SUMMIT_SHUTDOWN_GRACE_S="3",
+        )
+        env.update(self.extra_env)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "orchestrator.app:create_app",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"orchestrator exited early:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"orchestrator not ready after {timeout_s:g}s:\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.client.close()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        r = self.client.request(method, path, **kwargs)
+        if r.status_code >= 400:
+            raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text[:2000]}")
+        return r
+
+    def uninstall(self, plugin_id: str, settle_s: float = 30) -> bool:
+        """Disable (if needed) and uninstall ``plugin_id``; True once it is gone."""
+        url = f"/v1/plugins/{plugin_id}"
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline:
+            try:
+                r = self.client.get(url)
+                if r.status_code == 404:
+                    return True
+                state = r.json().get("state")
+                if state in ("INITIALIZING", "UNLOADING"):
+                    # An enable/disable we abandoned is still running on the server.
+                    time.sleep(0.2)
+                    continue
+                if state in ("ACTIVE", "FAILED"):
+                    self.client.post(f"{url}/disable")
+                    continue
+                r = self.client.delete(url)
+                if r.status_code < 400 or r.status_code == 404:
+                    return True
+                print(
+                    f"warning: uninstall {plugin_id} answered {r.status_code}: {r.text[:300]}",
+                    file=sys.stderr,
+                )
+            except httpx.HTTPError as exc:
+                print(f"warning: uninstall {plugin_id} failed: {exc}", file=sys.stderr)
+            time.sleep(0.5)
+        return False
+
+
+def remove_owned_containers(dk: docker.DockerClient, instance: str) -> int:
+    """Force-remove every container carrying the orchestrator's owner label ``instance``."""
+    n = 0
+    for c in dk.containers.list(all=True, filters={"label": f"io.summit.owner={instance}"}):
+        with contextlib.suppress(docker.errors.DockerException):
+            c.remove(force=True, v=True)
+            n += 1
+    return n

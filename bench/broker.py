@@ -1,0 +1,593 @@
+"""Broker benchmark: direct HTTP to a plugin container vs. the same call through ``execute``.
+
+Run from the repository root::
+
+    .venv/bin/python bench/broker.py [--seconds 5] [--warmup 1] [--providers 1,5,20]
+
+One run:
+
+1. starts its own orchestrator (``uvicorn orchestrator.app:create_app --factory``) on a free port
+   with a throw-away database, state folder and owner label, no rate limit
+   (``SUMMIT_RATE_LIMIT_REQUESTS=0``) and ``SUMMIT_PLUGIN_CONCURRENCY=256``;
+2. installs copies of ``examples/word-count`` under distinct ids (as many as the largest
+   ``--providers`` figure) and enables them;
+3. against the first copy, for ``--seconds`` each after ``--warmup`` seconds of uncounted calls:
+   "direct" = ``POST /summit/v1/extensions/analyzer/word-count`` straight to the plugin
+   container's unix socket (the ``io.summit.endpoint`` label of its container), "brokered" =
+   ``POST /v1/extension-points/analyzer/execute`` with ``plugins: [id]``; each one client
+   sequentially (keep-alive) and with 16 concurrent callers (asyncio + ``httpx.AsyncClient``);
+4. fan-out: ``execute`` mode ``all`` over the first 1, 5 and 20 copies, sequentially;
+5. prints p50/p99 latency, throughput, the CPU each party spent per call, and the ratios
+   against the targets (added p50 <= 1 ms, brokered/direct throughput at c16 >= 60%,
+   20-provider p50 <= 2x the 1-provider p50).
+
+The load generator runs on the same machine as the orchestrator and the plugins, and competes
+with them for the CPUs; the output says so. Everything it creates is removed on exit, on error
+and on Ctrl-C. Timing figures are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+import httpx
+from _harness import (
+    REPO,
+    Orchestrator,
+    machine_line,
+    nproc,
+    percentile,
+    process_cpu_s,
+    remove_owned_containers,
+    sigterm_as_interrupt,
+)
+
+from orchestrator.broker.client import base_url_for, transport_for
+from orchestrator.services.bundles import pack_directory
+
+PLUGIN_DIR = REPO / "examples" / "word-count"
+ORIGINAL_ID = "com.example.word-count"
+POINT, EXTENSION = "analyzer", "word-count"
+LABEL_ENDPOINT = "io.summit.endpoint"
+CONCURRENCY = 16
+# ~90 words / ~560 bytes: a short paragraph, so the plugin's own work stays small and the
+# figures are mostly transport and brokering.
+TEXT = (
+    "Summit runs every plugin in its own container and brokers each call from the host "
+    "application to the plugin over a local socket. The broker checks the input against the "
+    "schema the plugin declared, applies rate limits and a circuit breaker, and fans a call out "
+    "to every provider of an extension point when asked to. This paragraph is what the "
+    "benchmark sends: it is long enough for the word counter to do some real work, and short "
+    "enough that the cost of the work does not hide the cost of the broker. Words repeat, so "
+    "the top of the count is not a tie: broker broker broker plugin plugin call."
+)
+DIRECT_BODY = json.dumps(
+    {"input": {"text": TEXT}, "context": {"request_id": "x", "deadline_ms": 5000}}
+).encode()
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    name: str
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str | None = None
+    elapsed_s: float = 0.0
+    # CPU seconds spent in the measured window by: this process, the orchestrator, the plugin(s).
+    cpu_s: dict[str, float | None] = field(default_factory=dict)
+
+    def fail(self, what: str) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = what
+
+    @property
+    def calls(self) -> int:
+        return len(self.latencies_ms)
+
+    @property
+    def rps(self) -> float:
+        return self.calls / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies_ms, q) if self.latencies_ms else float("nan")
+
+    def cpu_ms_per_call(self, who: str) -> float | None:
+        used = self.cpu_s.get(who)
+        if used is None or not self.calls:
+            return None
+        return used * 1000 / self.calls
+
+
+class CpuMeter:
+    """CPU seconds of the load generator, the orchestrator and a set of plugin processes."""
+
+    def __init__(self, orchestrator_pid: int, plugin_pids: list[int]) -> None:
+        self.orchestrator_pid = orchestrator_pid
+        self.plugin_pids = plugin_pids
+
+    def sample(self) -> dict[str, float | None]:
+        plugins = [process_cpu_s(pid) for pid in self.plugin_pids]
+        return {
+            "client": time.process_time(),
+            "orchestrator": process_cpu_s(self.orchestrator_pid),
+            "plugins": None if any(v is None for v in plugins) else sum(plugins),  # type: ignore[arg-type]
+        }
+
+    @staticmethod
+    def delta(a: dict[str, float | None], b: dict[str, float | None]) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for k, v0 in a.items():
+            v1 = b.get(k)
+            out[k] = None if v0 is None or v1 is None else v1 - v0
+        return out
+
+
+# -- checks of one answer --------------------------------------------------------------------
+
+
+def check_direct(r: httpx.Response) -> str | None:
+    if r.status_code != 200:
+        return f"direct {r.status_code}: {r.text[:300]}"
+    try:
+        data = r.json()
+    except ValueError:
+        return f"direct: not JSON: {r.text[:300]}"
+    if not isinstance(data, dict) or "output" not in data:
+        return f"direct: no output: {r.text[:300]}"
+    return None
+
+
+def check_execute(r: httpx.Response, expected: int) -> str | None:
+    if r.status_code != 200:
+        return f"execute {r.status_code}: {r.text[:300]}"
+    try:
+        results = r.json()["results"]
+    except (ValueError, KeyError, TypeError):
+        return f"execute: unexpected body: {r.text[:300]}"
+    if len(results) != expected:
+        return f"execute: {len(results)} results, expected {expected}"
+    for entry in results:
+        if "output" not in entry:
+            return f"execute: {entry.get('plugin')} failed: {entry.get('error')}"
+    return None
+
+
+# -- load loops ------------------------------------------------------------------------------
+
+
+def run_sequential(
+    name: str, send: Callable[[], str | None], meter: CpuMeter, seconds: float, warmup: float
+) -> Series:
+    series = Series(name)
+    end = time.perf_counter() + warmup
+    while time.perf_counter() < end:
+        err = send()
+        if err:
+            raise RuntimeError(f"{name}: warm-up call failed: {err}")
+    before = meter.sample()
+    start = time.perf_counter()
+    end = start + seconds
+    done = start
+    while done < end:
+        t0 = time.perf_counter()
+        err = send()
+        done = time.perf_counter()
+        if err is None:
+            series.latencies_ms.append((done - t0) * 1000)
+        else:
+            series.fail(err)
+    series.elapsed_s = done - start
+    series.cpu_s = CpuMeter.delta(before, meter.sample())
+    return series
+
+
+async def _run_concurrent(
+    name: str,
+    clients: list[httpx.AsyncClient],
+    send: Callable[[httpx.AsyncClient], Awaitable[str | None]],
+    meter: CpuMeter,
+    seconds: float,
+    warmup: float,
+) -> Series:
+    series = Series(name)
+
+    async def loop(client: httpx.AsyncClient, until: float, record: bool) -> float:
+        last = time.perf_counter()
+        while last < until:
+            t0 = time.perf_counter()
+            err = await send(client)
+            last = time.perf_counter()
+            if not record:
+                if err:
+                    raise RuntimeError(f"{name}: warm-up call failed: {err}")
+            elif err is None:
+                series.latencies_ms.append((last - t0) * 1000)
+            else:
+                series.fail(err)
+        return last
+
+    warm_until = time.perf_counter() + warmup
+    await asyncio.gather(*(loop(c, warm_until, False) for c in clients))
+    before = meter.sample()
+    start = time.perf_counter()
+    ends = await asyncio.gather(*(loop(c, start + seconds, True) for c in clients))
+    # Calls still in flight at the end of the window finish and count; so does their time.
+    series.elapsed_s = max(ends) - start
+    series.cpu_s = CpuMeter.delta(before, meter.sample())
+    return series
+
+
+def run_concurrent(
+    name: str,
+    make_client: Callable[[], httpx.AsyncClient],
+    send: Callable[[httpx.AsyncClient], Awaitable[str | None]],
+    meter: CpuMeter,
+    seconds: float,
+    warmup: float,
+    concurrency: int = CONCURRENCY,
+) -> Series:
+    """``concurrency`` callers on one event loop, each with its own keep-alive connection.
+
+    One client per caller, not one shared pool: httpx's async pool spends far more CPU per call
+    when many requests wait on it, and that CPU would be taken from the servers under test.
+    """
+
+    async def main() -> Series:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(make_client()) for _ in range(concurrency)]
+            return await _run_concurrent(name, clients, send, meter, seconds, warmup)
+
+    return asyncio.run(main())
+
+
+# -- plugins ---------------------------------------------------------------------------------
+
+
+def make_copy(dest: Path, plugin_id: str) -> Path:
+    """``examples/word-count`` under ``plugin_id`` (manifest id and the id its health reports)."""
+    shutil.copytree(
+        PLUGIN_DIR, dest, ignore=shutil.ignore_patterns("tests", "__pycache__", ".*", "*.pyc")
+    )
+    for name, old, new in (
+        ("plugin.yaml", f"id: {ORIGINAL_ID}\n", f"id: {plugin_id}\n"),
+        ("word_count.py", f'"{ORIGINAL_ID}"', f'"{plugin_id}"'),
+    ):
+        path = dest / name
+        text = path.read_text()
+        if text.count(old) != 1:
+            raise RuntimeError(f"expected {old.strip()!r} exactly once in {path}")
+        path.write_text(text.replace(old, new))
+    return dest
+
+
+def plugin_endpoint(orch: Orchestrator, dk: docker.DockerClient, plugin_id: str) -> tuple[str, int]:
+    """The plugin container's endpoint label and the host pid of its main process."""
+    view = orch.call("GET", f"/v1/plugins/{plugin_id}").json()
+    container_id = (view.get("container") or {}).get("id")
+    if view.get("state") != "ACTIVE" or not container_id:
+        raise RuntimeError(f"{plugin_id} is not ACTIVE with a container: {view}")
+    container = dk.containers.get(container_id)
+    endpoint = container.labels.get(LABEL_ENDPOINT)
+    if not endpoint:
+        raise RuntimeError(f"container {container_id[:12]} has no {LABEL_ENDPOINT} label")
+    return endpoint, int(container.attrs["State"]["Pid"])
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def _fmt(v: float | None, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(rows: list[Series]) -> list[str]:
+    head = (
+        f"{'series':<26}{'calls':>7}{'err':>5}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
+        f"   {'CPU ms/call: client':>19}{'orch':>7}{'plugin':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for s in rows:
+        lines.append(
+            f"{s.name:<26}{s.calls:>7}{s.errors:>5}{s.p(50):>9.2f}{s.p(99):>9.2f}{s.rps:>9.0f}"
+            f"   {_fmt(s.cpu_ms_per_call('client')):>19}"
+            f"{_fmt(s.cpu_ms_per_call('orchestrator')):>7}"
+            f"{_fmt(s.cpu_ms_per_call('plugins')):>7}"
+        )
+    return lines
+
+
+def verdict(ok: bool) -> str:
+    return "meets" if ok else "MISSES"
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=5.0, help="measured seconds per series")
+    ap.add_argument("--warmup", type=float, default=1.0, help="uncounted seconds before each")
+    ap.add_argument(
+        "--providers", default="1,5,20", help="fan-out sizes, comma-separated (default 1,5,20)"
+    )
+    args = ap.parse_args(argv)
+    try:
+        fanout = sorted({int(x) for x in args.providers.split(",") if x.strip()})
+    except ValueError:
+        ap.error("--providers must be comma-separated integers")
+    if not fanout or fanout[0] < 1:
+        ap.error("--providers needs sizes >= 1")
+    if args.seconds <= 0 or args.warmup < 0:
+        ap.error("--seconds must be > 0 and --warmup >= 0")
+    n_plugins = max(fanout)
+
+    sigterm_as_interrupt()
+    dk = docker.from_env(timeout=120)
+    tag = secrets.token_hex(3)
+    instance = f"summit-bench-{tag}"
+    ids = [f"com.example.bench-{tag}-{i:02d}" for i in range(1, n_plugins + 1)]
+    # Short path: unix socket paths are limited to ~100 bytes.
+    root = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))
+    orch = Orchestrator(
+        root,
+        instance,
+        token=secrets.token_urlsafe(24),
+        extra_env={"SUMMIT_RATE_LIMIT_REQUESTS": "0", "SUMMIT_PLUGIN_CONCURRENCY": "256"},
+    )
+    installed: list[str] = []  # appended before each install call: it may finish after Ctrl-C
+
+    print("Summit broker benchmark")
+    print(f"  {machine_line(dk)}")
+    print(
+        f"  load generator on the same machine ({nproc()} CPUs shared with the orchestrator "
+        "and the plugins)"
+    )
+    print(
+        f"  {n_plugins} copies of {PLUGIN_DIR.relative_to(REPO)}, {len(TEXT)}-byte text, "
+        f"{args.seconds:g} s per series (+{args.warmup:g} s warm-up), instance {instance}"
+    )
+    rows: list[Series] = []
+    fan: dict[int, Series] = {}
+    try:
+        orch.start()
+        orch.wait_ready()
+        t0 = time.perf_counter()
+        for plugin_id in ids:
+            src = make_copy(root / "src" / plugin_id, plugin_id)
+            installed.append(plugin_id)
+            orch.call(
+                "POST",
+                "/v1/plugins",
+                files={"bundle": ("plugin.tar.gz", pack_directory(src), "application/gzip")},
+                data={"approved_permissions": "[]", "config": "{}"},
+            )
+        t1 = time.perf_counter()
+        pids: dict[str, int] = {}
+        endpoints: dict[str, str] = {}
+        for plugin_id in ids:
+            orch.call("POST", f"/v1/plugins/{plugin_id}/enable")
+            endpoints[plugin_id], pids[plugin_id] = plugin_endpoint(orch, dk, plugin_id)
+        t2 = time.perf_counter()
+        print(
+            f"  installed {len(ids)} in {t1 - t0:.1f} s, enabled in {t2 - t1:.1f} s; "
+            f"target {ids[0]} at {endpoints[ids[0]]}"
+        )
+        print()
+
+        assert orch.pid is not None
+        target = ids[0]
+        one = CpuMeter(orch.pid, [pids[target]])
+        direct_url = f"/summit/v1/extensions/{POINT}/{EXTENSION}"
+        execute_url = f"/v1/extension-points/{POINT}/execute"
+        auth = {"Authorization": f"Bearer {orch.token}"}
+
+        def execute_body(plugins: list[str]) -> bytes:
+            return json.dumps({"input": {"text": TEXT}, "plugins": plugins}).encode()
+
+        single_body = execute_body([target])
+
+        def direct_sync() -> httpx.Client:
+            ep = endpoints[target]
+            return httpx.Client(base_url=base_url_for(ep), transport=transport_for(ep), timeout=30)
+
+        def broker_sync() -> httpx.Client:
+            return httpx.Client(base_url=orch.url, headers=auth, timeout=30)
+
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+
+        def direct_async() -> httpx.AsyncClient:
+            ep = endpoints[target]
+            return httpx.AsyncClient(
+                base_url=base_url_for(ep),
+                transport=httpx.AsyncHTTPTransport(
+                    uds=ep.removeprefix("unix://") if ep.startswith("unix://") else None,
+                    retries=0,
+                    verify=False,
+                    limits=limits,
+                ),
+                timeout=30,
+            )
+
+        def broker_async() -> httpx.AsyncClient:
+            return httpx.AsyncClient(base_url=orch.url, headers=auth, timeout=30, limits=limits)
+
+        with direct_sync() as c:
+            rows.append(
+                run_sequential(
+                    "direct   sequential",
+                    lambda: check_direct(
+                        c.post(direct_url, content=DIRECT_BODY, headers=JSON_HEADERS)
+                    ),
+                    one,
+                    args.seconds,
+                    args.warmup,
+                )
+            )
+        with broker_sync() as c:
+            rows.append(
+                run_sequential(
+                    "brokered sequential",
+                    lambda: check_execute(
+                        c.post(execute_url, content=single_body, headers=JSON_HEADERS), 1
+                    ),
+                    one,
+                    args.seconds,
+                    args.warmup,
+                )
+            )
+
+        async def direct_send(c: httpx.AsyncClient) -> str | None:
+            return check_direct(await c.post(direct_url, content=DIRECT_BODY, headers=JSON_HEADERS))
+
+        async def broker_send(c: httpx.AsyncClient) -> str | None:
+            r = await c.post(execute_url, content=single_body, headers=JSON_HEADERS)
+            return check_execute(r, 1)
+
+        rows.append(
+            run_concurrent(
+                f"direct   c{CONCURRENCY}",
+                direct_async,
+                direct_send,
+                one,
+                args.seconds,
+                args.warmup,
+            )
+        )
+        rows.append(
+            run_concurrent(
+                f"brokered c{CONCURRENCY}",
+                broker_async,
+                broker_send,
+                one,
+                args.seconds,
+                args.warmup,
+            )
+        )
+
+        with broker_sync() as c:
+            for n in fanout:
+                body = execute_body(ids[:n])
+                meter = CpuMeter(orch.pid, [pids[p] for p in ids[:n]])
+                fan[n] = run_sequential(
+                    f"fan-out all x{n} sequential",
+                    lambda body=body, n=n: check_execute(
+                        c.post(execute_url, content=body, headers=JSON_HEADERS), n
+                    ),
+                    meter,
+                    args.seconds,
+                    args.warmup,
+                )
+                rows.append(fan[n])
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        cleanup(dk, orch, installed, root, instance)
+
+    report(rows, fan, args)
+    return 0
+
+
+def report(rows: list[Series], fan: dict[int, Series], args: argparse.Namespace) -> None:
+    by = {s.name.split()[0] + " " + s.name.split()[-1]: s for s in rows}
+    ds, bs = by["direct sequential"], by["brokered sequential"]
+    dc, bc = by[f"direct c{CONCURRENCY}"], by[f"brokered c{CONCURRENCY}"]
+    for line in table(rows):
+        print(line)
+    errors = sum(s.errors for s in rows)
+    if errors:
+        first = next(s for s in rows if s.errors)
+        print(f"warning: {errors} failed calls (not in the figures); first: {first.first_error}")
+    added = bs.p(50) - ds.p(50)
+    added_c = bc.p(50) - dc.p(50)
+    share = bc.rps / dc.rps if dc.rps else float("nan")
+    lo, hi = min(fan), max(fan)
+    fan_ratio = fan[hi].p(50) / fan[lo].p(50)
+    print()
+    print(
+        f"added p50 latency, sequential: {added:+.2f} ms ({verdict(added <= 1.0)} target <= 1 ms)"
+    )
+    print(f"added p50 latency, c{CONCURRENCY}:        {added_c:+.2f} ms (no target)")
+    print(
+        f"brokered/direct throughput, c{CONCURRENCY}: {share:.0%} "
+        f"({verdict(share >= 0.6)} target >= 60%)"
+    )
+    print(
+        f"fan-out p50 x{hi}/x{lo}: {fan_ratio:.2f} "
+        + (f"({verdict(fan_ratio <= 2.0)} target <= 2x)" if (lo, hi) == (1, 20) else "")
+    )
+    print(
+        f"note: the load generator shares the {nproc()} CPUs with the orchestrator and the "
+        "plugins; CPU ms/call is per call of the series (for fan-out: all its providers together)"
+    )
+    print()
+    print(
+        f"Broker ({nproc()} CPUs, load generator on the same machine, word-count with a "
+        f"{len(TEXT)}-byte text, {args.seconds:g} s per series): sequential p50 "
+        f"{ds.p(50):.2f} ms direct vs {bs.p(50):.2f} ms brokered, {added:+.2f} ms added "
+        f"(target <= 1 ms); at concurrency {CONCURRENCY} direct {dc.rps:.0f} req/s "
+        f"(p50 {dc.p(50):.1f} / p99 {dc.p(99):.1f} ms) vs brokered {bc.rps:.0f} req/s "
+        f"(p50 {bc.p(50):.1f} / p99 {bc.p(99):.1f} ms), {share:.0%} of direct (target >= 60%); "
+        f"fan-out `all` p50 "
+        + ", ".join(f"{fan[n].p(50):.1f} ms over {n}" for n in sorted(fan))
+        + f", x{hi}/x{lo} = {fan_ratio:.2f} (target <= 2x)."
+    )
+
+
+def cleanup(
+    dk: docker.DockerClient,
+    orch: Orchestrator,
+    installed: list[str],
+    root: Path,
+    instance: str,
+) -> None:
+    """Remove all we created; every step runs even if an earlier one fails or is interrupted."""
+    # Ignore further Ctrl-C while cleaning up, so a second press cannot leave debris.
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        left: list[str] = []
+        if orch.alive():
+            for plugin_id in installed:
+                if not orch.uninstall(plugin_id):
+                    left.append(plugin_id)
+        else:
+            left = list(installed)
+        with contextlib.suppress(Exception):
+            orch.stop()
+        with contextlib.suppress(Exception):
+            remove_owned_containers(dk, instance)
+        if left:
+            # The API could not uninstall them: drop the images built for them (unless in use).
+            with contextlib.suppress(Exception):
+                for image in dk.images.list():
+                    for ref in image.tags:
+                        if any(ref.startswith(f"summit-plugin/{p}:") for p in left):
+                            with contextlib.suppress(docker.errors.DockerException):
+                                dk.images.remove(ref, force=False)
+                                print(f"removed image {ref} directly", file=sys.stderr)
+        shutil.rmtree(root, ignore_errors=True)
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Routes for a broker that lives outside the orchestrator (a ``summit worker`` process).
+
+The orchestrator's own broker is kept current by the lifecycle service. A worker process has
+none, so it reads the routing table from the database: every ACTIVE plugin, its newest
+container and the manifest of its current version. It is cheap enough to do before each job.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from orchestrator.broker.pool import Broker, Route
+from orchestrator.domain.lifecycle import PluginState
+from orchestrator.domain.manifest import Manifest
+from orchestrator.store import crud
+from orchestrator.store.db import session_scope
+
+DEFAULT_TIMEOUT_MS = 30000
+
+
+def load_routes(
+    engine: Engine, broker: Broker, *, default_timeout_ms: int = DEFAULT_TIMEOUT_MS
+) -> list[Route]:
+    """Make ``broker``'s routes those of the ACTIVE plugins in the database; return them."""
+    wanted: dict[str, Route] = {}
+    with session_scope(engine) as session:
+        for plugin in crud.list_plugins(session, state=PluginState.ACTIVE.value):
+            container = crud.current_container(session, plugin_id=plugin.id)
+            version = crud.get_version(session, plugin_id=plugin.id, version=plugin.version)
+            if container is None or version is None or not container.endpoint:
+                continue
+            manifest = Manifest.model_validate(version.manifest)
+            resources = plugin.resources
+            wanted[plugin.id] = Route(
+                plugin_id=plugin.id,
+                version=manifest.version,
+                endpoint=container.endpoint,
+                extensions=tuple(manifest.extensions),
+                timeout_ms=int(resources.get("timeout_ms", default_timeout_ms)),
+                rate_limit_requests=resources.get("rate_limit_requests"),
+                rate_limit_window_s=resources.get("rate_limit_window_s"),
+                concurrency=resources.get("concurrency"),
+            )
+    for route in broker.routes():
+        if route.plugin_id not in wanted:
+            broker.drop_route(route.plugin_id)
+    for plugin_id, route in wanted.items():
+        if broker.route(plugin_id) != route:
+            broker.set_route(route)
+    return list(wanted.values())
