@@ -50,6 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.reconciled = supervisor.reconciled
         supervisor.start()
         app.state.jobs = make_queue(settings)
+        queue = app.state.jobs
+        broker.metrics.gauge_from(
+            "summit_job_queue_depth", "Jobs waiting in the queue.", lambda: float(queue.depth())
+        )
         job_worker = start_embedded_worker(settings, app.state.jobs, broker)
         try:
             yield

@@ -239,7 +239,16 @@ def test_modes_pipeline_and_first(orch: OrchestratorProcess) -> None:
 
 
 def test_metrics_count_calls(orch: OrchestratorProcess) -> None:
+    assert execute(orch, "analyzer", "m", plugins=[ECHO]).status_code == 200
+    orch.client.put(f"/v1/plugins/{ECHO}/limits", json={"rate_limit_requests": 1})
+    try:
+        execute(orch, "analyzer", "m", plugins=[ECHO])
+        assert execute(orch, "analyzer", "m", plugins=[ECHO]).status_code == 429
+    finally:
+        orch.client.put(f"/v1/plugins/{ECHO}/limits", json={})
     text = orch.client.get("/metrics").text
-    assert "summit_extension_calls_total" in text
-    assert "summit_extension_call_seconds_bucket" in text
+    ok = f'summit_extension_calls_total{{outcome="ok",plugin="{ECHO}",point="analyzer"}}'
+    assert ok in text
+    assert f'summit_extension_call_seconds_bucket{{le="0.001",plugin="{ECHO}"' in text
     assert f'summit_calls_refused_total{{plugin="{ECHO}",reason="rate_limited"}}' in text
+    assert "summit_job_queue_depth 0.0" in text
