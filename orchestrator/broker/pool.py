@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import fastjsonschema
 import httpcore
 import jsonschema
 from tenacity import (
@@ -95,6 +96,30 @@ class _Pool:
     idle: threading.Event = field(default_factory=threading.Event)
 
 
+class _SchemaCheck:
+    """A JSON Schema compiled to Python for the yes/no check every call makes; jsonschema
+    (slower, complete) only runs to list the errors of a value that fails."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self._full = jsonschema.Draft202012Validator(schema)
+        try:
+            self._fast: Any = fastjsonschema.compile(schema)
+        except Exception:  # a construct fastjsonschema lacks: jsonschema alone decides
+            self._fast = None
+
+    def is_valid(self, value: Any) -> bool:
+        if self._fast is None:
+            return bool(self._full.is_valid(value))
+        try:
+            self._fast(value)
+        except fastjsonschema.JsonSchemaException:
+            return False
+        return True
+
+    def errors(self, value: Any) -> list[jsonschema.ValidationError]:
+        return list(self._full.iter_errors(value))
+
+
 def _breaker_failure(exc: BaseException) -> bool:
     """Failures that say the plugin is unwell (not the caller's fault, not our refusal)."""
     return isinstance(exc, PluginTimeout | PluginCallError)
@@ -121,7 +146,7 @@ class Broker:
         self.concurrency = ConcurrencyLimits()
         self._routes: dict[str, Route] = {}
         self._pools: dict[str, _Pool] = {}
-        self._validators: dict[tuple[str, str, str, str, str], jsonschema.Draft202012Validator] = {}
+        self._validators: dict[tuple[str, str, str, str, str], _SchemaCheck] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -208,24 +233,21 @@ class Broker:
         found.sort(key=lambda pair: (-pair[1].priority, pair[0].plugin_id, pair[1].name))
         return found
 
-    def _validator(
-        self, route: Route, ext: Extension, which: str
-    ) -> jsonschema.Draft202012Validator | None:
+    def _validator(self, route: Route, ext: Extension, which: str) -> _SchemaCheck | None:
         schema = ext.input_schema if which == "input" else ext.output_schema
         if schema is None:
             return None
         key = (route.plugin_id, route.version, ext.point.value, ext.name, which)
-        validator = self._validators.get(key)
-        if validator is None:
-            validator = jsonschema.Draft202012Validator(schema)
-            self._validators[key] = validator
-        return validator
+        check = self._validators.get(key)
+        if check is None:
+            check = self._validators[key] = _SchemaCheck(schema)
+        return check
 
     def schema_errors(
         self, route: Route, ext: Extension, value: Any, which: str
     ) -> list[dict[str, str]]:
-        validator = self._validator(route, ext, which)
-        if validator is None:
+        check = self._validator(route, ext, which)
+        if check is None or check.is_valid(value):
             return []
         return [
             {
@@ -234,7 +256,7 @@ class Broker:
                 "path": which + "".join(f"[{p!r}]" for p in e.absolute_path),
                 "message": e.message,
             }
-            for e in validator.iter_errors(value)
+            for e in check.errors(value)
         ]
 
     async def call(

@@ -18,7 +18,7 @@ from ..deps import PrincipalDep
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def get_jobs(request: Request) -> JobQueue:
+async def get_jobs(request: Request) -> JobQueue:
     queue: JobQueue = request.app.state.jobs
     return queue
 
