@@ -7,6 +7,7 @@
 # Env: SUMMIT_DEBIAN_MIRROR   mirror to use when the host's apt config has none
 #      SUMMIT_DEBIAN_SUITE    default bookworm
 #      SUMMIT_DEBIAN_IMAGE    default summit/debian-python:<suite>
+#      SUMMIT_DEBIAN_PACKAGES default python3,python3-venv,ca-certificates
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +26,7 @@ done
 
 SUITE="${SUMMIT_DEBIAN_SUITE:-bookworm}"
 IMAGE="${SUMMIT_DEBIAN_IMAGE:-summit/debian-python:$SUITE}"
+PACKAGES="${SUMMIT_DEBIAN_PACKAGES:-python3,python3-venv,ca-certificates}"
 START=$(date +%s)
 
 docker info >/dev/null 2>&1 || summit_die "docker is not reachable; run scripts/ensure-docker.sh first"
@@ -52,9 +54,9 @@ cleanup() {
 trap cleanup EXIT
 ROOTFS="$ROOTFS_PARENT/rootfs"
 
-summit_log "debootstrap $SUITE from $MIRROR (minbase + python3, python3-venv, ca-certificates)"
+summit_log "debootstrap $SUITE from $MIRROR (minbase + $PACKAGES)"
 T0=$(date +%s)
-if ! debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+if ! debootstrap --variant=minbase --include="$PACKAGES" \
     "$SUITE" "$ROOTFS" "$MIRROR" >"$ROOTFS_PARENT/debootstrap.log" 2>&1; then
   tail -n 30 "$ROOTFS_PARENT/debootstrap.log" >&2 || true
   [ -f "$ROOTFS/debootstrap/debootstrap.log" ] && tail -n 30 "$ROOTFS/debootstrap/debootstrap.log" >&2
@@ -85,9 +87,12 @@ printf 'deb %s %s main\n' "$MIRROR" "$SUITE" >"$ROOTFS/etc/apt/sources.list"
 : >"$ROOTFS/etc/hostname"
 
 # Make sure python3 works inside the tree before importing it.
-chroot "$ROOTFS" /usr/bin/python3 -c 'import ensurepip, venv, ssl' \
-  || summit_die "python3 in the bootstrapped tree is unusable"
-PYVER="$(chroot "$ROOTFS" /usr/bin/python3 -c 'import platform; print(platform.python_version())')"
+PYVER=none
+if [ -x "$ROOTFS/usr/bin/python3" ]; then
+  chroot "$ROOTFS" /usr/bin/python3 -c 'import ensurepip, venv, ssl' \
+    || summit_die "python3 in the bootstrapped tree is unusable"
+  PYVER="$(chroot "$ROOTFS" /usr/bin/python3 -c 'import platform; print(platform.python_version())')"
+fi
 
 OLD_ID="$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
 summit_log "importing as $IMAGE (python $PYVER)"
@@ -96,8 +101,8 @@ tar --numeric-owner -C "$ROOTFS" -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change "LABEL io.summit.base-source=debootstrap io.summit.debian-suite=$SUITE io.summit.python-version=$PYVER" \
-  --change 'CMD ["/usr/bin/python3"]' \
-  --message "summit debootstrap $SUITE minbase + python3" \
+  --change 'CMD ["/bin/sh"]' \
+  --message "summit debootstrap $SUITE minbase + $PACKAGES" \
   - "$IMAGE" >/dev/null
 summit_log "import done in $(( $(date +%s) - T1 ))s"
 
