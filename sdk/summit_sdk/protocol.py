@@ -96,6 +96,8 @@ class ExtensionResponse(BaseModel):
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    # Machine-readable extras, e.g. the pydantic errors of ``invalid_input``.
+    details: Any = None
 
 
 class ErrorResponse(BaseModel):

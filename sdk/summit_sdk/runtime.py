@@ -43,8 +43,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from summit_sdk.builder import Handler, Plugin, PluginBuilder, PluginContext, PluginError
+from summit_sdk.builder import Handler, HostSource, Plugin, PluginBuilder, PluginContext
 from summit_sdk.builder import is_async_handler as _is_async
+from summit_sdk.errors import PluginError
 from summit_sdk.spec import BASE_PATH, ERROR_CODES, PROTOCOL
 
 # No pydantic here: it would double the cold start. Requests are checked by hand against the
@@ -77,11 +78,18 @@ class EntrypointError(Exception):
 class _Failure(Exception):
     """Answered as an ErrorResponse; raised anywhere inside an endpoint."""
 
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, status: int | None = None, details: Any = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status if status is not None else ERROR_CODES.get(code, 500)
+        self.details = details
+
+    @classmethod
+    def of(cls, exc: PluginError) -> _Failure:
+        return cls(exc.code, str(exc), exc.status, exc.details)
 
 
 @dataclasses.dataclass
@@ -95,6 +103,8 @@ class _State:
     host_url: str | None = None
     host_token: str | None = None
     permissions: tuple[str, ...] = ()
+    host_transport: Any = None
+    host_source: HostSource | None = None
     in_flight: int = 0
     shutting_down: bool = False
     exit_requested: bool = False
@@ -110,6 +120,7 @@ class _State:
             host_url=self.host_url,
             host_token=self.host_token,
             permissions=self.permissions,
+            host_source=self.host_source,
         )
 
     def request_exit(self) -> None:
@@ -126,12 +137,15 @@ def create_app(
     *,
     on_exit: Callable[[], None] | None = None,
     concurrency: int | None = None,
+    host_transport: Any = None,
 ) -> Starlette:
     """Build the ASGI app for ``plugin``.
 
     ``on_exit`` is called once, after the answer to ``/shutdown`` has been sent; :func:`serve`
     uses it to stop the server. Without it, shutdown only runs the plugin's handler.
     Missing id/version are read from the manifest file (see :func:`resolve_metadata`).
+    ``host_transport`` (an ``httpx.BaseTransport``) replaces the network under ``ctx.host``;
+    :class:`summit_sdk.testing.PluginTestClient` passes its in-memory host here.
     """
     plugin = resolve_metadata(plugin)
     limit = concurrency if concurrency is not None else _env_concurrency()
@@ -144,6 +158,7 @@ def create_app(
         limiter=anyio.CapacityLimiter(limit),
         logger=logging.getLogger(f"summit.plugin.{plugin.id}"),
         on_exit=on_exit,
+        host_transport=host_transport,
     )
     health = _dumps(
         {
@@ -159,12 +174,16 @@ def create_app(
 
     async def post_initialize(request: Request) -> Response:
         body = _initialize_request(await request.body())
+        source = HostSource(
+            body["host_url"], body["host_token"], body["permissions"], state.host_transport
+        )
         ctx = PluginContext(
             config=body["config"],
             logger=state.logger,
             host_url=body["host_url"],
             host_token=body["host_token"],
             permissions=body["permissions"],
+            host_source=source,
         )
         if plugin.initialize_handler is not None:
             try:
@@ -176,6 +195,9 @@ def create_app(
         state.config = ctx.config
         state.host_url, state.host_token = ctx.host_url, ctx.host_token
         state.permissions = ctx.permissions
+        old, state.host_source = state.host_source, source
+        if old is not None:
+            old.close()
         return _json({"status": "ok"})
 
     async def post_extension(request: Request) -> Response:
@@ -206,7 +228,7 @@ def create_app(
             try:
                 await _run(handler, state.limiter, event, ctx)
             except PluginError as exc:
-                raise _Failure(exc.code, str(exc), exc.status) from exc
+                raise _Failure.of(exc) from exc
             except Exception as exc:
                 log.exception("event handler for %r of %s failed", event_type, plugin.id)
                 raise _Failure("handler_error", _message(exc)) from exc
@@ -256,7 +278,7 @@ async def _call_extension(
         with anyio.move_on_after(None if deadline_ms is None else deadline_ms / 1000) as scope:
             output = await _run(fn, state.limiter, payload, ctx)
     except PluginError as exc:
-        raise _Failure(exc.code, str(exc), exc.status) from exc
+        raise _Failure.of(exc) from exc
     except Exception as exc:
         # The traceback goes to the container log, never to the caller.
         log.exception("extension %s/%s failed (request %s)", point, name, ctx.request_id)
@@ -374,15 +396,22 @@ def _json(obj: Any, status: int = 200, background: BackgroundTask | None = None)
 
 
 def _error(
-    code: str, message: str, status: int | None = None, background: BackgroundTask | None = None
+    code: str,
+    message: str,
+    status: int | None = None,
+    background: BackgroundTask | None = None,
+    details: Any = None,
 ) -> Response:
-    body = {"error": {"code": code, "message": message}}
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    body = {"error": error}
     return _json(body, status or ERROR_CODES.get(code, 500), background)
 
 
 async def _on_failure(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, _Failure)
-    return _error(exc.code, exc.message, exc.status)
+    return _error(exc.code, exc.message, exc.status, details=exc.details)
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
