@@ -27,7 +27,7 @@ fi
 echo "[venv] installing the orchestrator, the SDK and dev tools into .venv"
 log="$VENV/pip-install.log"
 if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
-  "$VENV/bin/python" -m pip install -q -e "$ROOT/sdk" -e "$ROOT[dev]"; } >"$log" 2>&1; then
+  "$VENV/bin/python" -m pip install -q -e "$ROOT/sdk[cli]" -e "$ROOT[dev]"; } >"$log" 2>&1; then
   tail -n 30 "$log" >&2
   echo "[venv] pip install failed (full log: .venv/pip-install.log)" >&2
   exit 1

@@ -1,0 +1,294 @@
+"""Docker work of the CLI: build a plugin image, run it sandboxed, push it.
+
+The image and the sandbox are the same as the orchestrator's (``orchestrator/runtime``):
+``network_mode: none``, the protocol on a unix socket in a directory bind-mounted at
+``/run/summit``, non-root user, read-only root, tmpfs ``/tmp``, no capabilities,
+``no-new-privileges``, pids/memory/CPU limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from summit_sdk.cli.manifest import LABEL_MANIFEST
+
+DEFAULT_BASE = "summit/plugin-python:latest"
+LABEL_SOURCE_DIGEST = "io.summit.source-digest"
+LABEL_OWNER = "io.summit.owner"
+CLI_OWNER = "summit-plugin-cli"
+SOCKET_MOUNT = "/run/summit"
+SOCKET_NAME = "plugin.sock"
+PLUGIN_USER = "10001:10001"
+IGNORED = {"__pycache__", ".git", ".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+BUILDER_VERSION = "1"
+
+Progress = Callable[[str], None]
+
+
+class DockerError(Exception):
+    """A Docker operation failed; the message is one line for the author."""
+
+
+def client() -> Any:
+    import docker
+    import docker.errors
+
+    try:
+        c = docker.from_env(timeout=120)
+        c.ping()
+    except docker.errors.DockerException as exc:
+        raise DockerError(f"the Docker Engine cannot be reached: {exc}") from None
+    return c
+
+
+# --------------------------------------------------------------------------- build
+
+
+def source_files(root: Path) -> list[Path]:
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part in IGNORED for part in rel.parts) or path.suffix == ".pyc":
+            continue
+        if path.is_file() and not path.is_symlink():
+            files.append(path)
+    return files
+
+
+def source_digest(root: Path, *, base_image_id: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"summit-builder/{BUILDER_VERSION}\0{base_image_id}\0".encode())
+    for path in source_files(root):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def dockerfile(base_image_id: str, entrypoint: str) -> str:
+    return (
+        f"FROM {base_image_id}\n"
+        "COPY plugin/ /plugin/\n"
+        "COPY summit/ /summit/\n"
+        f"ENV SUMMIT_PLUGIN_ENTRYPOINT={entrypoint} "
+        "SUMMIT_PLUGIN_MANIFEST=/summit/plugin.json\n"
+    )
+
+
+@dataclass(frozen=True)
+class Built:
+    image_id: str
+    tag: str
+
+
+def build_image(
+    docker: Any, source: Path, manifest: dict[str, Any], *, tag: str, base: str, progress: Progress
+) -> Built:
+    import docker.errors as derr
+
+    try:
+        base_img = docker.images.get(base)
+    except derr.ImageNotFound:
+        raise DockerError(
+            f"base image {base} is not present (build it with plugin-base-images/build.sh)"
+        ) from None
+    digest = source_digest(source, base_image_id=base_img.id)
+    manifest_json = json.dumps(manifest, sort_keys=True)
+    entrypoint = (manifest.get("runtime") or {}).get("entrypoint") or ""
+    ctx = Path(tempfile.mkdtemp(prefix="summit-build-"))
+    try:
+        plugin_dir = ctx / "plugin"
+        plugin_dir.mkdir()
+        for path in source_files(source):
+            dest = plugin_dir / path.relative_to(source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+        meta = ctx / "summit"
+        meta.mkdir()
+        (meta / "plugin.json").write_text(manifest_json)
+        (meta / "plugin.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        (ctx / "Dockerfile").write_text(dockerfile(base_img.id, entrypoint))
+        progress(f"building {tag} from {base}")
+        try:
+            stream = docker.api.build(
+                path=str(ctx),
+                tag=tag,
+                labels={LABEL_MANIFEST: manifest_json, LABEL_SOURCE_DIGEST: digest},
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                    raise DockerError(f"the image failed to build: {' '.join(detail.split())}")
+                line = (chunk.get("stream") or chunk.get("status") or "").strip()
+                if line:
+                    progress(line)
+        except derr.DockerException as exc:
+            raise DockerError(f"the image failed to build: {exc}") from None
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+    return Built(image_id=docker.images.get(tag).id, tag=tag)
+
+
+# --------------------------------------------------------------------------- sandbox
+
+
+@dataclass
+class Sandbox:
+    container: Any
+    socket_dir: Path
+    started_at: float
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket_dir / SOCKET_NAME
+
+    def http(self, timeout: float = 10) -> httpx.Client:
+        transport = httpx.HTTPTransport(uds=str(self.socket_path))
+        return httpx.Client(transport=transport, base_url="http://plugin", timeout=timeout)
+
+    def state(self) -> dict[str, Any]:
+        self.container.reload()
+        return dict(self.container.attrs.get("State") or {})
+
+    def logs(self, tail: int = 20) -> str:
+        with contextlib.suppress(Exception):
+            raw = self.container.logs(tail=tail, stdout=True, stderr=True)
+            return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return ""
+
+    def remove(self) -> None:
+        with contextlib.suppress(Exception):
+            self.container.remove(force=True, v=True)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def start_sandboxed(docker: Any, image: str, manifest: dict[str, Any], purpose: str) -> Sandbox:
+    """Create and start ``image`` with the orchestrator's sandbox; the caller removes it."""
+    resources = manifest.get("resources") or {}
+    memory_mb = int(resources.get("memory_mb", 256))
+    cpu_percent = int(resources.get("cpu_percent", 50))
+    sock_dir = Path(tempfile.mkdtemp(prefix="summit-"))
+    uid, _, gid = PLUGIN_USER.partition(":")
+    if os.geteuid() == 0:
+        os.chown(sock_dir, int(uid), int(gid))
+        sock_dir.chmod(0o700)
+    else:
+        sock_dir.chmod(0o777)
+    from docker.types import LogConfig, Mount
+
+    name = f"summit-{purpose}-{secrets.token_hex(4)}"
+    memory = f"{memory_mb}m"
+    try:
+        container = docker.containers.create(
+            image,
+            name=name,
+            user=PLUGIN_USER,
+            environment={"SUMMIT_PLUGIN_LISTEN": f"unix://{SOCKET_MOUNT}/{SOCKET_NAME}"},
+            labels={LABEL_OWNER: CLI_OWNER, "io.summit.plugin-id": str(manifest.get("id"))},
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m,mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            pids_limit=128,
+            mem_limit=memory,
+            memswap_limit=memory,
+            nano_cpus=int(cpu_percent * 10_000_000),
+            ipc_mode="private",
+            mounts=[Mount(SOCKET_MOUNT, str(sock_dir), type="bind", read_only=False)],
+            log_config=LogConfig(type="json-file", config={"max-size": "5m", "max-file": "2"}),
+            detach=True,
+        )
+    except Exception as exc:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        raise DockerError(f"cannot create a container from {image}: {exc}") from None
+    box = Sandbox(container=container, socket_dir=sock_dir, started_at=time.monotonic())
+    try:
+        container.start()
+    except Exception as exc:
+        box.remove()
+        raise DockerError(f"cannot start {image}: {exc}") from None
+    box.started_at = time.monotonic()
+    return box
+
+
+def wait_healthy(box: Sandbox, timeout_s: float = 30) -> tuple[httpx.Response, float]:
+    """Poll health over the socket; returns the answer and the seconds since start."""
+    deadline = box.started_at + timeout_s
+    last = "no answer"
+    with box.http(timeout=2) as http:
+        while time.monotonic() < deadline:
+            if box.socket_path.exists():
+                try:
+                    response = http.get("/summit/v1/health")
+                    if response.status_code == 200:
+                        return response, time.monotonic() - box.started_at
+                    last = f"health answered {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+            state = box.state()
+            if not state.get("Running"):
+                tail = " | ".join(box.logs(5).strip().splitlines()[-3:])
+                raise DockerError(
+                    f"the container exited with status {state.get('ExitCode')} before it was "
+                    f"healthy: {tail or 'no logs'}"
+                )
+            time.sleep(0.05)
+    raise DockerError(f"no healthy answer within {timeout_s:g} s ({last})")
+
+
+# --------------------------------------------------------------------------- push
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    last = ref.rsplit("/", 1)[-1]
+    if "@" in ref:
+        raise DockerError("push needs a tag, not a digest reference")
+    if ":" in last:
+        repo, tag = ref.rsplit(":", 1)
+        return repo, tag
+    return ref, "latest"
+
+
+def push_image(docker: Any, ref: str, on_chunk: Callable[[dict[str, Any]], None]) -> str | None:
+    """Push ``ref`` (already tagged); returns the registry digest when reported."""
+    import docker.errors as derr
+
+    repo, tag = split_ref(ref)
+    digest: str | None = None
+    try:
+        for chunk in docker.api.push(repo, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise DockerError(f"push of {ref} failed: {' '.join(str(chunk['error']).split())}")
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and aux.get("Digest"):
+                digest = str(aux["Digest"])
+            on_chunk(chunk)
+    except derr.DockerException as exc:
+        raise DockerError(f"push of {ref} failed: {exc}") from None
+    return digest
+
+
+@contextlib.contextmanager
+def removing(box: Sandbox) -> Iterator[Sandbox]:
+    try:
+        yield box
+    finally:
+        box.remove()
