@@ -38,7 +38,17 @@ plugin = (
         description="Counts the words of a text and reports the most frequent ones",
     )
     .with_config_schema(
-        {"type": "object", "properties": {"top": {"type": "integer", "minimum": 0, "default": 5}}}
+        {
+            "type": "object",
+            "properties": {
+                "top": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "default": DEFAULT_TOP,
+                    "description": "How many of the most frequent words to report",
+                }
+            },
+        }
     )
     .extension("analyzer", "word-count", analyze)
     .build()
