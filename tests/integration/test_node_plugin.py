@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,25 @@ def test_node_plugin_through_the_orchestrator(
     tag = f"summit-tests/node-echo:{secrets.token_hex(4)}"
     subprocess.run(["bash", str(EXAMPLE / "build.sh"), tag], check=True, capture_output=True)
     try:
+        # The conformance suite passes on a plugin written without the SDK.
+        verified = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from summit_sdk.cli import app; app()",
+                "verify",
+                tag,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        report = json.loads(verified.stdout)
+        assert report["passed"] and "extension analyzer/echo" in [
+            c["name"] for c in report["checks"]
+        ]
         r = orch.client.post("/v1/plugins", json={"image": tag})
         assert r.status_code == 201, r.text
         enabled = orch.client.post(f"/v1/plugins/{PID}/enable")

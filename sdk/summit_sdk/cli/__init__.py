@@ -239,7 +239,9 @@ def manifest(
             base = _plugin_folder(directory)
         entry = entrypoint or ((base or {}).get("runtime") or {}).get("entrypoint")
         if check and base is not None and not entry:
-            out.print("plugin.yaml names no runtime.entrypoint (a prebuilt image): nothing to check")
+            out.print(
+                "plugin.yaml names no runtime.entrypoint (a prebuilt image): nothing to check"
+            )
             return
         if not entry:
             raise CliError("no entrypoint: pass --entrypoint module:object", BAD_INPUT)
@@ -590,34 +592,43 @@ def dev(
     rule: one build per version) and reloads the plugin: the old container serves until the
     new one is healthy.
     """
+    from summit_sdk.cli.remote import Orchestrator
+
+    with _errors():
+        # A bad folder or option fails at once, before any watching.
+        _install_options(_plugin_folder(directory), None, approve_all, config)
+        with Orchestrator(url, token) as remote:
+            remote.get("com.example.probe")  # fail on a wrong URL or token at once
+            try:
+                _watch(directory, remote, approve_all, config, interval, once)
+            except KeyboardInterrupt:
+                err.print("stopped")  # the orchestrator finishes any reload it was asked for
+
+
+def _watch(
+    directory: Path, remote: Any, approve_all: bool, config: str, interval: float, once: bool
+) -> None:
     import time
 
     from summit_sdk.cli.introspect import IntrospectionError
     from summit_sdk.cli.manifest import ManifestError
-    from summit_sdk.cli.remote import Orchestrator, RemoteError
+    from summit_sdk.cli.remote import RemoteError
 
-    with _errors():
-        _plugin_folder(directory)  # a bad folder fails at once, before any watching
-        with Orchestrator(url, token) as remote:
-            remote.get("com.example.probe")  # fail on a wrong URL or token at once
-            seen = _snapshot(directory)
-            while True:
-                try:
-                    _deploy(directory, remote, approve_all, config)
-                except (CliError, RemoteError, ManifestError, IntrospectionError) as exc:
-                    if once:
-                        raise
-                    # Keep watching: the author fixes the file and saves again.
-                    err.print(f"deploy failed: {' '.join(str(exc).split())}", markup=False)
-                if once:
-                    return
-                err.print(f"watching {directory} (Ctrl-C stops)")
-                try:
-                    while (now := _snapshot(directory)) == seen:
-                        time.sleep(interval)
-                except KeyboardInterrupt:
-                    return
-                seen = now
+    seen = _snapshot(directory)
+    while True:
+        try:
+            _deploy(directory, remote, approve_all, config)
+        except (CliError, RemoteError, ManifestError, IntrospectionError) as exc:
+            if once:
+                raise
+            # Keep watching: the author fixes the file and saves again.
+            err.print(f"deploy failed: {' '.join(str(exc).split())}", markup=False)
+        if once:
+            return
+        err.print(f"watching {directory} (Ctrl-C stops)")
+        while (now := _snapshot(directory)) == seen:
+            time.sleep(interval)
+        seen = now
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:

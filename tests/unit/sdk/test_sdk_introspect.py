@@ -13,13 +13,12 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from typer.testing import CliRunner
-
 from summit_sdk import Analyzer, analyzer, create_plugin, workflow
 from summit_sdk.cli import app
 from summit_sdk.cli.introspect import compare, describe, generate
 from summit_sdk.cli.manifest import check_manifest
 from summit_sdk.points import AnalyzerInput, AnalyzerOutput, WorkflowInput, WorkflowResult
+from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[3]
 
