@@ -21,13 +21,19 @@ import base64
 import itertools
 import json
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():
+    # Starlette asks for its own HTTP client one day; httpx is what it supports today and what
+    # the plugin's host client uses. Authors should not see that note on every test run.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from starlette.testclient import TestClient
 
 from summit_sdk.builder import Plugin, PluginBuilder
 from summit_sdk.host import HOST_API, HOST_BASE_PATH
@@ -270,7 +276,7 @@ class FakeHost(httpx.BaseTransport):
     def _egress(self, body: dict[str, Any]) -> dict[str, Any]:
         method, url = str(body["method"]).upper(), str(body["url"])
         host = urlsplit(url).hostname or ""
-        if self.allowed_hosts is not None and host not in self.allowed_hosts:
+        if self.allowed_hosts is not None and not host_allowed(host, self.allowed_hosts):
             raise _HostFailure(403, "host_not_allowed", f"{host!r} is not in allowed_hosts")
         payload = base64.b64decode(body.get("body") or "")
         answer = self._http_responses.get((method, url))
@@ -280,6 +286,16 @@ class FakeHost(httpx.BaseTransport):
             raise _HostFailure(502, "upstream_unreachable", f"no fake answer for {method} {url}")
         status, headers, content = answer
         return {"status": status, "headers": headers, "body": base64.b64encode(content).decode()}
+
+
+def host_allowed(host: str, allowed_hosts: list[str]) -> bool:
+    """``network.allowed_hosts`` matching: exact names, and ``*.example.com`` for subdomains."""
+    host = host.lower().rstrip(".")
+    for pattern in allowed_hosts:
+        pattern = pattern.lower()
+        if host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+            return True
+    return False
 
 
 def _route(method: str, path: str) -> tuple[str | None, dict[str, str]]:

@@ -361,6 +361,8 @@ def verify(
                 mark = "[green]pass[/green]" if check.ok else "[red]FAIL[/red]"
                 table.add_row(check.name, mark, check.detail)
             out.print(table)
+            if report.host_calls:
+                out.print(f"host API calls: {', '.join(report.host_calls)}")
             failed = [c.name for c in report.checks if not c.ok]
             if failed:
                 out.print(f"[red]failed:[/red] {', '.join(failed)}")

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from summit_sdk.cli import docker_ops
+from summit_sdk.cli.conformance_host import ConformanceHost, serving
 from summit_sdk.cli.manifest import ManifestError, manifest_from_label
 from summit_sdk.cli.samples import SchemaSampleError, config_from_schema, sample_from_schema
 from summit_sdk.spec import BASE_PATH, PROTOCOL
@@ -37,6 +38,8 @@ class Report:
     version: str | None = None
     startup_ms: float | None = None
     checks: list[Check] = field(default_factory=list)
+    # "operation status" of every host API call the plugin made (to the stand-in host).
+    host_calls: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -53,6 +56,7 @@ class Report:
             "passed": self.passed,
             "startup_ms": self.startup_ms,
             "checks": [asdict(c) for c in self.checks],
+            "host_calls": self.host_calls,
         }
 
 
@@ -121,15 +125,17 @@ def run(docker: Any, image: str) -> Report:
             return report
         report.startup_ms = round(seconds * 1000, 1)
         report.add("start", True, f"healthy after {report.startup_ms:.0f} ms (network none)")
-        with box.http(timeout=30) as http:
+        host = ConformanceHost(manifest)
+        with box.http(timeout=30) as http, serving(host, box.socket_dir) as host_url:
             _check_health(report, health, manifest, extensions)
-            _check_initialize(report, http, manifest)
+            _check_initialize(report, http, manifest, host_url, host.token)
             for ext in extensions:
                 _check_extension(report, http, ext)
             _check_unknown_extension(report, http)
             _check_malformed(report, http, extensions)
             _check_event(report, http)
             answered = _check_shutdown(report, http)
+        report.host_calls = [f"{c.operation} {c.status}" for c in host.calls]
         _check_exit(report, box, answered)
     return report
 
@@ -179,11 +185,13 @@ def _check_health(
         report.add("health", True, f"{PROTOCOL}, {len(declared)} extension(s) as declared")
 
 
-def _check_initialize(report: Report, http: httpx.Client, manifest: dict[str, Any]) -> None:
+def _check_initialize(
+    report: Report, http: httpx.Client, manifest: dict[str, Any], host_url: str, token: str
+) -> None:
     config = config_from_schema(manifest.get("config_schema"))
     body = {
         "config": config,
-        "host": {"url": None, "token": None},
+        "host": {"url": host_url, "token": token},
         "permissions": list(manifest.get("permissions") or []),
     }
     try:

@@ -181,3 +181,15 @@ def test_transport_is_replaceable_with_any_httpx_transport() -> None:
 
     client = HostClient("http://h", "tok", ALL, transport=httpx.MockTransport(answer))
     assert client.secrets.get("k") == "v"
+
+
+def test_fake_host_egress_matches_exact_names_and_wildcards() -> None:
+    from summit_sdk.testing import host_allowed
+
+    allowed = ["api.example.com", "*.data.example.org"]
+    assert host_allowed("api.example.com", allowed)
+    assert host_allowed("API.example.com.", allowed)
+    assert host_allowed("eu.data.example.org", allowed)
+    assert not host_allowed("data.example.org", allowed)  # the wildcard means subdomains only
+    assert not host_allowed("evil-api.example.com", allowed)
+    assert not host_allowed("api.example.com.evil.net", allowed)
