@@ -197,7 +197,14 @@ def _check_code(directory: Path, manifest: dict[str, Any]) -> None:
     entrypoint = (manifest.get("runtime") or {}).get("entrypoint")
     if not entrypoint:
         return  # a prebuilt image (runtime.image): no Python code to compare
-    described = introspect.describe_folder(directory, entrypoint)
+    try:
+        described = introspect.describe_folder(directory, entrypoint)
+    except introspect.IntrospectionError as exc:
+        raise CliError(
+            f"{exc} (plugin.yaml is checked against the code, so the plugin's own requirements "
+            "must be installed where summit-plugin runs; `build --no-check` skips the check)",
+            BAD_INPUT,
+        ) from None
     problems = introspect.compare(described, manifest)
     if problems:
         raise CliError(
@@ -567,7 +574,7 @@ def publish(
         manifest = manifest_from_label(_image(_docker(), image).labels, image)
         approved, parsed = _install_options(manifest, approve, approve_all, config)
         with Orchestrator(url, token) as remote:
-            remote.get(manifest["id"])  # fail on a wrong URL or token before pushing
+            remote.check()
             _push(image, ref)
             installed = remote.install_image(ref, approved=approved, config=parsed)
             out.print(f"installed {installed['id']} {manifest['version']} ({installed['state']})")
@@ -600,7 +607,7 @@ def dev(
         # A bad folder or option fails at once, before any watching.
         _install_options(_plugin_folder(directory), None, approve_all, config)
         with Orchestrator(url, token) as remote:
-            remote.get("com.example.probe")  # fail on a wrong URL or token at once
+            remote.check()
             try:
                 _watch(directory, remote, approve_all, config, interval, once)
             except KeyboardInterrupt:

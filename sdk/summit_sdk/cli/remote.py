@@ -72,6 +72,10 @@ class Orchestrator:
             message = f"{message}: {listed}" if listed else message
         raise RemoteError(message, status=response.status_code, code=code)
 
+    def check(self) -> None:
+        """Fail now on a wrong URL or token, before any slow work."""
+        self._call("GET", "/v1/plugins", params={"state": "ACTIVE"})
+
     def get(self, plugin_id: str) -> dict[str, Any] | None:
         try:
             found: dict[str, Any] = self._call("GET", f"/v1/plugins/{plugin_id}")
