@@ -32,7 +32,7 @@ import httpx
 with warnings.catch_warnings():
     # Starlette asks for its own HTTP client one day; httpx is what it supports today and what
     # the plugin's host client uses. Authors should not see that note on every test run.
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient
 
 from summit_sdk.builder import Plugin, PluginBuilder

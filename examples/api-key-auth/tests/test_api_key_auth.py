@@ -1,6 +1,6 @@
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +49,26 @@ def test_valid_signature_is_accepted(client: PluginTestClient) -> None:
     assert auth(client, **signed())["authenticated"]
 
 
+# Requests are made when the test runs, not when pytest collects it: the timestamps must be
+# fresh (a long suite can collect this module minutes before running it).
 @pytest.mark.parametrize(
-    ("request_", "reason"),
+    ("make_request", "reason"),
     [
-        (signed(secret="other"), "invalid signature"),
-        (signed(timestamp=int(time.time()) - 3600), "timestamp missing or too far from now"),
-        ({**signed(), "body": "tampered"}, "invalid signature"),
-        ({}, "no API key or signature"),
+        (lambda: signed(secret="other"), "invalid signature"),
+        (
+            lambda: signed(timestamp=int(time.time()) - 3600),
+            "timestamp missing or too far from now",
+        ),
+        (lambda: {**signed(), "body": "tampered"}, "invalid signature"),
+        (dict, "no API key or signature"),
     ],
+    ids=["wrong-secret", "stale-timestamp", "tampered-body", "nothing"],
 )
 def test_bad_signatures_are_refused(
-    client: PluginTestClient, request_: dict[str, Any], reason: str
+    client: PluginTestClient, make_request: Callable[[], dict[str, Any]], reason: str
 ) -> None:
-    assert auth(client, **request_) == {"authenticated": False, "principal": None, "reason": reason}
+    expected = {"authenticated": False, "principal": None, "reason": reason}
+    assert auth(client, **make_request()) == expected
 
 
 def test_secret_name_comes_from_config() -> None:
