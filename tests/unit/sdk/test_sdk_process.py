@@ -13,14 +13,23 @@ import pytest
 
 PLUGIN_SOURCE = textwrap.dedent(
     """
+    import time
+
     from summit_sdk import create_plugin
 
     NAME = "not a plugin"
+
+
+    def slow(input, ctx):
+        time.sleep(input)
+        return "done"
+
 
     plugin = (
         create_plugin()
         .with_metadata(id="com.example.proc", version="0.0.1")
         .extension("analyzer", "upper", lambda input, ctx: input.upper())
+        .extension("analyzer", "slow", slow)
         .build()
     )
     """
@@ -95,6 +104,39 @@ def test_sigterm_stops_gracefully_with_status_0(tmp_path: Path, sock: Path) -> N
         with httpx.Client(transport=transport, base_url="http://plugin", timeout=5) as client:
             wait_healthy(client, proc)
         proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sigterm_finishes_the_call_in_flight_before_exiting(tmp_path: Path, sock: Path) -> None:
+    import threading
+
+    proc = start(
+        tmp_path,
+        SUMMIT_PLUGIN_ENTRYPOINT="proc_plugin:plugin",
+        SUMMIT_PLUGIN_LISTEN=f"unix://{sock}",
+    )
+    answers: list[httpx.Response] = []
+    try:
+        transport = httpx.HTTPTransport(uds=str(sock))
+        with httpx.Client(transport=transport, base_url="http://plugin", timeout=10) as client:
+            wait_healthy(client, proc)
+            call = threading.Thread(
+                target=lambda: answers.append(
+                    client.post(
+                        "/summit/v1/extensions/analyzer/slow",
+                        json={"input": 1.0, "context": {"request_id": "r"}},
+                    )
+                )
+            )
+            call.start()
+            time.sleep(0.3)  # the call is in the handler now
+            proc.send_signal(signal.SIGTERM)
+            call.join(10)
+        assert [(a.status_code, a.json()) for a in answers] == [(200, {"output": "done"})]
         assert proc.wait(timeout=5) == 0
     finally:
         if proc.poll() is None:
