@@ -6,7 +6,6 @@ unchanged source never rebuilds: the existing image is found by tag and reused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from summit_sdk.imagebuild import dockerfile, source_digest, source_files
 
 from orchestrator.domain.errors import ServiceUnavailable
 from orchestrator.domain.manifest import Manifest
@@ -24,29 +24,6 @@ from orchestrator.runtime.base import (
     ContainerRuntime,
     ImageInfo,
 )
-
-BUILDER_VERSION = "1"
-IGNORED = {"__pycache__", ".git", ".venv", ".pytest_cache", ".mypy_cache"}
-
-
-def source_files(root: Path) -> list[Path]:
-    files = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part in IGNORED for part in rel.parts) or path.suffix == ".pyc":
-            continue
-        if path.is_file() and not path.is_symlink():
-            files.append(path)
-    return files
-
-
-def source_digest(root: Path, *, base_image_id: str) -> str:
-    h = hashlib.sha256()
-    h.update(f"summit-builder/{BUILDER_VERSION}\0{base_image_id}\0".encode())
-    for path in source_files(root):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -92,13 +69,7 @@ class ImageBuilder:
             (meta / "plugin.json").write_text(manifest_json)
             (meta / "plugin.yaml").write_text(yaml.safe_dump(manifest.to_json(), sort_keys=False))
             entrypoint = manifest.runtime.entrypoint or ""
-            (ctx / "Dockerfile").write_text(
-                f"FROM {base.id}\n"
-                "COPY plugin/ /plugin/\n"
-                "COPY summit/ /summit/\n"
-                f"ENV SUMMIT_PLUGIN_ENTRYPOINT={entrypoint} "
-                "SUMMIT_PLUGIN_MANIFEST=/summit/plugin.json\n"
-            )
+            (ctx / "Dockerfile").write_text(dockerfile(base.id, entrypoint))
             progress(f"building {tag} from {self.base_image}")
             info = self.runtime.build_image(
                 ctx,

@@ -641,7 +641,7 @@ def _watch(
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
-    from summit_sdk.cli.docker_ops import source_files
+    from summit_sdk.imagebuild import source_files
 
     found = {}
     for path in source_files(directory):

@@ -9,7 +9,6 @@ The image and the sandbox are the same as the orchestrator's (``orchestrator/run
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -25,6 +24,7 @@ import httpx
 import yaml
 
 from summit_sdk.cli.manifest import LABEL_MANIFEST
+from summit_sdk.imagebuild import dockerfile, source_digest, source_files
 
 DEFAULT_BASE = "summit/plugin-python:latest"
 LABEL_SOURCE_DIGEST = "io.summit.source-digest"
@@ -33,8 +33,6 @@ CLI_OWNER = "summit-plugin-cli"
 SOCKET_MOUNT = "/run/summit"
 SOCKET_NAME = "plugin.sock"
 PLUGIN_USER = "10001:10001"
-IGNORED = {"__pycache__", ".git", ".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
-BUILDER_VERSION = "1"
 
 Progress = Callable[[str], None]
 
@@ -56,36 +54,6 @@ def client() -> Any:
 
 
 # --------------------------------------------------------------------------- build
-
-
-def source_files(root: Path) -> list[Path]:
-    files = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part in IGNORED for part in rel.parts) or path.suffix == ".pyc":
-            continue
-        if path.is_file() and not path.is_symlink():
-            files.append(path)
-    return files
-
-
-def source_digest(root: Path, *, base_image_id: str) -> str:
-    h = hashlib.sha256()
-    h.update(f"summit-builder/{BUILDER_VERSION}\0{base_image_id}\0".encode())
-    for path in source_files(root):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
-
-
-def dockerfile(base_image_id: str, entrypoint: str) -> str:
-    return (
-        f"FROM {base_image_id}\n"
-        "COPY plugin/ /plugin/\n"
-        "COPY summit/ /summit/\n"
-        f"ENV SUMMIT_PLUGIN_ENTRYPOINT={entrypoint} "
-        "SUMMIT_PLUGIN_MANIFEST=/summit/plugin.json\n"
-    )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import yaml
 
-from summit_sdk.cli.docker_ops import source_files
+from summit_sdk.imagebuild import source_files
 
 __all__ = ["Orchestrator", "RemoteError", "bundle"]
 

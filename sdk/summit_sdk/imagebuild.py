@@ -1,0 +1,51 @@
+"""How a plugin image is made from a source folder: the one recipe both builders follow.
+
+The orchestrator's builder (``orchestrator/runtime/builder.py``) and ``summit-plugin build``
+use these functions, so an author's local image is the image the orchestrator would build, and
+the content digest (source files + base image id + builder version) means the same on both
+sides. Standard library only: the orchestrator imports it from the SDK, never the reverse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+__all__ = ["BUILDER_VERSION", "IGNORED", "dockerfile", "source_digest", "source_files"]
+
+BUILDER_VERSION = "1"
+# Tool caches and VCS data are never part of a plugin's source.
+IGNORED = frozenset({"__pycache__", ".git", ".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+
+
+def source_files(root: Path) -> list[Path]:
+    """The plugin's files under ``root`` in a stable order (no symlinks, caches or .pyc)."""
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part in IGNORED for part in rel.parts) or path.suffix == ".pyc":
+            continue
+        if path.is_file() and not path.is_symlink():
+            files.append(path)
+    return files
+
+
+def source_digest(root: Path, *, base_image_id: str) -> str:
+    """sha256 over the builder version, the base image id and every file's path and content."""
+    h = hashlib.sha256()
+    h.update(f"summit-builder/{BUILDER_VERSION}\0{base_image_id}\0".encode())
+    for path in source_files(root):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def dockerfile(base_image_id: str, entrypoint: str) -> str:
+    """The build context holds ``plugin/`` (the source) and ``summit/`` (the manifest)."""
+    return (
+        f"FROM {base_image_id}\n"
+        "COPY plugin/ /plugin/\n"
+        "COPY summit/ /summit/\n"
+        f"ENV SUMMIT_PLUGIN_ENTRYPOINT={entrypoint} "
+        "SUMMIT_PLUGIN_MANIFEST=/summit/plugin.json\n"
+    )
