@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     )
     bundle_max_bytes: int = Field(50 * 1024 * 1024, description="Largest accepted bundle")
     require_signed: bool = False
+    secrets_key: str | None = Field(
+        None,
+        description="Fernet key that encrypts plugin secrets at rest "
+        "(default: generated once into STATE_DIR/secrets.key)",
+    )
+    host_max_body_bytes: int = Field(
+        1024 * 1024, description="Largest request body a plugin may send to the host API"
+    )
     allow_private_targets: list[str] = Field(default_factory=list)
 
     # Sandbox.

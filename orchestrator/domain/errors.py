@@ -55,3 +55,23 @@ class RuntimeFailure(SummitError):
 
     status_code = 502
     code = "runtime_error"
+
+
+class Unauthorized(SummitError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(SummitError):
+    status_code = 403
+    code = "permission_denied"
+
+
+class TooLarge(SummitError):
+    status_code = 413
+    code = "too_large"
+
+
+class NotImplementedYet(SummitError):
+    status_code = 501
+    code = "not_implemented"

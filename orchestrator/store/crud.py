@@ -8,11 +8,17 @@ from datetime import datetime
 from sqlmodel import Session, col, delete, func, select
 
 from orchestrator.store.models import (
+    AuditRecord,
     Container,
+    Document,
+    EventRecord,
     Grant,
+    HostToken,
     Plugin,
+    PluginSecret,
     PluginVersion,
     StateTransition,
+    StorageItem,
     utcnow,
 )
 
@@ -125,6 +131,112 @@ def delete_container(session: Session, *, container_id: str) -> None:
 
 def delete_plugin(session: Session, *, plugin_id: str) -> None:
     """Every row of the plugin, its transition history included (a reinstall starts afresh)."""
-    for table in (Container, Grant, PluginVersion, StateTransition):
+    for table in (
+        Container,
+        Grant,
+        PluginVersion,
+        StateTransition,
+        HostToken,
+        StorageItem,
+        PluginSecret,
+    ):
         session.exec(delete(table).where(col(table.plugin_id) == plugin_id))
     session.exec(delete(Plugin).where(col(Plugin.id) == plugin_id))
+
+
+# -- host API ---------------------------------------------------------------------------------
+
+
+def add_host_token(session: Session, *, token_hash: str, plugin_id: str, container_id: str) -> None:
+    session.add(HostToken(token_hash=token_hash, plugin_id=plugin_id, container_id=container_id))
+
+
+def get_host_token(session: Session, *, token_hash: str) -> HostToken | None:
+    return session.get(HostToken, token_hash)
+
+
+def revoke_host_tokens(
+    session: Session, *, plugin_id: str | None = None, container_id: str | None = None
+) -> int:
+    query = select(HostToken).where(col(HostToken.revoked_at).is_(None))
+    if plugin_id is not None:
+        query = query.where(col(HostToken.plugin_id) == plugin_id)
+    if container_id is not None:
+        query = query.where(col(HostToken.container_id) == container_id)
+    now = utcnow()
+    rows = session.exec(query).all()
+    for row in rows:
+        row.revoked_at = now
+        session.add(row)
+    return len(rows)
+
+
+def add_audit(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    outcome: str,
+    permission: str | None = None,
+    detail: str | None = None,
+) -> None:
+    session.add(
+        AuditRecord(
+            actor=actor, action=action, outcome=outcome, permission=permission, detail=detail
+        )
+    )
+
+
+def list_audit(
+    session: Session, *, actor: str | None = None, limit: int = 100, before_id: int | None = None
+) -> Sequence[AuditRecord]:
+    query = select(AuditRecord)
+    if actor is not None:
+        query = query.where(col(AuditRecord.actor) == actor)
+    if before_id is not None:
+        query = query.where(col(AuditRecord.id) < before_id)
+    return session.exec(query.order_by(col(AuditRecord.id).desc()).limit(limit)).all()
+
+
+def get_document(session: Session, *, collection: str, key: str) -> Document | None:
+    return session.get(Document, (collection, key))
+
+
+def query_documents(
+    session: Session, *, collection: str, after_key: str | None, limit: int
+) -> Sequence[Document]:
+    query = select(Document).where(col(Document.collection) == collection)
+    if after_key is not None:
+        query = query.where(col(Document.key) > after_key)
+    return session.exec(query.order_by(col(Document.key)).limit(limit)).all()
+
+
+def get_storage_item(
+    session: Session, *, plugin_id: str, kind: str, key: str
+) -> StorageItem | None:
+    return session.get(StorageItem, (plugin_id, kind, key))
+
+
+def storage_used(session: Session, *, plugin_id: str) -> int:
+    total = session.exec(
+        select(func.coalesce(func.sum(StorageItem.size), 0)).where(
+            col(StorageItem.plugin_id) == plugin_id
+        )
+    ).one()
+    return int(total)
+
+
+def get_secret(session: Session, *, plugin_id: str, name: str) -> PluginSecret | None:
+    return session.get(PluginSecret, (plugin_id, name))
+
+
+def list_secrets(session: Session, *, plugin_id: str) -> Sequence[PluginSecret]:
+    return session.exec(
+        select(PluginSecret)
+        .where(col(PluginSecret.plugin_id) == plugin_id)
+        .order_by(col(PluginSecret.name))
+    ).all()
+
+
+def add_event(session: Session, *, event: EventRecord) -> None:
+    session.add(event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
 
@@ -71,3 +71,83 @@ class Container(SQLModel, table=True):
     image: str = Field(max_length=512)
     endpoint: str = Field(max_length=512)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# -- host API (plugin -> orchestrator) -------------------------------------------------------
+
+
+class HostToken(SQLModel, table=True):
+    """A plugin's credential for the host API: only its sha256 is kept, bound to a container."""
+
+    __tablename__ = "host_tokens"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    plugin_id: str = Field(index=True, max_length=128)
+    container_id: str = Field(index=True, max_length=80)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class AuditRecord(SQLModel, table=True):
+    """A refused (or otherwise notable) call, kept after the plugin is gone."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=160)  # "plugin:<id>" or "admin"
+    action: str = Field(max_length=64)  # host API operation, e.g. "secrets.get"
+    outcome: str = Field(max_length=32)  # "unauthorized", "permission_denied", ...
+    permission: str | None = Field(default=None, max_length=64)
+    detail: str | None = None
+
+
+class Document(SQLModel, table=True):
+    """The platform's document store that plugins read and write through the host API."""
+
+    __tablename__ = "documents"
+
+    collection: str = Field(primary_key=True, max_length=128)
+    key: str = Field(primary_key=True, max_length=512)
+    value: Any = Field(sa_column=Column(JSON, nullable=True))
+    updated_by: str = Field(max_length=128)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class StorageItem(SQLModel, table=True):
+    """A plugin's own key/value entry or blob; ``size`` counts against its ``storage_mb``."""
+
+    __tablename__ = "plugin_storage"
+
+    plugin_id: str = Field(primary_key=True, max_length=128)
+    kind: str = Field(primary_key=True, max_length=8)  # "kv" | "blob"
+    key: str = Field(primary_key=True, max_length=512)
+    value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    blob: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    size: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PluginSecret(SQLModel, table=True):
+    """An operator-set secret of one plugin, encrypted at rest (never shown in clear)."""
+
+    __tablename__ = "plugin_secrets"
+
+    plugin_id: str = Field(primary_key=True, max_length=128)
+    name: str = Field(primary_key=True, max_length=128)
+    ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class EventRecord(SQLModel, table=True):
+    """The durable event log: an event is written here before anyone is told of it."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_type_time", "type", "time"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    type: str = Field(max_length=128)
+    source: str = Field(max_length=160)
+    subject: str | None = Field(default=None, max_length=256)
+    time: datetime = Field(default_factory=utcnow, index=True)
+    payload: Any = Field(default=None, sa_column=Column(JSON, nullable=True))

@@ -1,0 +1,162 @@
+"""Routes of the host API; each one authenticates the plugin and checks one permission.
+
+The plugin's identity is not taken from the request: the listener of its own socket stamps
+it on the ASGI scope (``summit.plugin_id``), and its token must have been issued to that
+plugin. Paths, bodies and answers follow the SDK's ``HOST_API`` table.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from orchestrator.api.errors import install_error_handlers
+from orchestrator.domain.errors import BadRequest, TooLarge
+from orchestrator.services.host import Caller, HostService
+
+__all__ = ["PLUGIN_SCOPE_KEY", "create_host_app"]
+
+PLUGIN_SCOPE_KEY = "summit.plugin_id"
+PREFIX = "/host/v1"
+
+
+def create_host_app(service: HostService, *, max_body_bytes: int) -> FastAPI:
+    app = FastAPI(title="Summit host API", openapi_url=None, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+
+    async def caller(request: Request, operation: str) -> Caller:
+        plugin_id = request.scope.get(PLUGIN_SCOPE_KEY)
+        if not plugin_id:  # only reachable through a plugin's own listener
+            raise BadRequest("this listener serves no plugin")
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth[:7].lower() == "bearer " else None
+        return await run_in_threadpool(service.authorize, plugin_id, token, operation)
+
+    async def body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_body_bytes:
+            raise TooLarge(f"the request body is over {max_body_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise TooLarge(f"the request body is over {max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        raw = await body(request)
+        try:
+            parsed = json.loads(raw) if raw else {}
+        except ValueError:
+            raise BadRequest("the body is not JSON") from None
+        if not isinstance(parsed, dict):
+            raise BadRequest("the body must be a JSON object")
+        return parsed
+
+    ok = {"status": "ok"}
+
+    @app.get(PREFIX + "/data/{collection}/{key:path}")
+    async def data_get(collection: str, key: str, request: Request) -> Any:
+        who = await caller(request, "data.get")
+        return {"value": await run_in_threadpool(service.data_get, who, collection, key)}
+
+    @app.put(PREFIX + "/data/{collection}/{key:path}")
+    async def data_put(collection: str, key: str, request: Request) -> Any:
+        who = await caller(request, "data.put")
+        data = await json_body(request)
+        if "value" not in data:
+            raise BadRequest("the body needs 'value'")
+        await run_in_threadpool(service.data_put, who, collection, key, data["value"])
+        return ok
+
+    @app.post(PREFIX + "/data/{collection}/query")
+    async def data_query(collection: str, request: Request) -> Any:
+        who = await caller(request, "data.query")
+        data = await json_body(request)
+        where, limit, cursor = data.get("where") or {}, data.get("limit", 100), data.get("cursor")
+        if not isinstance(where, dict) or not isinstance(limit, int) or isinstance(limit, bool):
+            raise BadRequest("'where' must be an object and 'limit' an integer")
+        if cursor is not None and not isinstance(cursor, str):
+            raise BadRequest("'cursor' must be a string")
+        return await run_in_threadpool(service.data_query, who, collection, where, limit, cursor)
+
+    for kind, segment, suffix in (("kv", "kv", ""), ("blob", "blobs", "_blob")):
+        _storage_routes(app, service, caller, body, json_body, kind, segment, suffix)
+
+    @app.post(PREFIX + "/events")
+    async def publish(request: Request) -> Any:
+        who = await caller(request, "events.publish")
+        data = await json_body(request)
+        event_type, subject = data.get("type"), data.get("subject")
+        if not isinstance(event_type, str) or not event_type:
+            raise BadRequest("the body needs a string 'type'")
+        if subject is not None and not isinstance(subject, str):
+            raise BadRequest("'subject' must be a string")
+        event_id = await run_in_threadpool(
+            service.publish, who, event_type, data.get("payload"), subject
+        )
+        return {"id": event_id}
+
+    @app.get(PREFIX + "/secrets/{name}")
+    async def secret(name: str, request: Request) -> Any:
+        who = await caller(request, "secrets.get")
+        return {"name": name, "value": await run_in_threadpool(service.secret_get, who, name)}
+
+    @app.post(PREFIX + "/http")
+    async def egress(request: Request) -> Any:
+        who = await caller(request, "http.request")
+        return await run_in_threadpool(service.egress, who, await json_body(request))
+
+    @app.post(PREFIX + "/plugins/{plugin_id}/extensions/{point}/{name}")
+    async def invoke(plugin_id: str, point: str, name: str, request: Request) -> Any:
+        who = await caller(request, "invoke")
+        data = await json_body(request)
+        return {"output": await service.invoke(who, plugin_id, point, name, data.get("input"))}
+
+    return app
+
+
+def _storage_routes(
+    app: FastAPI,
+    service: HostService,
+    caller: Any,
+    body: Any,
+    json_body: Any,
+    kind: str,
+    segment: str,
+    suffix: str,
+) -> None:
+    path = f"{PREFIX}/storage/{segment}/{{key:path}}"
+
+    async def get(key: str, request: Request) -> Any:
+        who = await caller(request, f"storage.get{suffix}")
+        value = await run_in_threadpool(service.storage_get, who, kind, key)
+        if kind == "blob":
+            return Response(value, media_type="application/octet-stream")
+        return JSONResponse({"value": value})
+
+    async def put(key: str, request: Request) -> Any:
+        who = await caller(request, f"storage.put{suffix}")
+        if kind == "blob":
+            value: Any = await body(request)
+        else:
+            data = await json_body(request)
+            if "value" not in data:
+                raise BadRequest("the body needs 'value'")
+            value = data["value"]
+        await run_in_threadpool(service.storage_put, who, kind, key, value)
+        return {"status": "ok"}
+
+    async def delete(key: str, request: Request) -> Any:
+        who = await caller(request, f"storage.delete{suffix}")
+        await run_in_threadpool(service.storage_delete, who, kind, key)
+        return {"status": "ok"}
+
+    app.add_api_route(path, get, methods=["GET"], name=f"storage_get_{kind}")
+    app.add_api_route(path, put, methods=["PUT"], name=f"storage_put_{kind}")
+    app.add_api_route(path, delete, methods=["DELETE"], name=f"storage_delete_{kind}")

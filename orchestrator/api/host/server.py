@@ -1,0 +1,153 @@
+"""One host API listener per plugin container, on a unix socket in its mounted folder.
+
+Design (a) of the sandbox: a plugin container has no network, only ``/run/summit``, a folder
+the orchestrator made for that container. The plugin protocol is served there by the plugin
+(``plugin.sock``); the host API by the orchestrator (``host.sock``). The listener knows which
+plugin it serves, so a token presented on another plugin's socket is useless.
+
+The listeners run on the orchestrator's event loop (the broker's pools live there, and
+``invoke`` uses them); the lifecycle service, which works in threads, opens and closes them
+through :class:`HostGateway`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from orchestrator.api.host.app import PLUGIN_SCOPE_KEY
+from orchestrator.security.tokens import HostTokens
+
+__all__ = ["HOST_SOCKET_NAME", "HostGateway", "HostServer"]
+
+log = logging.getLogger(__name__)
+
+HOST_SOCKET_NAME = "host.sock"
+CONTAINER_SOCKET_DIR = "/run/summit"
+OPEN_TIMEOUT_S = 10.0
+
+ASGIApp = Callable[
+    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+    Awaitable[None],
+]
+
+
+class HostServer:
+    """Unix-socket listeners of one ASGI app, each stamped with the plugin it serves."""
+
+    def __init__(self, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.loop = loop
+        self._servers: dict[str, uvicorn.Server] = {}
+
+    def _bound(self, plugin_id: str) -> ASGIApp:
+        app = self.app
+
+        async def bound(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                scope = {**scope, PLUGIN_SCOPE_KEY: plugin_id}
+            await app(scope, receive, send)
+
+        return bound
+
+    def listen(self, plugin_id: str, path: Path) -> None:
+        """Bind ``path`` (replacing a stale socket) and serve; callable from any thread."""
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            # The plugin runs as another, unprivileged user; the folder itself is private to it.
+            os.chmod(path, 0o666)
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        config = uvicorn.Config(
+            self._bound(plugin_id),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=2,
+        )
+        server = uvicorn.Server(config)
+        self._call(server.startup(sockets=[sock]))
+        old = self._servers.pop(str(path), None)
+        self._servers[str(path)] = server
+        if old is not None:
+            self._call(old.shutdown())
+
+    def close(self, path: Path) -> None:
+        server = self._servers.pop(str(path), None)
+        if server is not None:
+            with contextlib.suppress(Exception):
+                self._call(server.shutdown())
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    async def aclose(self) -> None:
+        servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await server.shutdown()
+
+    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            # Would deadlock waiting on ourselves; lifecycle work never runs on the loop.
+            raise RuntimeError("HostServer methods must be called from a worker thread")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(OPEN_TIMEOUT_S)
+
+
+class HostGateway:
+    """What the lifecycle service needs: a listener and a token per container."""
+
+    def __init__(self, server: HostServer, tokens: HostTokens) -> None:
+        self.server = server
+        self.tokens = tokens
+
+    @staticmethod
+    def socket_path(endpoint: str) -> Path | None:
+        """The host socket beside the plugin's own, for containers reached over unix sockets."""
+        if not endpoint.startswith("unix://"):
+            return None
+        return Path(endpoint.removeprefix("unix://")).parent / HOST_SOCKET_NAME
+
+    def open(self, plugin_id: str, container_id: str, endpoint: str) -> tuple[str, str] | None:
+        """Listen for this container and issue its token: (url inside the container, token)."""
+        path = self.socket_path(endpoint)
+        if path is None:
+            return None
+        self.server.listen(plugin_id, path)
+        token = self.tokens.issue(plugin_id=plugin_id, container_id=container_id)
+        return f"unix://{CONTAINER_SOCKET_DIR}/{HOST_SOCKET_NAME}", token
+
+    def reattach(self, plugin_id: str, endpoint: str) -> None:
+        """After an orchestrator restart: listen again; the plugin keeps its token."""
+        path = self.socket_path(endpoint)
+        if path is not None:
+            self.server.listen(plugin_id, path)
+
+    def close(self, container_id: str, endpoint: str) -> None:
+        self.tokens.revoke(container_id=container_id)
+        path = self.socket_path(endpoint)
+        if path is not None:
+            self.server.close(path)
+
+    def revoke_plugin(self, plugin_id: str) -> None:
+        self.tokens.revoke(plugin_id=plugin_id)

@@ -1,0 +1,333 @@
+"""The host API's use cases: what a plugin may ask of the orchestrator, and the checks on it.
+
+Every call is authenticated by the plugin's own token (bound to the plugin it was issued to)
+and authorized against the permissions granted at install; every refusal is written to the
+audit log. Operations and their permissions are the SDK's ``HOST_API`` table, so the client
+the plugin uses and this service cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from summit_sdk.host import HOST_API
+
+from orchestrator.broker.pool import Broker
+from orchestrator.domain.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    NotImplementedYet,
+    TooLarge,
+    Unauthorized,
+)
+from orchestrator.domain.manifest import Manifest
+from orchestrator.security.secretbox import SecretBox, SecretUnreadable
+from orchestrator.security.tokens import HostTokens
+from orchestrator.store import crud
+from orchestrator.store.db import session_scope
+from orchestrator.store.models import Document, EventRecord, PluginSecret, StorageItem, utcnow
+
+__all__ = ["Caller", "HostService"]
+
+MIB = 1024 * 1024
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MAX_KEY = 512
+MAX_QUERY_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated plugin: who it is, what it was granted and what it declared."""
+
+    plugin_id: str
+    permissions: frozenset[str]
+    manifest: Manifest
+    storage_bytes: int
+
+
+class HostService:
+    def __init__(
+        self, *, engine: Engine, tokens: HostTokens, secrets: SecretBox, broker: Broker
+    ) -> None:
+        self.engine = engine
+        self.tokens = tokens
+        self.secrets = secrets
+        self.broker = broker
+
+    # -- authentication and authorization -----------------------------------------------------
+
+    def authorize(self, plugin_id: str, token: str | None, operation: str) -> Caller:
+        """The caller, if its token is valid for ``plugin_id`` and it holds the permission."""
+        permission = HOST_API[operation][2]
+        if not self.tokens.verify(plugin_id=plugin_id, token=token):
+            self.audit(plugin_id, operation, "unauthorized", permission, "missing or bad token")
+            raise Unauthorized("missing, revoked or foreign host token")
+        with session_scope(self.engine) as session:
+            plugin = crud.get_plugin(session, plugin_id=plugin_id)
+            if plugin is None:
+                raise Unauthorized("the plugin of this token is gone")
+            granted = frozenset(crud.list_grants(session, plugin_id=plugin_id))
+            version = crud.get_version(session, plugin_id=plugin_id, version=plugin.version)
+            assert version is not None
+            manifest = Manifest.model_validate(version.manifest)
+            storage_mb = int(plugin.resources.get("storage_mb", manifest.resources.storage_mb))
+        if permission not in granted:
+            self.audit(plugin_id, operation, "permission_denied", permission)
+            raise Forbidden(
+                f"{operation} needs the permission {permission!r}, which {plugin_id} was not "
+                "granted",
+                details={"permission": permission},
+            )
+        return Caller(plugin_id, granted, manifest, storage_mb * MIB)
+
+    def audit(
+        self,
+        plugin_id: str,
+        operation: str,
+        outcome: str,
+        permission: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        with session_scope(self.engine) as session:
+            crud.add_audit(
+                session,
+                actor=f"plugin:{plugin_id}",
+                action=operation,
+                outcome=outcome,
+                permission=permission,
+                detail=detail,
+            )
+
+    def refuse(self, caller: Caller, operation: str, error: Forbidden) -> Forbidden:
+        """Record a refusal decided after authorization (e.g. an undeclared event type)."""
+        self.audit(caller.plugin_id, operation, error.code, HOST_API[operation][2], error.message)
+        return error
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def data_get(self, caller: Caller, collection: str, key: str) -> Any:
+        _check_name(collection, "collection")
+        with session_scope(self.engine) as session:
+            row = crud.get_document(session, collection=collection, key=_key(key))
+            if row is None:
+                raise NotFound(f"no record {key!r} in {collection!r}")
+            return row.value
+
+    def data_put(self, caller: Caller, collection: str, key: str, value: Any) -> None:
+        _check_name(collection, "collection")
+        with session_scope(self.engine) as session:
+            row = crud.get_document(session, collection=collection, key=_key(key))
+            if row is None:
+                row = Document(
+                    collection=collection, key=key, value=value, updated_by=caller.plugin_id
+                )
+            row.value, row.updated_by, row.updated_at = value, caller.plugin_id, utcnow()
+            session.add(row)
+
+    def data_query(
+        self,
+        caller: Caller,
+        collection: str,
+        where: dict[str, Any],
+        limit: int,
+        cursor: str | None,
+    ) -> dict[str, Any]:
+        """Records whose fields equal ``where``'s, in key order; ``cursor`` is the last key."""
+        _check_name(collection, "collection")
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise InvalidInput(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        records: list[Any] = []
+        last = cursor
+        more = False
+        batch = limit * 2
+        with session_scope(self.engine) as session:
+            exhausted = False
+            while len(records) < limit and not exhausted:
+                page = crud.query_documents(
+                    session, collection=collection, after_key=last, limit=batch
+                )
+                exhausted = len(page) < batch
+                for row in page:
+                    last = row.key
+                    value = row.value
+                    if isinstance(value, dict) and all(value.get(k) == v for k, v in where.items()):
+                        records.append(value)
+                        if len(records) == limit:
+                            break
+            if len(records) == limit and last is not None:
+                more = bool(
+                    crud.query_documents(session, collection=collection, after_key=last, limit=1)
+                )
+        return {"records": records, "next_cursor": last if more else None}
+
+    # -- storage --------------------------------------------------------------------------------
+
+    def storage_get(self, caller: Caller, kind: str, key: str) -> Any:
+        with session_scope(self.engine) as session:
+            row = crud.get_storage_item(
+                session, plugin_id=caller.plugin_id, kind=kind, key=_key(key)
+            )
+            if row is None:
+                raise NotFound(f"no {kind} {key!r}")
+            return row.blob if kind == "blob" else row.value
+
+    def storage_put(self, caller: Caller, kind: str, key: str, value: Any) -> None:
+        if kind == "blob":
+            size = len(value)
+        else:
+            size = len(json.dumps(value, separators=(",", ":")).encode())
+        with session_scope(self.engine) as session:
+            # Serialised per plugin so two concurrent writes cannot both squeeze under the quota.
+            crud.get_plugin(session, plugin_id=caller.plugin_id, for_update=True)
+            row = crud.get_storage_item(
+                session, plugin_id=caller.plugin_id, kind=kind, key=_key(key)
+            )
+            used = crud.storage_used(session, plugin_id=caller.plugin_id)
+            after = used - (row.size if row is not None else 0) + size
+            if after > caller.storage_bytes:
+                self.audit(caller.plugin_id, f"storage.put_{kind}", "storage_quota_exceeded")
+                raise TooLarge(
+                    f"{caller.plugin_id} would use {after} bytes of storage, over its quota of "
+                    f"{caller.storage_bytes} (storage_mb)",
+                    code="storage_quota_exceeded",
+                    details={"used": used, "quota": caller.storage_bytes, "write": size},
+                )
+            if row is None:
+                row = StorageItem(plugin_id=caller.plugin_id, kind=kind, key=key)
+            if kind == "blob":
+                row.blob, row.value = bytes(value), None
+            else:
+                row.value, row.blob = value, None
+            row.size, row.updated_at = size, utcnow()
+            session.add(row)
+
+    def storage_delete(self, caller: Caller, kind: str, key: str) -> None:
+        with session_scope(self.engine) as session:
+            row = crud.get_storage_item(
+                session, plugin_id=caller.plugin_id, kind=kind, key=_key(key)
+            )
+            if row is not None:
+                session.delete(row)
+
+    # -- secrets --------------------------------------------------------------------------------
+
+    def secret_get(self, caller: Caller, name: str) -> str:
+        with session_scope(self.engine) as session:
+            row = crud.get_secret(session, plugin_id=caller.plugin_id, name=name)
+            if row is None:
+                raise NotFound(f"no secret {name!r} is set for {caller.plugin_id}")
+            ciphertext = row.ciphertext
+        try:
+            return self.secrets.open(ciphertext)
+        except SecretUnreadable as exc:
+            raise NotFound(f"secret {name!r}: {exc}; set it again") from None
+
+    def set_secret(self, plugin_id: str, name: str, value: str) -> None:
+        """Operator side (admin API): store or replace a secret, encrypted."""
+        _check_name(name, "secret name")
+        with session_scope(self.engine) as session:
+            if crud.get_plugin(session, plugin_id=plugin_id) is None:
+                raise NotFound(f"plugin {plugin_id} is not installed")
+            row = crud.get_secret(session, plugin_id=plugin_id, name=name)
+            if row is None:
+                row = PluginSecret(plugin_id=plugin_id, name=name, ciphertext=b"")
+            row.ciphertext, row.updated_at = self.secrets.seal(value), utcnow()
+            session.add(row)
+
+    def list_secrets(self, plugin_id: str) -> list[dict[str, Any]]:
+        """Names and times only: the admin API never returns a secret's value."""
+        with session_scope(self.engine) as session:
+            if crud.get_plugin(session, plugin_id=plugin_id) is None:
+                raise NotFound(f"plugin {plugin_id} is not installed")
+            return [
+                {"name": r.name, "updated_at": r.updated_at}
+                for r in crud.list_secrets(session, plugin_id=plugin_id)
+            ]
+
+    def delete_secret(self, plugin_id: str, name: str) -> None:
+        with session_scope(self.engine) as session:
+            row = crud.get_secret(session, plugin_id=plugin_id, name=name)
+            if row is None:
+                raise NotFound(f"no secret {name!r} is set for {plugin_id}")
+            session.delete(row)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def publish(self, caller: Caller, event_type: str, payload: Any, subject: str | None) -> str:
+        declared = caller.manifest.events.publish
+        if event_type not in declared:
+            raise self.refuse(
+                caller,
+                "events.publish",
+                Forbidden(
+                    f"{caller.plugin_id} did not declare the event type {event_type!r} under "
+                    "events.publish",
+                    code="event_type_not_declared",
+                    details={"declared": list(declared)},
+                ),
+            )
+        event = EventRecord(
+            id=str(uuid.uuid4()),
+            type=event_type,
+            source=f"plugin:{caller.plugin_id}",
+            subject=subject,
+            payload=payload,
+        )
+        with session_scope(self.engine) as session:
+            crud.add_event(session, event=event)
+        return event.id
+
+    # -- egress ---------------------------------------------------------------------------------
+
+    def egress(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedYet(
+            "the egress proxy is not available in this orchestrator yet",
+            code="egress_unavailable",
+        )
+
+    # -- invoke ---------------------------------------------------------------------------------
+
+    async def invoke(self, caller: Caller, target: str, point: str, name: str, payload: Any) -> Any:
+        declared = {d.id for d in caller.manifest.dependencies}
+        if target not in declared:
+            raise self.refuse(
+                caller,
+                "invoke",
+                Forbidden(
+                    f"{caller.plugin_id} may only invoke its declared dependencies; "
+                    f"{target} is not one",
+                    code="unknown_dependency",
+                    details={"dependencies": sorted(declared)},
+                ),
+            )
+        route = self.broker.route(target)
+        if route is None:
+            raise NotFound(f"dependency {target} is not ACTIVE", code="dependency_not_active")
+        ext = next((e for e in route.extensions if e.point.value == point and e.name == name), None)
+        if ext is None:
+            raise NotFound(f"{target} has no extension {point}/{name}", code="unknown_extension")
+        errors = self.broker.schema_errors(route, ext, payload, "input")
+        if errors:
+            raise InvalidInput(
+                f"the input does not match {target}'s input_schema",
+                code="invalid_input",
+                details=errors,
+            )
+        return await self.broker.call(route, ext, payload)
+
+
+def _check_name(value: str, what: str) -> None:
+    if not NAME.fullmatch(value):
+        raise InvalidInput(f"invalid {what} {value!r}: letters, digits and ._:- (at most 128)")
+
+
+def _key(key: str) -> str:
+    if not key or len(key) > MAX_KEY:
+        raise InvalidInput(f"a key has 1 to {MAX_KEY} characters")
+    return key
