@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,11 +11,15 @@ from fastapi import FastAPI
 
 from orchestrator import __version__
 from orchestrator.api.errors import install_error_handlers
-from orchestrator.api.routes import extensions, jobs, plugins, system
+from orchestrator.api.host import HostGateway, HostServer, create_host_app
+from orchestrator.api.routes import extensions, jobs, plugins, security, system
 from orchestrator.broker.setup import close_rate_limiter, make_broker
 from orchestrator.config import Settings, get_settings
 from orchestrator.jobs.setup import make_queue, start_embedded_worker
 from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.security.secretbox import SecretBox
+from orchestrator.security.tokens import HostTokens
+from orchestrator.services.host import HostService
 from orchestrator.services.lifecycle import LifecycleService
 from orchestrator.services.plugins import PluginQueries
 from orchestrator.services.supervisor import Supervisor
@@ -34,8 +39,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate(engine)
         runtime = DockerRuntime(owner=settings.instance, sockets_dir=settings.sockets_dir)
         broker = make_broker(settings)
+        tokens = HostTokens(engine)
+        host = HostService(
+            engine=engine,
+            tokens=tokens,
+            secrets=SecretBox.from_settings(settings.secrets_key, settings.state_dir),
+            broker=broker,
+        )
+        host_server = HostServer(
+            create_host_app(host, max_body_bytes=settings.host_max_body_bytes),
+            asyncio.get_running_loop(),
+        )
         lifecycle = LifecycleService(
-            engine=engine, runtime=runtime, broker=broker, settings=settings
+            engine=engine,
+            runtime=runtime,
+            broker=broker,
+            settings=settings,
+            host=HostGateway(host_server, tokens),
         )
         supervisor = Supervisor(
             lifecycle=lifecycle, runtime=runtime, health_interval_s=settings.health_interval_s
@@ -46,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         app.state.broker = broker
         app.state.lifecycle = lifecycle
+        app.state.host = host
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
         app.state.reconciled = supervisor.reconciled
         supervisor.start()
@@ -63,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if job_worker is not None:
                 await job_worker.stop()
             app.state.jobs.close()
+            await host_server.aclose()
             await broker.aclose()
             await close_rate_limiter(broker)
             engine.dispose()
@@ -79,4 +101,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(plugins.router)
     app.include_router(extensions.router)
     app.include_router(jobs.router)
+    app.include_router(security.router)
     return app

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from orchestrator.broker.pool import Broker
 from orchestrator.config import Settings
 from orchestrator.domain.errors import SummitError
+from orchestrator.services.host import HostService
 from orchestrator.services.lifecycle import LifecycleService
 from orchestrator.services.plugins import PluginQueries
 
@@ -39,6 +40,11 @@ async def get_queries(request: Request) -> PluginQueries:
     return queries
 
 
+async def get_host(request: Request) -> HostService:
+    service: HostService = request.app.state.host
+    return service
+
+
 async def get_broker(request: Request) -> Broker:
     broker: Broker = request.app.state.broker
     return broker
@@ -62,4 +68,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 LifecycleDep = Annotated[LifecycleService, Depends(get_lifecycle)]
 QueriesDep = Annotated[PluginQueries, Depends(get_queries)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
+HostDep = Annotated[HostService, Depends(get_host)]
 PrincipalDep = Annotated[str, Depends(require_admin)]

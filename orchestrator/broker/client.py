@@ -61,10 +61,19 @@ class PluginClient:
         return health
 
     def initialize(
-        self, *, config: dict[str, Any], permissions: list[str], host_url: str | None = None
+        self,
+        *,
+        config: dict[str, Any],
+        permissions: list[str],
+        host_url: str | None = None,
+        host_token: str | None = None,
     ) -> None:
         body = InitializeRequest.model_validate(
-            {"config": config, "permissions": permissions, "host": {"url": host_url}}
+            {
+                "config": config,
+                "permissions": permissions,
+                "host": {"url": host_url, "token": host_token},
+            }
         )
         r = self._http.post("/summit/v1/initialize", json=body.model_dump(mode="json"))
         if r.status_code != 200:

@@ -109,6 +109,16 @@ class HostService:
         self.audit(caller.plugin_id, operation, error.code, HOST_API[operation][2], error.message)
         return error
 
+    def audit_log(
+        self, *, plugin_id: str | None, limit: int, before_id: int | None
+    ) -> list[dict[str, Any]]:
+        actor = f"plugin:{plugin_id}" if plugin_id else None
+        with session_scope(self.engine) as session:
+            return [
+                row.model_dump(mode="json")
+                for row in crud.list_audit(session, actor=actor, limit=limit, before_id=before_id)
+            ]
+
     # -- data -----------------------------------------------------------------------------------
 
     def data_get(self, caller: Caller, collection: str, key: str) -> Any:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import jsonschema
 from sqlalchemy.engine import Engine
@@ -82,6 +82,21 @@ class InstallRequest:
     image: str | None = None
 
 
+class HostAccess(Protocol):
+    """The host API as the lifecycle sees it: a listener and a token per container
+    (``orchestrator.api.host.HostGateway``)."""
+
+    def open(self, plugin_id: str, container_id: str, endpoint: str) -> tuple[str, str] | None:
+        """Start serving the container; (host URL inside it, its token), or None."""
+
+    def reattach(self, plugin_id: str, endpoint: str) -> None: ...
+
+    def close(self, container_id: str, endpoint: str) -> None:
+        """Stop serving the container and revoke its token."""
+
+    def revoke_plugin(self, plugin_id: str) -> None: ...
+
+
 class LifecycleService:
     def __init__(
         self,
@@ -90,11 +105,13 @@ class LifecycleService:
         runtime: ContainerRuntime,
         broker: Broker,
         settings: Settings,
+        host: HostAccess | None = None,
     ) -> None:
         self.engine = engine
         self.runtime = runtime
         self.broker = broker
         self.settings = settings
+        self.host = host
         self.builder = ImageBuilder(
             runtime, base_image=settings.base_image, workdir=settings.state_dir / "build"
         )
@@ -455,12 +472,17 @@ class LifecycleService:
         status = self.runtime.deploy(spec)
         try:
             assert status.endpoint
+            host = self.host.open(plugin_id, status.id, status.endpoint) if self.host else None
+            host_url, host_token = host if host is not None else (None, None)
             with PluginClient(status.endpoint) as client:
                 self._wait_healthy(client, status, plugin_id)
-                client.initialize(config=config, permissions=grants)
+                client.initialize(
+                    config=config, permissions=grants, host_url=host_url, host_token=host_token
+                )
             return status
         except BaseException as exc:
             tail = self._log_tail(status.id)
+            self._close_host(status.id, status.endpoint or "")
             self.runtime.remove(status.id)
             if isinstance(exc, SummitError):
                 if tail:
@@ -545,6 +567,8 @@ class LifecycleService:
             self._cancel_restart(plugin_id)
             self._set_state(plugin_id, "disable", reason)
             self._stop_all(plugin_id, graceful=True)
+            if self.host is not None:
+                self.host.revoke_plugin(plugin_id)
             return self._set_state(plugin_id, "destroy", reason)
 
     def _stop_all(self, plugin_id: str, *, graceful: bool) -> None:
@@ -577,6 +601,14 @@ class LifecycleService:
             except Exception as exc:  # a plugin that will not shut down is stopped anyway
                 log.info("shutdown of %s did not answer: %s", container_id[:12], exc)
         self.runtime.remove(container_id, grace_s=1 if graceful else 0)
+        self._close_host(container_id, endpoint)
+
+    def _close_host(self, container_id: str, endpoint: str) -> None:
+        if self.host is not None:
+            try:
+                self.host.close(container_id, endpoint)
+            except Exception as exc:  # the container is gone either way; its token is revoked
+                log.warning("closing the host API of %s failed: %s", container_id[:12], exc)
 
     # -- reload ------------------------------------------------------------------------------
 
@@ -656,6 +688,8 @@ class LifecycleService:
             self.runtime.ping()
             self._cancel_restart(plugin_id)
             self._stop_all(plugin_id, graceful=False)
+            if self.host is not None:
+                self.host.revoke_plugin(plugin_id)
             with self._session() as session:
                 plugin = self._get(session, plugin_id)
                 self._transition(session, plugin, "uninstall", "uninstalled")
@@ -731,6 +765,7 @@ class LifecycleService:
             tail = self._log_tail(container_id)
             self.broker.drop_route(plugin_id)
             self.runtime.remove(container_id)
+            self._close_host(container_id, current.endpoint)
             with self._session() as session:
                 crud.delete_container(session, container_id=container_id)
                 plugin = self._get(session, plugin_id)
@@ -835,12 +870,17 @@ class LifecycleService:
                 )
                 keep_endpoints.add(row.endpoint)
                 report["adopted"].append(plugin.id)
+                if self.host is not None:
+                    self.host.reattach(plugin.id, row.endpoint)
             else:
                 with self._session() as session:
                     crud.delete_container(session, container_id=cid)
+                if status is None:
+                    self._close_host(cid, row.endpoint)
         for cid, status in owned.items():
             if status.endpoint not in keep_endpoints:
                 self.runtime.remove(cid)
+                self._close_host(cid, status.endpoint or "")
                 report["removed"].append(status.name)
         sweep = getattr(self.runtime, "sweep_endpoints", None)
         if sweep is not None:

@@ -81,7 +81,11 @@ class HostServer:
             server_header=False,
             timeout_graceful_shutdown=2,
         )
+        config.load()
         server = uvicorn.Server(config)
+        # What Server.serve() would do before startup(); serve() itself also takes over the
+        # process's signal handlers, which belong to the orchestrator's own server.
+        server.lifespan = config.lifespan_class(config)
         self._call(server.startup(sockets=[sock]))
         old = self._servers.pop(str(path), None)
         self._servers[str(path)] = server

@@ -1,0 +1,55 @@
+"""Operator side of what plugins may reach: their secrets (write-only) and the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
+
+from orchestrator.api.deps import HostDep, PrincipalDep
+
+router = APIRouter(prefix="/v1", tags=["security"])
+
+
+class SecretValue(BaseModel):
+    value: str = Field(max_length=64 * 1024)
+
+
+class SecretInfo(BaseModel):
+    name: str
+    updated_at: datetime
+
+
+@router.put("/plugins/{plugin_id}/secrets/{name}", status_code=204, response_class=Response)
+def set_secret(
+    plugin_id: str, name: str, body: SecretValue, host: HostDep, _: PrincipalDep
+) -> Response:
+    """Store a secret the plugin reads with ``secrets:read``; its value is never shown again."""
+    host.set_secret(plugin_id, name, body.value)
+    return Response(status_code=204)
+
+
+@router.get("/plugins/{plugin_id}/secrets", response_model=list[SecretInfo])
+def list_secrets(plugin_id: str, host: HostDep, _: PrincipalDep) -> list[dict[str, Any]]:
+    return host.list_secrets(plugin_id)
+
+
+@router.delete("/plugins/{plugin_id}/secrets/{name}", status_code=204, response_class=Response)
+def delete_secret(plugin_id: str, name: str, host: HostDep, _: PrincipalDep) -> Response:
+    host.delete_secret(plugin_id, name)
+    return Response(status_code=204)
+
+
+@router.get("/audit")
+def audit(
+    host: HostDep,
+    _: PrincipalDep,
+    plugin: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    before: int | None = Query(None, description="Only records older than this id (paging)"),
+) -> dict[str, Any]:
+    """Refused host API calls and other security events, newest first."""
+    records = host.audit_log(plugin_id=plugin, limit=limit, before_id=before)
+    return {"records": records, "next": records[-1]["id"] if len(records) == limit else None}
