@@ -17,6 +17,7 @@ from orchestrator.broker.setup import close_rate_limiter, make_broker
 from orchestrator.config import Settings, get_settings
 from orchestrator.jobs.setup import make_queue, start_embedded_worker
 from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.security.access import ApiTokens
 from orchestrator.security.secretbox import SecretBox
 from orchestrator.security.tokens import HostTokens
 from orchestrator.services.host import HostService
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.broker = broker
         app.state.lifecycle = lifecycle
         app.state.host = host
+        app.state.api_tokens = ApiTokens(engine)
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
         app.state.reconciled = supervisor.reconciled
         supervisor.start()

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     )
     bundle_max_bytes: int = Field(50 * 1024 * 1024, description="Largest accepted bundle")
     require_signed: bool = False
+    auth_provider: str | None = Field(
+        None,
+        description="PLUGIN_ID[/NAME] of an auth_provider plugin that may authenticate admin "
+        "API callers Summit does not know (X-API-Key or bearer), mapping them to a role",
+    )
     secrets_key: str | None = Field(
         None,
         description="Fernet key that encrypts plugin secrets at rest "

@@ -29,10 +29,11 @@ class ApiKeyAuth(AuthProvider):
     def authenticate(self, request: AuthRequest, ctx: PluginContext) -> AuthResult:
         secret = ctx.host.secrets.get(str(ctx.config.get("secret_name", "api-key")))
         principal = str(ctx.config.get("principal", "api-client"))
+        roles = [str(ctx.config.get("role", "viewer"))]
         api_key = request.credentials.get("api_key")
         if api_key is not None:
             if hmac.compare_digest(api_key.encode(), secret.encode()):
-                return AuthResult.allow(principal, roles=["api"])
+                return AuthResult.allow(principal, roles=roles)
             return AuthResult.refuse("invalid API key")
         headers = {k.lower(): v for k, v in request.headers.items()}
         given, timestamp = headers.get("x-signature"), headers.get("x-timestamp")
@@ -44,7 +45,7 @@ class ApiKeyAuth(AuthProvider):
             secret, timestamp, request.method or "", request.path or "", request.body or ""
         )
         if hmac.compare_digest(given.lower().encode(), expected.encode()):
-            return AuthResult.allow(principal, roles=["api"])
+            return AuthResult.allow(principal, roles=roles)
         return AuthResult.refuse("invalid signature")
 
 

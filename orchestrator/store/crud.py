@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlmodel import Session, col, delete, func, select
 
 from orchestrator.store.models import (
+    ApiToken,
     AuditRecord,
     Container,
     Document,
@@ -240,3 +241,18 @@ def list_secrets(session: Session, *, plugin_id: str) -> Sequence[PluginSecret]:
 
 def add_event(session: Session, *, event: EventRecord) -> None:
     session.add(event)
+
+
+# -- admin API tokens ---------------------------------------------------------------------------
+
+
+def list_api_tokens(session: Session) -> Sequence[ApiToken]:
+    return session.exec(select(ApiToken).order_by(col(ApiToken.created_at))).all()
+
+
+def get_api_token(session: Session, *, token_id: str) -> ApiToken | None:
+    return session.get(ApiToken, token_id)
+
+
+def get_api_token_by_hash(session: Session, *, token_hash: str) -> ApiToken | None:
+    return session.exec(select(ApiToken).where(col(ApiToken.token_hash) == token_hash)).first()

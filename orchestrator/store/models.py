@@ -151,3 +151,16 @@ class EventRecord(SQLModel, table=True):
     subject: str | None = Field(default=None, max_length=256)
     time: datetime = Field(default_factory=utcnow, index=True)
     payload: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class ApiToken(SQLModel, table=True):
+    """A credential of the admin API with a role; only the token's sha256 is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=128)
+    role: str = Field(max_length=16)  # admin | operator | viewer
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None

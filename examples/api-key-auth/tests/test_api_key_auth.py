@@ -37,6 +37,7 @@ def signed(secret: str = SECRET, timestamp: int | None = None, body: str = "{}")
 def test_right_api_key_is_accepted(client: PluginTestClient) -> None:
     result = auth(client, credentials={"api_key": SECRET})
     assert result["authenticated"] and result["principal"]["id"] == "api-client"
+    assert result["principal"]["roles"] == ["viewer"]
     assert [c.operation for c in client.host.calls] == ["secrets.get"]
 
 

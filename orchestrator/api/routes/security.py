@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from orchestrator.api.deps import HostDep, PrincipalDep
+from orchestrator.security.access import ApiTokens, NewToken, TokenView
 
 router = APIRouter(prefix="/v1", tags=["security"])
 
@@ -53,3 +54,27 @@ def audit(
     """Refused host API calls and other security events, newest first."""
     records = host.audit_log(plugin_id=plugin, limit=limit, before_id=before)
     return {"records": records, "next": records[-1]["id"] if len(records) == limit else None}
+
+
+class TokenRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    role: str = Field(description="admin, operator or viewer")
+
+
+@router.post("/tokens", status_code=201, response_model=NewToken)
+def create_token(body: TokenRequest, request: Request, _: PrincipalDep) -> NewToken:
+    """A new API token; the token itself is in this answer only (it is stored hashed)."""
+    tokens: ApiTokens = request.app.state.api_tokens
+    return tokens.create(name=body.name, role=body.role)
+
+
+@router.get("/tokens", response_model=list[TokenView])
+def list_tokens(request: Request, _: PrincipalDep) -> list[TokenView]:
+    tokens: ApiTokens = request.app.state.api_tokens
+    return tokens.list()
+
+
+@router.delete("/tokens/{token_id}", response_model=TokenView)
+def revoke_token(token_id: str, request: Request, _: PrincipalDep) -> TokenView:
+    tokens: ApiTokens = request.app.state.api_tokens
+    return tokens.revoke(token_id)

@@ -1,4 +1,5 @@
-"""Host API: plugin tokens, audit log, documents, plugin storage, secrets, event log.
+"""Host API and security: plugin tokens, audit log, documents, plugin storage, secrets,
+event log, admin API tokens with roles.
 
 Revision ID: 0002
 Revises: 0001
@@ -71,10 +72,20 @@ def upgrade() -> None:
     )
     op.create_index("ix_events_type_time", "events", ["type", "time"])
     op.create_index("ix_events_time", "events", ["time"])
+    op.create_table(
+        "api_tokens",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    )
 
 
 def downgrade() -> None:
     for table in (
+        "api_tokens",
         "events",
         "plugin_secrets",
         "plugin_storage",

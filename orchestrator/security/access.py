@@ -1,0 +1,146 @@
+"""Who may call the admin API, and what each role may do there.
+
+Credentials: the bootstrap ``SUMMIT_ADMIN_TOKEN`` (role admin), API tokens created through
+the API (``/v1/tokens``; stored as sha256, shown once), or, when ``SUMMIT_AUTH_PROVIDER``
+names an ``auth_provider`` plugin, whatever that plugin accepts (it maps the caller to a role).
+
+Roles are ordered: ``viewer`` reads, ``operator`` also changes plugin lifecycle and executes
+extensions, ``admin`` also manages tokens, secrets, limits and the audit log. The rule for a
+request is taken from its method and path in one table (:func:`required_role`), so a new route
+is covered without touching its handler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import datetime
+from enum import IntEnum
+
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from orchestrator.domain.errors import Conflict, InvalidInput, NotFound
+from orchestrator.store import crud
+from orchestrator.store.db import session_scope
+from orchestrator.store.models import ApiToken, utcnow
+
+__all__ = ["ApiTokens", "NewToken", "Role", "TokenView", "required_role"]
+
+TOKEN_PREFIX = "smt_"
+
+
+class Role(IntEnum):
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+
+    @classmethod
+    def parse(cls, name: str) -> Role:
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise InvalidInput(
+                f"unknown role {name!r}", details={"allowed": ["admin", "operator", "viewer"]}
+            ) from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+# (method or "*", path pattern, role). First match wins; anything unmatched needs admin.
+_RULES: tuple[tuple[str, re.Pattern[str], Role], ...] = tuple(
+    (method, re.compile(pattern), role)
+    for method, pattern, role in (
+        ("*", r"^/v1/tokens(/.*)?$", Role.ADMIN),
+        ("*", r"^/v1/plugins/[^/]+/secrets(/.*)?$", Role.ADMIN),
+        ("*", r"^/v1/plugins/[^/]+/limits$", Role.ADMIN),
+        ("GET", r"^/v1/audit$", Role.ADMIN),
+        ("GET", r"^/v1/.*$", Role.VIEWER),
+        ("POST", r"^/v1/plugins$", Role.OPERATOR),
+        ("POST", r"^/v1/plugins/[^/]+/(enable|disable|reload)$", Role.OPERATOR),
+        ("PUT", r"^/v1/plugins/[^/]+/config$", Role.OPERATOR),
+        ("DELETE", r"^/v1/plugins/[^/]+$", Role.OPERATOR),
+        ("POST", r"^/v1/extension-points/[^/]+/execute$", Role.OPERATOR),
+        ("*", r"^/v1/jobs(/.*)?$", Role.OPERATOR),
+    )
+)
+
+
+def required_role(method: str, path: str) -> Role:
+    method = "GET" if method == "HEAD" else method
+    for rule_method, pattern, role in _RULES:
+        if rule_method in ("*", method) and pattern.match(path):
+            return role
+    return Role.ADMIN
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenView(BaseModel):
+    id: str
+    name: str
+    role: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class NewToken(TokenView):
+    token: str
+
+
+class ApiTokens:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(self, *, name: str, role: str) -> NewToken:
+        parsed = Role.parse(role)
+        if not name.strip() or len(name) > 128:
+            raise InvalidInput("a token needs a name of 1 to 128 characters")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        row = ApiToken(
+            id="tok_" + secrets.token_hex(6),
+            name=name.strip(),
+            role=parsed.label,
+            token_hash=hash_token(token),
+        )
+        try:
+            with session_scope(self.engine) as session:
+                session.add(row)
+        except IntegrityError:  # a 48-bit id collision: vanishingly rare, but never silent
+            raise Conflict("token id collision; try again") from None
+        return NewToken(
+            token=token, **TokenView.model_validate(row, from_attributes=True).model_dump()
+        )
+
+    def list(self) -> list[TokenView]:
+        with session_scope(self.engine) as session:
+            return [
+                TokenView.model_validate(row, from_attributes=True)
+                for row in crud.list_api_tokens(session)
+            ]
+
+    def revoke(self, token_id: str) -> TokenView:
+        with session_scope(self.engine) as session:
+            row = crud.get_api_token(session, token_id=token_id)
+            if row is None:
+                raise NotFound(f"no API token {token_id}")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                session.add(row)
+            return TokenView.model_validate(row, from_attributes=True)
+
+    def role_of(self, token: str) -> Role | None:
+        """The role of a valid, unrevoked token; None otherwise."""
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        with session_scope(self.engine) as session:
+            row = crud.get_api_token_by_hash(session, token_hash=hash_token(token))
+            if row is None or row.revoked_at is not None:
+                return None
+            return Role.parse(row.role)
