@@ -883,5 +883,125 @@ def execute(
     _print_json(result)
 
 
+# --------------------------------------------------------------------------- access
+
+
+token_app = typer.Typer(
+    help="API tokens with roles (admin, operator, viewer).", no_args_is_help=True
+)
+secret_app = typer.Typer(
+    help="Plugin secrets (write-only; read by plugins with secrets:read).", no_args_is_help=True
+)
+app.add_typer(token_app, name="token")
+app.add_typer(secret_app, name="secret")
+
+
+@token_app.command("create")
+@_handle_errors
+def token_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="What the token is for.")],
+    role: Annotated[str, typer.Option("--role", help="admin, operator or viewer.")] = "viewer",
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Create a token; it is printed once (store it now)."""
+    created = _api(ctx, url, token).post("/v1/tokens", json={"name": name, "role": role})
+    _stderr().print(f"created {created['id']} ({created['role']}); the token is shown only once:")
+    typer.echo(created["token"])
+
+
+@token_app.command("list")
+@_handle_errors
+def token_list(
+    ctx: typer.Context,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """API tokens (never their values)."""
+    tokens = _api(ctx, url, token).get("/v1/tokens")
+    if as_json:
+        _print_json(tokens)
+        return
+    table = Table("id", "name", "role", "created", "revoked", box=None)
+    for t in tokens:
+        table.add_row(t["id"], t["name"], t["role"], t["created_at"], t.get("revoked_at") or "")
+    _stdout().print(table)
+
+
+@token_app.command("revoke")
+@_handle_errors
+def token_revoke(
+    ctx: typer.Context,
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="Token id (tok_...).")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Revoke a token at once."""
+    revoked = _api(ctx, url, token).delete(f"/v1/tokens/{token_id}")
+    _stdout().print(f"revoked {revoked['id']} ({revoked['name']})")
+
+
+@secret_app.command("set")
+@_handle_errors
+def secret_set(
+    ctx: typer.Context,
+    plugin_id: Annotated[str, typer.Argument(metavar="ID", help="Plugin id.")],
+    name: Annotated[str, typer.Argument(help="Secret name.")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Set a secret from standard input (so it stays out of the shell history)."""
+    value = sys.stdin.read().rstrip("\n")
+    if not value:
+        raise CliError("bad_input", "the secret's value is read from standard input; it was empty")
+    _api(ctx, url, token).request(
+        "PUT", f"/v1/plugins/{plugin_id}/secrets/{name}", json={"value": value}
+    )
+    _stdout().print(f"set secret {name} of {plugin_id}")
+
+
+@secret_app.command("list")
+@_handle_errors
+def secret_list(
+    ctx: typer.Context,
+    plugin_id: Annotated[str, typer.Argument(metavar="ID", help="Plugin id.")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Names of a plugin's secrets (values are never shown)."""
+    for item in _api(ctx, url, token).get(f"/v1/plugins/{plugin_id}/secrets"):
+        _stdout().print(f"{item['name']}  (set {item['updated_at']})")
+
+
+@app.command()
+@_handle_errors
+def audit(
+    ctx: typer.Context,
+    plugin: Annotated[
+        str | None, typer.Option("--plugin", help="Only this plugin.", show_default=False)
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Refused host API calls and other security events, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if plugin:
+        params["plugin"] = plugin
+    records = _api(ctx, url, token).get("/v1/audit", params=params)["records"]
+    table = Table("at", "actor", "action", "outcome", "permission", box=None)
+    for r in records:
+        table.add_row(r["at"], r["actor"], r["action"], r["outcome"], r.get("permission") or "")
+    _stdout().print(table)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
