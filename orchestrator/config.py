@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,14 @@ class Settings(BaseSettings):
     )
     bundle_max_bytes: int = Field(50 * 1024 * 1024, description="Largest accepted bundle")
     require_signed: bool = False
+    scan_fail_on: Literal["LOW", "MEDIUM", "HIGH", "never"] = Field(
+        "HIGH",
+        description="Install policy: refuse source plugins with scanner findings at or above "
+        "this severity unless an admin overrides (never = report only)",
+    )
+    advisory_db: Path | None = Field(
+        None, description="Folder of OSV advisory JSON files to check plugin requirements against"
+    )
     auth_provider: str | None = Field(
         None,
         description="PLUGIN_ID[/NAME] of an auth_provider plugin that may authenticate admin "

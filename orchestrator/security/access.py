@@ -56,6 +56,7 @@ _RULES: tuple[tuple[str, re.Pattern[str], Role], ...] = tuple(
     (method, re.compile(pattern), role)
     for method, pattern, role in (
         ("*", r"^/v1/tokens(/.*)?$", Role.ADMIN),
+        ("*", r"^/v1/trust(/.*)?$", Role.ADMIN),
         ("*", r"^/v1/plugins/[^/]+/secrets(/.*)?$", Role.ADMIN),
         ("*", r"^/v1/plugins/[^/]+/limits$", Role.ADMIN),
         ("GET", r"^/v1/audit$", Role.ADMIN),

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from summit_sdk.imagebuild import source_files
+
 from orchestrator.domain.errors import BadRequest
 
 MAX_MEMBERS = 10_000
@@ -115,23 +117,17 @@ def pack_directory(source: Path) -> bytes:
     if not (source / "plugin.yaml").is_file():
         raise BundleError(f"{source} has no plugin.yaml")
     buf = io.BytesIO()
-    skip = {"__pycache__", ".git", ".venv", ".pytest_cache", ".mypy_cache"}
     # gzip writes the current time into its header unless told otherwise.
     with (
         gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
         tarfile.open(fileobj=gz, mode="w") as tar,
     ):
-        for path in sorted(source.rglob("*")):
-            rel = path.relative_to(source)
-            if any(part in skip for part in rel.parts) or path.suffix == ".pyc":
-                continue
-            info = tar.gettarinfo(str(path), arcname=rel.as_posix())
+        # The build's own file list: what is packed is what is built, scanned and signed.
+        for path in source_files(source):
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(source).as_posix())
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             info.mtime = 0
-            if info.isfile():
-                with path.open("rb") as fh:
-                    tar.addfile(info, fh)
-            elif info.isdir():
-                tar.addfile(info)
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
     return buf.getvalue()

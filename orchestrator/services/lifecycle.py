@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 import jsonschema
@@ -33,6 +34,7 @@ from orchestrator.broker.pool import Broker, Route
 from orchestrator.config import Settings
 from orchestrator.domain.errors import (
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     SummitError,
@@ -49,10 +51,13 @@ from orchestrator.runtime.base import (
     RuntimeEvent,
 )
 from orchestrator.runtime.builder import ImageBuilder
+from orchestrator.security.trust import SignatureRefused, TrustStore
 from orchestrator.services.bundles import extract_bundle
+from orchestrator.services.scanning import ScanReport, SupplyChainCheck
 from orchestrator.store import crud
 from orchestrator.store.db import session_scope
 from orchestrator.store.models import Container, Plugin, PluginVersion, utcnow
+from orchestrator.store.models import ScanReport as ScanReportRow
 
 log = logging.getLogger(__name__)
 S = PluginState
@@ -80,6 +85,12 @@ class InstallRequest:
     config: dict[str, Any]
     bundle: BinaryIO | None = None
     image: str | None = None
+    # An admin may install despite blocking scanner findings; who and why is kept.
+    allow_findings: bool = False
+    override_reason: str | None = None
+    principal: str = "admin"
+    # A detached ``summit.plugin.signature/v1`` envelope (``summit-plugin sign``).
+    signature: dict[str, Any] | None = None
 
 
 class HostAccess(Protocol):
@@ -112,6 +123,8 @@ class LifecycleService:
         self.broker = broker
         self.settings = settings
         self.host = host
+        self.supply_chain = SupplyChainCheck(settings)
+        self.trust = TrustStore(engine)
         self.builder = ImageBuilder(
             runtime, base_image=settings.base_image, workdir=settings.state_dir / "build"
         )
@@ -207,6 +220,15 @@ class LifecycleService:
                 )
             self._preflight(manifest, req)
             progress(f"validated {manifest.id} {manifest.version}")
+            signed = self._check_signature(manifest, req, bundle_root=source)
+            report = self.supply_chain.inspect_source(source, manifest)
+            report.signature = signed
+            self._judge(manifest, req, report)
+            progress(
+                "scanned: " + ", ".join(f"{n} {s}" for s, n in report.summary.items() if n)
+                if any(report.summary.values())
+                else "scanned: no findings"
+            )
             built = self.builder.build(source, manifest, progress)
         finally:
             shutil.rmtree(source, ignore_errors=True)
@@ -217,7 +239,40 @@ class LifecycleService:
             image_id=built.info.id,
             source="bundle",
             source_digest=built.digest,
+            scan=report.to_json(),
         )
+
+    def _judge(self, manifest: Manifest, req: InstallRequest, report: ScanReport) -> None:
+        """Apply the install policy to the scan: refuse, or record an admin's override."""
+        if not report.blocking:
+            return
+        if not req.allow_findings:
+            raise Conflict(
+                f"{manifest.id} {manifest.version} has {len(report.blocking)} finding(s) at or "
+                f"above {report.fail_on}; an admin may install it anyway with allow_findings",
+                code="scan_refused",
+                details={"blocking": report.blocking, "summary": report.summary},
+            )
+        if req.principal != "admin":
+            raise Forbidden(
+                "only an admin may install despite scanner findings",
+                code="forbidden",
+                details={"role": req.principal, "required": "admin"},
+            )
+        report.override = {
+            "by": req.principal,
+            "reason": req.override_reason or "",
+            "at": utcnow().isoformat(),
+        }
+        with self._session() as session:
+            crud.add_audit(
+                session,
+                actor=req.principal,
+                action="install.override_findings",
+                outcome="allowed",
+                detail=f"{manifest.id} {manifest.version}: {len(report.blocking)} blocking "
+                f"finding(s); reason: {req.override_reason or '(none given)'}",
+            )
 
     def _install_image(self, req: InstallRequest, ref: str, progress: BuildProgress) -> Plugin:
         progress(f"pulling {ref}")
@@ -230,9 +285,40 @@ class LifecycleService:
             )
         manifest = load_manifest_text(raw)
         self._preflight(manifest, req)
+        report = self.supply_chain.inspect_image()
+        report.signature = self._check_signature(manifest, req, image_digest=info.id)
         return self._record_install(
-            manifest, req, image=ref, image_id=info.id, source="image", source_digest=None
+            manifest,
+            req,
+            image=ref,
+            image_id=info.id,
+            source="image",
+            source_digest=None,
+            scan=report.to_json(),
         )
+
+    def _check_signature(
+        self,
+        manifest: Manifest,
+        req: InstallRequest,
+        *,
+        image_digest: str | None = None,
+        bundle_root: Path | None = None,
+    ) -> dict[str, Any] | None:
+        """Verify a given signature (always) and require one when the operator says so."""
+        if req.signature is None:
+            if self.settings.require_signed:
+                raise SignatureRefused(
+                    f"{manifest.id} {manifest.version} is not signed and SUMMIT_REQUIRE_SIGNED "
+                    "is on",
+                    code="signature_required",
+                )
+            return None
+        document = self.trust.verify(
+            req.signature, manifest, image_digest=image_digest, bundle_root=bundle_root
+        )
+        # Kept exactly as signed, so anyone can verify it again later.
+        return {"key_id": document["key_id"], "verified_at": utcnow().isoformat(), **req.signature}
 
     def _preflight(self, manifest: Manifest, req: InstallRequest) -> None:
         """Every check that can refuse an install, before anything is built or written."""
@@ -324,6 +410,7 @@ class LifecycleService:
         image_id: str,
         source: str,
         source_digest: str | None,
+        scan: dict[str, Any],
     ) -> Plugin:
         with self._locked(manifest.id), self._session() as session:
             self._check_dependencies(session, manifest)
@@ -346,6 +433,7 @@ class LifecycleService:
                     source_digest=source_digest,
                 )
             )
+            session.add(ScanReportRow(plugin_id=manifest.id, version=manifest.version, report=scan))
             if plugin is None:
                 plugin = Plugin(
                     id=manifest.id,

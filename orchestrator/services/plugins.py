@@ -98,6 +98,17 @@ class PluginQueries:
             )
         return view.container.id
 
+    def scan_report(self, plugin_id: str, *, version: str | None) -> dict[str, Any]:
+        with session_scope(self.engine) as session:
+            plugin = crud.get_plugin(session, plugin_id=plugin_id)
+            if plugin is None:
+                raise NotFound(f"plugin {plugin_id!r} is not installed", code="plugin_not_found")
+            wanted = version or plugin.version
+            row = crud.get_scan_report(session, plugin_id=plugin_id, version=wanted)
+            if row is None:
+                raise NotFound(f"no scan report for {plugin_id} {wanted}")
+            return {"plugin_id": plugin_id, "version": wanted, **row.report}
+
     def logs(self, plugin_id: str, *, tail: int) -> str:
         return self.runtime.logs(self._container_id(plugin_id), tail=tail)
 

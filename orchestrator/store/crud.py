@@ -18,8 +18,10 @@ from orchestrator.store.models import (
     Plugin,
     PluginSecret,
     PluginVersion,
+    ScanReport,
     StateTransition,
     StorageItem,
+    TrustedKey,
     utcnow,
 )
 
@@ -140,6 +142,7 @@ def delete_plugin(session: Session, *, plugin_id: str) -> None:
         HostToken,
         StorageItem,
         PluginSecret,
+        ScanReport,
     ):
         session.exec(delete(table).where(col(table.plugin_id) == plugin_id))
     session.exec(delete(Plugin).where(col(Plugin.id) == plugin_id))
@@ -256,3 +259,15 @@ def get_api_token(session: Session, *, token_id: str) -> ApiToken | None:
 
 def get_api_token_by_hash(session: Session, *, token_hash: str) -> ApiToken | None:
     return session.exec(select(ApiToken).where(col(ApiToken.token_hash) == token_hash)).first()
+
+
+def get_scan_report(session: Session, *, plugin_id: str, version: str) -> ScanReport | None:
+    return session.get(ScanReport, (plugin_id, version))
+
+
+def get_trusted_key(session: Session, *, key_id: str) -> TrustedKey | None:
+    return session.get(TrustedKey, key_id)
+
+
+def list_trusted_keys(session: Session) -> Sequence[TrustedKey]:
+    return session.exec(select(TrustedKey).order_by(col(TrustedKey.added_at))).all()

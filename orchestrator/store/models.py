@@ -164,3 +164,26 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+
+
+class ScanReport(SQLModel, table=True):
+    """What the supply-chain check found in one installed version, and any admin override."""
+
+    __tablename__ = "scan_reports"
+
+    plugin_id: str = Field(primary_key=True, max_length=128)
+    version: str = Field(primary_key=True, max_length=64)
+    report: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TrustedKey(SQLModel, table=True):
+    """A publisher's Ed25519 public key the operator trusts to sign plugins."""
+
+    __tablename__ = "trusted_keys"
+
+    key_id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=128)
+    public_key: str  # PEM
+    added_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None

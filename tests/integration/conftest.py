@@ -12,6 +12,9 @@ from tests.fixtures.orchestrator import OrchestratorProcess
 
 
 def start_orchestrator(tmp_dir, database_url: str, **env: str) -> OrchestratorProcess:  # type: ignore[no-untyped-def]
+    # The fixture plugins misbehave on purpose (chmod 0o666, os._exit, ...): the install policy
+    # only reports here. tests/integration/test_supply_chain.py runs it at its default.
+    env.setdefault("scan_fail_on", "never")
     orch = OrchestratorProcess(
         database_url=database_url,
         state_dir=tmp_dir / "state",

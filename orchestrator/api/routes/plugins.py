@@ -28,6 +28,13 @@ class InstallImage(BaseModel):
     image: str = Field(min_length=1, max_length=512, description="OCI image reference")
     approved_permissions: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
+    allow_findings: bool = Field(
+        False, description="Install despite blocking scanner findings (admin only; recorded)"
+    )
+    override_reason: str | None = Field(None, max_length=500)
+    signature: dict[str, Any] | None = Field(
+        None, description="Detached signature envelope from `summit-plugin sign`"
+    )
 
 
 class ConfigBody(BaseModel):
@@ -68,6 +75,9 @@ _INSTALL_DOC = {
                         "bundle": {"type": "string", "format": "binary"},
                         "approved_permissions": {"type": "string", "description": "JSON list"},
                         "config": {"type": "string", "description": "JSON object"},
+                        "allow_findings": {"type": "string", "description": "JSON boolean"},
+                        "override_reason": {"type": "string"},
+                        "signature": {"type": "string", "description": "JSON envelope"},
                     },
                 }
             },
@@ -78,7 +88,7 @@ _INSTALL_DOC = {
 
 @router.post("", status_code=201, response_model=PluginView, openapi_extra=_INSTALL_DOC)
 async def install_plugin(
-    request: Request, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
+    request: Request, lifecycle: LifecycleDep, queries: QueriesDep, principal: PrincipalDep
 ) -> PluginView | Response:
     """Install from an image reference (JSON) or a source bundle (multipart ``bundle``).
 
@@ -98,6 +108,10 @@ async def install_plugin(
             bundle=field.file,
             approved_permissions=_json_field(form, "approved_permissions", [], list),
             config=_json_field(form, "config", {}, dict),
+            allow_findings=_json_field(form, "allow_findings", False, bool),
+            override_reason=str(form.get("override_reason") or "") or None,
+            principal=principal,
+            signature=_json_field(form, "signature", None, dict),
         )
     elif ctype.startswith("application/json"):
         try:
@@ -112,7 +126,13 @@ async def install_plugin(
                 ],
             ) from None
         req = InstallRequest(
-            image=body.image, approved_permissions=body.approved_permissions, config=body.config
+            image=body.image,
+            approved_permissions=body.approved_permissions,
+            config=body.config,
+            allow_findings=body.allow_findings,
+            override_reason=body.override_reason,
+            principal=principal,
+            signature=body.signature,
         )
     else:
         raise InvalidInput(
@@ -263,3 +283,11 @@ def plugin_events(
 ) -> list[TransitionView]:
     """The plugin's state transitions, newest first, each with its time and reason."""
     return queries.transitions(plugin_id, limit=limit)
+
+
+@router.get("/{plugin_id}/scan")
+def scan_report(
+    plugin_id: str, queries: QueriesDep, _: PrincipalDep, version: str | None = None
+) -> dict[str, Any]:
+    """What the supply-chain check found in a version (default: the installed one)."""
+    return queries.scan_report(plugin_id, version=version)

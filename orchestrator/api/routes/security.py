@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from orchestrator.api.deps import HostDep, PrincipalDep
 from orchestrator.security.access import ApiTokens, NewToken, TokenView
+from orchestrator.security.trust import TrustedKeyView, TrustStore
 
 router = APIRouter(prefix="/v1", tags=["security"])
 
@@ -78,3 +79,28 @@ def list_tokens(request: Request, _: PrincipalDep) -> list[TokenView]:
 def revoke_token(token_id: str, request: Request, _: PrincipalDep) -> TokenView:
     tokens: ApiTokens = request.app.state.api_tokens
     return tokens.revoke(token_id)
+
+
+class KeyRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=128, description="Who the publisher is")
+    public_key: str = Field(min_length=1, max_length=4096, description="Ed25519 public key, PEM")
+
+
+@router.post("/trust/keys", status_code=201, response_model=TrustedKeyView)
+def trust_key(body: KeyRequest, request: Request, _: PrincipalDep) -> TrustedKeyView:
+    """Trust a publisher key (``summit-plugin keygen`` writes one)."""
+    trust: TrustStore = request.app.state.lifecycle.trust
+    return trust.add(name=body.name, public_key=body.public_key)
+
+
+@router.get("/trust/keys", response_model=list[TrustedKeyView])
+def trusted_keys(request: Request, _: PrincipalDep) -> list[TrustedKeyView]:
+    trust: TrustStore = request.app.state.lifecycle.trust
+    return trust.list()
+
+
+@router.delete("/trust/keys/{key_id}", response_model=TrustedKeyView)
+def distrust_key(key_id: str, request: Request, _: PrincipalDep) -> TrustedKeyView:
+    """Revoke a key: plugins it signs are refused from now on (installed ones keep running)."""
+    trust: TrustStore = request.app.state.lifecycle.trust
+    return trust.revoke(key_id)

@@ -404,16 +404,17 @@ def keygen(
 
 @app.command()
 def sign(
-    image: Annotated[str, typer.Argument(help="Plugin image")],
+    target: Annotated[str, typer.Argument(help="Plugin image, or a plugin folder (bundle)")],
     key: Annotated[Path, typer.Option("--key", "-k", help="Private key (PEM)")],
     out_file: Annotated[Path, typer.Option("--out", "-o", help="Signature file")] = Path(
         "sig.json"
     ),
     days: Annotated[float, typer.Option("--days", help="Validity in days")] = 365,
 ) -> None:
-    """Sign an image: manifest facts + image digest, detached (Ed25519)."""
+    """Sign an image (manifest facts + image digest) or a plugin folder (manifest facts +
+    sha256 of every file the bundle carries), detached (Ed25519)."""
     from summit_sdk.cli import signing
-    from summit_sdk.cli.manifest import manifest_from_label
+    from summit_sdk.cli.manifest import load_manifest, manifest_from_label
 
     with _errors():
         if days <= 0:
@@ -424,14 +425,27 @@ def sign(
             raise CliError(f"cannot read {key}: {exc.strerror}", BAD_INPUT) from None
         except signing.SignatureError as exc:
             raise CliError(str(exc), BAD_INPUT) from None
-        img = _image(_docker(), image)
-        manifest = manifest_from_label(img.labels, image)
-        document = signing.make_document(
-            manifest, image_digest=img.id, public=private.public_key(), valid_days=days
-        )
+        folder = Path(target)
+        if folder.is_dir():
+            manifest = load_manifest(folder)
+            document = signing.make_document(
+                manifest,
+                image_digest=None,
+                files=signing.bundle_files(folder),
+                public=private.public_key(),
+                valid_days=days,
+            )
+            what = f"{len(document['files'])} files of {folder}"
+        else:
+            img = _image(_docker(), target)
+            manifest = manifest_from_label(img.labels, target)
+            document = signing.make_document(
+                manifest, image_digest=img.id, public=private.public_key(), valid_days=days
+            )
+            what = img.id
         envelope = signing.sign_document(document, private)
         out_file.write_text(json.dumps(envelope, indent=2, sort_keys=True) + "\n")
-        out.print(f"signed {document['plugin_id']} {document['version']} ({img.id})")
+        out.print(f"signed {document['plugin_id']} {document['version']} ({what})")
         out.print(f"key id {document['key_id']}, expires {document['expires_at']}")
         out.print(f"signature {out_file}")
 

@@ -29,6 +29,7 @@ __all__ = [
     "ALGORITHM",
     "SIGNATURE_TYPE",
     "SignatureError",
+    "bundle_files",
     "canonical_json",
     "generate_keypair",
     "key_id",
@@ -126,15 +127,20 @@ def _parse_time(value: Any, field: str) -> datetime:
 def make_document(
     manifest: Mapping[str, Any],
     *,
-    image_digest: str,
+    image_digest: str | None,
     public: Ed25519PublicKey,
     valid_days: float = 365,
     now: datetime | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The document to sign: an image (``image_digest``) or a source bundle (``files``,
+    path -> sha256 of every file; see :func:`bundle_files`)."""
     if valid_days <= 0:
         raise ValueError("valid_days must be positive")
+    if (image_digest is None) == (files is None):
+        raise ValueError("sign either an image digest or the files of a bundle")
     issued = now or datetime.now(UTC)
-    return {
+    document = {
         "type": SIGNATURE_TYPE,
         "plugin_id": manifest.get("id"),
         "version": manifest.get("version"),
@@ -144,6 +150,19 @@ def make_document(
         "key_id": key_id(public),
         "issued_at": _timestamp(issued),
         "expires_at": _timestamp(issued + timedelta(days=valid_days)),
+    }
+    if files is not None:
+        document["files"] = dict(sorted(files.items()))
+    return document
+
+
+def bundle_files(folder: Path) -> dict[str, str]:
+    """sha256 of every file a bundle of ``folder`` carries (the build's own file list)."""
+    from summit_sdk.imagebuild import source_files
+
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in source_files(folder)
     }
 
 

@@ -1,5 +1,5 @@
 """Host API and security: plugin tokens, audit log, documents, plugin storage, secrets,
-event log, admin API tokens with roles.
+event log, admin API tokens with roles, trusted publisher keys, scan reports.
 
 Revision ID: 0002
 Revises: 0001
@@ -73,6 +73,21 @@ def upgrade() -> None:
     op.create_index("ix_events_type_time", "events", ["type", "time"])
     op.create_index("ix_events_time", "events", ["time"])
     op.create_table(
+        "trusted_keys",
+        sa.Column("key_id", sa.String(32), primary_key=True),
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("public_key", sa.Text(), nullable=False),
+        sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_table(
+        "scan_reports",
+        sa.Column("plugin_id", sa.String(128), primary_key=True),
+        sa.Column("version", sa.String(64), primary_key=True),
+        sa.Column("report", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
         "api_tokens",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("name", sa.String(128), nullable=False),
@@ -86,6 +101,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in (
         "api_tokens",
+        "trusted_keys",
+        "scan_reports",
         "events",
         "plugin_secrets",
         "plugin_storage",
