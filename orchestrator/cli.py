@@ -564,12 +564,30 @@ def install(
     enable: Annotated[
         bool, typer.Option("--enable", help="Enable the plugin once installed.")
     ] = False,
+    signature: Annotated[
+        str | None,
+        typer.Option(
+            "--signature", help="Signature file from `summit-plugin sign`.", show_default=False
+        ),
+    ] = None,
+    allow_findings: Annotated[
+        str | None,
+        typer.Option(
+            "--allow-findings",
+            metavar="REASON",
+            help="Install despite blocking scanner findings (admin; the reason is recorded).",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Install a plugin from a directory, a .tar.gz bundle or an image reference."""
+    envelope = _json_arg(f"@{signature}", "--signature") if signature else None
+    if envelope is not None and not isinstance(envelope, dict):
+        raise CliError("bad_input", "--signature must be a JSON object (a signature file)")
     cfg: Any = {}
     if config is not None:
         cfg = _json_arg(config, "--config")
@@ -596,12 +614,23 @@ def install(
 
     if kind == "bundle":
         assert data is not None
+        form = {"approved_permissions": json.dumps(approved), "config": json.dumps(cfg)}
+        if envelope is not None:
+            form["signature"] = json.dumps(envelope)
+        if allow_findings is not None:
+            form["allow_findings"] = "true"
+            form["override_reason"] = allow_findings
         request: dict[str, Any] = {
             "files": {"bundle": (label, data, "application/gzip")},
-            "data": {"approved_permissions": json.dumps(approved), "config": json.dumps(cfg)},
+            "data": form,
         }
     else:
-        request = {"json": {"image": label, "approved_permissions": approved, "config": cfg}}
+        body: dict[str, Any] = {"image": label, "approved_permissions": approved, "config": cfg}
+        if envelope is not None:
+            body["signature"] = envelope
+        if allow_findings is not None:
+            body["allow_findings"], body["override_reason"] = True, allow_findings
+        request = {"json": body}
     plugin = _with_spinner(
         f"Installing {label}",
         lambda: api.stream_install(on_progress, timeout=INSTALL_TIMEOUT_S, **request),
@@ -892,7 +921,9 @@ token_app = typer.Typer(
 secret_app = typer.Typer(
     help="Plugin secrets (write-only; read by plugins with secrets:read).", no_args_is_help=True
 )
+trust_app = typer.Typer(help="Publisher keys trusted to sign plugins.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(trust_app, name="trust")
 app.add_typer(secret_app, name="secret")
 
 
@@ -944,6 +975,54 @@ def token_revoke(
     """Revoke a token at once."""
     revoked = _api(ctx, url, token).delete(f"/v1/tokens/{token_id}")
     _stdout().print(f"revoked {revoked['id']} ({revoked['name']})")
+
+
+@trust_app.command("add")
+@_handle_errors
+def trust_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The publisher's name.")],
+    key: Annotated[Path, typer.Option("--key", help="Ed25519 public key (PEM file).")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Trust a publisher's key to sign plugins."""
+    try:
+        pem = key.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError("bad_input", f"cannot read {key}: {exc.strerror}") from None
+    added = _api(ctx, url, token).post("/v1/trust/keys", json={"name": name, "public_key": pem})
+    _stdout().print(f"trusted key {added['key_id']} ({added['name']})")
+
+
+@trust_app.command("list")
+@_handle_errors
+def trust_list(
+    ctx: typer.Context,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Trusted publisher keys."""
+    table = Table("key id", "name", "added", "revoked", box=None)
+    for k in _api(ctx, url, token).get("/v1/trust/keys"):
+        table.add_row(k["key_id"], k["name"], k["added_at"], k.get("revoked_at") or "")
+    _stdout().print(table)
+
+
+@trust_app.command("revoke")
+@_handle_errors
+def trust_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Stop trusting a key (for good)."""
+    revoked = _api(ctx, url, token).delete(f"/v1/trust/keys/{key_id}")
+    _stdout().print(f"revoked key {revoked['key_id']} ({revoked['name']})")
 
 
 @secret_app.command("set")

@@ -150,3 +150,72 @@ def test_cli_wrong_token_is_refused(served: Served) -> None:
     r = served.summit("list", "--token", "wrong")
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+
+
+def test_cli_tokens_secrets_trust_and_signed_install(served: Served, tmp_path: Path) -> None:
+    from summit_sdk.cli import signing
+
+    created = served.summit("token", "create", "ci bot", "--role", "viewer")
+    assert created.returncode == 0, created.stderr
+    viewer = created.stdout.strip()
+    assert viewer.startswith("smt_") and "created tok_" in created.stderr
+    listed = served.summit("token", "list", "--json")
+    (row,) = [t for t in json.loads(listed.stdout) if t["name"] == "ci bot"]
+    assert viewer not in listed.stdout
+    as_viewer = {**served.env, "SUMMIT_ADMIN_TOKEN": viewer}
+    refused = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "token", "list"],
+        env=as_viewer,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "forbidden" in refused.stderr
+    assert served.summit("token", "revoke", row["id"]).returncode == 0
+
+    signing.generate_keypair(tmp_path / "keys")
+    pub = tmp_path / "keys" / "summit-signing.pub"
+    added = served.summit("trust", "add", "Example Ltd", "--key", str(pub))
+    assert added.returncode == 0 and "trusted key" in added.stdout, added.stderr
+    folder = make_plugin(tmp_path / "signed", id="com.summit-tests.cli-signed")
+    sig = tmp_path / "sig.json"
+    sdk_cli = [sys.executable, "-c", "from summit_sdk.cli import app; app()"]
+    signed = subprocess.run(
+        [
+            *sdk_cli,
+            "sign",
+            str(folder),
+            "--key",
+            str(tmp_path / "keys/summit-signing.key"),
+            "--out",
+            str(sig),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert signed.returncode == 0, signed.stderr
+    installed = served.summit("install", str(folder), "--signature", str(sig))
+    assert installed.returncode == 0, installed.stderr
+    secret = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "secret",
+            "set",
+            "com.summit-tests.cli-signed",
+            "token",
+        ],
+        env=served.env,
+        input="hunter2\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert secret.returncode == 0, secret.stderr
+    names = served.summit("secret", "list", "com.summit-tests.cli-signed")
+    assert "token" in names.stdout and "hunter2" not in names.stdout
+    assert served.summit("uninstall", "com.summit-tests.cli-signed", "--yes").returncode == 0
+    missing = served.summit("install", str(folder), "--signature", str(tmp_path / "none.json"))
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
