@@ -18,6 +18,7 @@ from orchestrator.config import Settings, get_settings
 from orchestrator.jobs.setup import make_queue, start_embedded_worker
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.security.access import ApiTokens
+from orchestrator.security.egress import EgressProxy
 from orchestrator.security.secretbox import SecretBox
 from orchestrator.security.tokens import HostTokens
 from orchestrator.services.host import HostService
@@ -41,11 +42,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = DockerRuntime(owner=settings.instance, sockets_dir=settings.sockets_dir)
         broker = make_broker(settings)
         tokens = HostTokens(engine)
+        egress = EgressProxy(
+            allow_private=settings.allow_private_targets,
+            timeout_s=settings.egress_timeout_s,
+            max_response_bytes=settings.egress_max_response_bytes,
+            max_request_bytes=settings.host_max_body_bytes,
+        )
         host = HostService(
             engine=engine,
             tokens=tokens,
             secrets=SecretBox.from_settings(settings.secrets_key, settings.state_dir),
             broker=broker,
+            egress=egress,
         )
         host_server = HostServer(
             create_host_app(host, max_body_bytes=settings.host_max_body_bytes),
@@ -68,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.broker = broker
         app.state.lifecycle = lifecycle
         app.state.host = host
+        app.state.egress = egress
         app.state.api_tokens = ApiTokens(engine)
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
         app.state.reconciled = supervisor.reconciled
@@ -87,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await job_worker.stop()
             app.state.jobs.close()
             await host_server.aclose()
+            await egress.aclose()
             await broker.aclose()
             await close_rate_limiter(broker)
             engine.dispose()

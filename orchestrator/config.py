@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         description="Fernet key that encrypts plugin secrets at rest "
         "(default: generated once into STATE_DIR/secrets.key)",
     )
+    egress_timeout_s: float = Field(30.0, description="Connect/read timeout of egress requests")
+    egress_max_response_bytes: int = Field(
+        10 * 1024 * 1024, description="Largest upstream answer the egress proxy passes on"
+    )
     host_max_body_bytes: int = Field(
         1024 * 1024, description="Largest request body a plugin may send to the host API"
     )

@@ -70,8 +70,3 @@ class Forbidden(SummitError):
 class TooLarge(SummitError):
     status_code = 413
     code = "too_large"
-
-
-class NotImplementedYet(SummitError):
-    status_code = 501
-    code = "not_implemented"

@@ -8,6 +8,8 @@ the plugin uses and this service cannot drift apart.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import uuid
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 from summit_sdk.host import HOST_API
 
 from orchestrator.broker.pool import Broker
@@ -22,11 +25,12 @@ from orchestrator.domain.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
-    NotImplementedYet,
+    SummitError,
     TooLarge,
     Unauthorized,
 )
 from orchestrator.domain.manifest import Manifest
+from orchestrator.security.egress import EgressError, EgressPolicy, EgressProxy, EgressRefused
 from orchestrator.security.secretbox import SecretBox, SecretUnreadable
 from orchestrator.security.tokens import HostTokens
 from orchestrator.store import crud
@@ -49,16 +53,32 @@ class Caller:
     permissions: frozenset[str]
     manifest: Manifest
     storage_bytes: int
+    network_mbps: float = 0
+
+
+class EgressDenied(SummitError):
+    """The egress proxy refused or could not make a request; status and code are its own."""
+
+    def __init__(self, message: str, *, code: str, status: int) -> None:
+        super().__init__(message, code=code)
+        self.status_code = status
 
 
 class HostService:
     def __init__(
-        self, *, engine: Engine, tokens: HostTokens, secrets: SecretBox, broker: Broker
+        self,
+        *,
+        engine: Engine,
+        tokens: HostTokens,
+        secrets: SecretBox,
+        broker: Broker,
+        egress: EgressProxy,
     ) -> None:
         self.engine = engine
         self.tokens = tokens
         self.secrets = secrets
         self.broker = broker
+        self.egress_proxy = egress
 
     # -- authentication and authorization -----------------------------------------------------
 
@@ -77,6 +97,7 @@ class HostService:
             assert version is not None
             manifest = Manifest.model_validate(version.manifest)
             storage_mb = int(plugin.resources.get("storage_mb", manifest.resources.storage_mb))
+            mbps = float(plugin.resources.get("network_mbps", manifest.resources.network_mbps))
         if permission not in granted:
             self.audit(plugin_id, operation, "permission_denied", permission)
             raise Forbidden(
@@ -84,7 +105,7 @@ class HostService:
                 "granted",
                 details={"permission": permission},
             )
-        return Caller(plugin_id, granted, manifest, storage_mb * MIB)
+        return Caller(plugin_id, granted, manifest, storage_mb * MIB, mbps)
 
     def audit(
         self,
@@ -295,11 +316,49 @@ class HostService:
 
     # -- egress ---------------------------------------------------------------------------------
 
-    def egress(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedYet(
-            "the egress proxy is not available in this orchestrator yet",
-            code="egress_unavailable",
+    async def egress(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        """An HTTP request made for the plugin, within its ``network.allowed_hosts``."""
+        method, url = body.get("method"), body.get("url")
+        headers = body.get("headers") or {}
+        if not isinstance(method, str) or not isinstance(url, str) or not isinstance(headers, dict):
+            raise InvalidInput("the body needs string 'method' and 'url' and object 'headers'")
+        try:
+            payload = base64.b64decode(body.get("body") or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput("'body' must be base64") from None
+        policy = EgressPolicy(
+            allowed_hosts=tuple(caller.manifest.network.allowed_hosts),
+            mbps=float(caller.network_mbps),
         )
+        try:
+            answer = await self.egress_proxy.request(
+                caller.plugin_id,
+                policy,
+                method=method,
+                url=url,
+                headers={str(k): str(v) for k, v in headers.items()},
+                body=payload,
+            )
+        except EgressRefused as exc:
+            await run_in_threadpool(
+                self.audit,
+                caller.plugin_id,
+                "http.request",
+                exc.code,
+                "network:access",
+                f"{method} {url}: {exc.message}",
+            )
+            raise EgressDenied(exc.message, code=exc.code, status=exc.status) from None
+        except EgressError as exc:
+            raise EgressDenied(exc.message, code=exc.code, status=exc.status) from None
+        merged: dict[str, str] = {}
+        for key, value in answer.headers:
+            merged[key] = f"{merged[key]}, {value}" if key in merged else value
+        return {
+            "status": answer.status,
+            "headers": merged,
+            "body": base64.b64encode(answer.body).decode(),
+        }
 
     # -- invoke ---------------------------------------------------------------------------------
 

@@ -446,10 +446,12 @@ class LifecycleService:
                 session.flush()
                 self._transition(session, plugin, "install", f"installed {manifest.version}")
             elif plugin.state == S.ACTIVE.value:
-                # An upgrade of a running plugin waits for reload; the old version keeps serving.
+                # An upgrade of a running plugin waits for reload; the old version keeps serving
+                # with the grants it had: the new approval takes effect with the new version.
                 plugin.pending_version = manifest.version
                 plugin.updated_at = utcnow()
                 session.add(plugin)
+                return plugin
             else:
                 plugin.version = manifest.version
                 plugin.pending_version = None
@@ -711,7 +713,11 @@ class LifecycleService:
                 version = crud.get_version(session, plugin_id=plugin_id, version=target)
                 assert version is not None
                 manifest = Manifest.model_validate(version.manifest)
-                grants = crud.list_grants(session, plugin_id=plugin_id)
+                if target != plugin.version:
+                    # Approved when the upgrade was installed; granted as it starts serving.
+                    grants = sorted(p.value for p in manifest.permissions)
+                else:
+                    grants = crud.list_grants(session, plugin_id=plugin_id)
                 resources = self._resources(manifest, plugin.resources)
                 config = dict(plugin.config)
                 self._validate_config(manifest, config)
@@ -734,6 +740,8 @@ class LifecycleService:
                     )
                 )
                 previous = plugin.version
+                if previous != target:
+                    crud.set_grants(session, plugin_id=plugin_id, permissions=grants)
                 plugin.version = target
                 plugin.pending_version = None
                 plugin.resources = resources

@@ -194,3 +194,42 @@ def test_sdk_examples_that_need_the_host_run_in_the_orchestrator(
     finally:
         orch.client.post(f"/v1/plugins/{auth}/disable")
         orch.client.delete(f"/v1/plugins/{auth}")
+
+
+def test_an_upgrade_asking_for_more_waits_for_approval_and_for_reload(
+    orch: OrchestratorProcess, tmp_path: Path, docker_client: Any
+) -> None:
+    pid = f"{SPY}.upgrade"
+    view = install_enabled(orch, tmp_path, pid, permissions=["storage"], events={})
+    try:
+        v2 = make_plugin(
+            tmp_path / "v2",
+            "hostspy",
+            id=pid,
+            version="1.1.0",
+            permissions=["storage", "secrets:read"],
+            events={},
+        )
+        not_approved = orch.install_dir(v2, approve=["storage"])
+        assert not_approved.status_code == 409
+        assert not_approved.json()["error"]["details"]["missing"] == ["secrets:read"]
+        assert orch.plugin(pid)["version"] == "1.0.0"
+
+        assert orch.install_dir(v2, approve=["storage", "secrets:read"]).status_code == 201
+        pending = orch.plugin(pid)
+        assert (pending["state"], pending["version"]) == ("ACTIVE", "1.0.0")
+        # The running 1.0.0 keeps exactly the grants it was started with.
+        token = spy(orch, pid, "whoami")["result"]["token"]
+        with direct(host_socket(docker_client, view["container"]["id"]), token) as http:
+            assert http.get("/host/v1/secrets/x").status_code == 403
+        assert sorted(pending["granted_permissions"]) == ["storage"]
+
+        reloaded = orch.client.post(f"/v1/plugins/{pid}/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        assert orch.plugin(pid)["version"] == "1.1.0"
+        assert sorted(orch.plugin(pid)["granted_permissions"]) == ["secrets:read", "storage"]
+        missing = spy(orch, pid, "secrets.get", "x")
+        assert (missing["status"], missing["code"]) == (404, "not_found")  # allowed now
+    finally:
+        orch.client.post(f"/v1/plugins/{pid}/disable")
+        orch.client.delete(f"/v1/plugins/{pid}")

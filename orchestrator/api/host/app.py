@@ -110,7 +110,7 @@ def create_host_app(service: HostService, *, max_body_bytes: int) -> FastAPI:
     @app.post(PREFIX + "/http")
     async def egress(request: Request) -> Any:
         who = await caller(request, "http.request")
-        return await run_in_threadpool(service.egress, who, await json_body(request))
+        return await service.egress(who, await json_body(request))
 
     @app.post(PREFIX + "/plugins/{plugin_id}/extensions/{point}/{name}")
     async def invoke(plugin_id: str, point: str, name: str, request: Request) -> Any:

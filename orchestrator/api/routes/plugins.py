@@ -273,8 +273,12 @@ def plugin_logs(
 
 
 @router.get("/{plugin_id}/usage")
-def plugin_usage(plugin_id: str, queries: QueriesDep, _: PrincipalDep) -> dict[str, Any]:
-    return queries.usage(plugin_id)
+def plugin_usage(
+    plugin_id: str, request: Request, queries: QueriesDep, _: PrincipalDep
+) -> dict[str, Any]:
+    """Container resources now, and the bytes the plugin moved through the egress proxy."""
+    usage = queries.usage(plugin_id)
+    return {**usage, "network": request.app.state.egress.usage(plugin_id)}
 
 
 @router.get("/{plugin_id}/events", response_model=list[TransitionView])
