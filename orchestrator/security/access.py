@@ -13,6 +13,7 @@ is covered without touching its handler.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from datetime import datetime
@@ -140,8 +141,12 @@ class ApiTokens:
         """The role of a valid, unrevoked token; None otherwise."""
         if not token.startswith(TOKEN_PREFIX):
             return None
+        digest = hash_token(token)
         with session_scope(self.engine) as session:
-            row = crud.get_api_token_by_hash(session, token_hash=hash_token(token))
-            if row is None or row.revoked_at is not None:
+            row = crud.get_api_token_by_hash(session, token_hash=digest)
+            # The index lookup found the row; the final comparison still takes constant time.
+            if row is None or not hmac.compare_digest(row.token_hash, digest):
+                return None
+            if row.revoked_at is not None:
                 return None
             return Role.parse(row.role)
