@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker.metrics.gauge_from(
             "summit_job_queue_depth", "Jobs waiting in the queue.", lambda: float(queue.depth())
         )
-        job_worker = start_embedded_worker(settings, app.state.jobs, broker)
+        job_worker = start_embedded_worker(settings, app.state.jobs, broker, lifecycle)
         try:
             yield
         finally:

@@ -18,6 +18,7 @@ class JobStatus(StrEnum):
 
 
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED})
+PROGRESS_LINES = 50
 
 
 class JobError(BaseModel):
@@ -39,6 +40,9 @@ class Job(BaseModel):
     created_at: datetime
     started_at: datetime | None = Field(None, description="Start of the latest attempt")
     finished_at: datetime | None = None
+    progress: list[str] = Field(
+        default_factory=list, description=f"The last {PROGRESS_LINES} progress lines"
+    )
 
     @property
     def finished(self) -> bool:

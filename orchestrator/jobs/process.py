@@ -7,9 +7,12 @@ import threading
 
 from orchestrator.broker.setup import close_rate_limiter, make_broker
 from orchestrator.config import Settings
+from orchestrator.jobs.install import INSTALL, install_handler
 from orchestrator.jobs.routes import load_routes
 from orchestrator.jobs.setup import make_queue
 from orchestrator.jobs.worker import EXECUTE, Worker, execute_handler
+from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.services.lifecycle import LifecycleService
 from orchestrator.store.db import make_engine
 
 
@@ -20,13 +23,19 @@ def run_worker_process(settings: Settings, stop: threading.Event) -> None:
     engine = make_engine(settings.database_url)
     queue = make_queue(settings)
     broker = make_broker(settings)
+    # Installs (builds) run here too; the Docker Engine must be the orchestrator's.
+    runtime = DockerRuntime(owner=settings.instance, sockets_dir=settings.sockets_dir)
+    lifecycle = LifecycleService(engine=engine, runtime=runtime, broker=broker, settings=settings)
 
     def refresh() -> None:
         load_routes(engine, broker, default_timeout_ms=settings.default_timeout_ms)
 
     worker = Worker(
         queue,
-        {EXECUTE: execute_handler(broker, refresh=refresh)},
+        {
+            EXECUTE: execute_handler(broker, refresh=refresh),
+            INSTALL: install_handler(lifecycle, queue),
+        },
         concurrency=settings.worker_concurrency,
         lease_s=settings.worker_lease_s,
     )

@@ -28,7 +28,14 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from orchestrator.jobs.model import FINISHED, Job, JobError, JobStatus, new_job_id
+from orchestrator.jobs.model import (
+    FINISHED,
+    PROGRESS_LINES,
+    Job,
+    JobError,
+    JobStatus,
+    new_job_id,
+)
 
 DEFAULT_LEASE_S = 30.0
 DEFAULT_TTL_S = 7 * 24 * 3600.0
@@ -73,6 +80,9 @@ class JobQueue(Protocol):
         """Take back the jobs whose lease expired; return their ids."""
         ...
 
+    def add_progress(self, job_id: str, line: str) -> None:
+        """Append a progress line to the job (the last ``PROGRESS_LINES`` are kept)."""
+
     def depth(self) -> int:
         """Jobs waiting to be claimed."""
         ...
@@ -96,6 +106,7 @@ class MemoryJobQueue:
         self._ready: deque[str] = deque()
         self._leases: dict[str, float] = {}  # job id -> monotonic expiry
         self._expiry: dict[str, float] = {}  # finished job id -> monotonic time to forget it
+        self._progress: dict[str, deque[str]] = {}
         self._cond = threading.Condition()
 
     def submit(self, kind: str, payload: dict[str, Any], *, max_attempts: int = 3) -> Job:
@@ -117,7 +128,17 @@ class MemoryJobQueue:
         with self._cond:
             self._forget_expired()
             job = self._jobs.get(job_id)
-            return job.model_copy(deep=True) if job else None
+            if job is None:
+                return None
+            copy = job.model_copy(deep=True)
+            copy.progress = list(self._progress.get(job_id, ()))
+            return copy
+
+    def add_progress(self, job_id: str, line: str) -> None:
+        with self._cond:
+            if job_id in self._jobs:
+                lines = self._progress.setdefault(job_id, deque(maxlen=PROGRESS_LINES))
+                lines.append(line)
 
     def claim(self, worker_id: str, timeout_s: float) -> Job | None:
         deadline = time.monotonic() + timeout_s
@@ -236,6 +257,7 @@ class MemoryJobQueue:
         for job_id in [j for j, at in self._expiry.items() if at <= now]:
             del self._expiry[job_id]
             self._jobs.pop(job_id, None)
+            self._progress.pop(job_id, None)
 
 
 def _now() -> datetime:

@@ -10,6 +10,7 @@ Keys, under one namespace ``ns`` (``<SUMMIT_INSTANCE>:jobs`` by default):
 ``ns:leases``    sorted set: running job id -> lease expiry (epoch seconds, Redis clock).
                  Claim adds it, ``heartbeat`` pushes it forward, ``recover_stale`` takes back
                  the expired ones, complete/fail/release remove it.
+``ns:progress:<id>``  list of the job's last progress lines (capped), expiring with the job.
 ``ns:wake``      list of wake-up tokens: every push to ``ready`` adds one, and idle workers
                  wait on it with BLPOP, so a claim needs no polling. Tokens are only hints: a
                  lost one costs at most the claim timeout.
@@ -34,7 +35,14 @@ from typing import Any
 
 import redis
 
-from orchestrator.jobs.model import Job, JobError, JobStatus, new_job_id, timestamp
+from orchestrator.jobs.model import (
+    PROGRESS_LINES,
+    Job,
+    JobError,
+    JobStatus,
+    new_job_id,
+    timestamp,
+)
 from orchestrator.jobs.queue import DEFAULT_LEASE_S, DEFAULT_TTL_S, worker_lost_error
 
 _MAX_WAKE_TOKENS = 63
@@ -203,6 +211,7 @@ class RedisJobQueue:
         self.ttl_s = ttl_s
         self._redis = redis.Redis.from_url(redis_url, decode_responses=True)
         self._job_prefix = f"{namespace}:job:"
+        self._progress_prefix = f"{namespace}:progress:"
         self._ready = f"{namespace}:ready"
         self._leases = f"{namespace}:leases"
         self._wake = f"{namespace}:wake"
@@ -231,8 +240,24 @@ class RedisJobQueue:
         return _job(_pairs(fields))
 
     def get(self, job_id: str) -> Job | None:
-        fields = self._redis.hgetall(self._key(job_id))
-        return _job({str(k): str(v) for k, v in fields.items()}) if fields else None
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._key(job_id))
+            pipe.lrange(self._progress_prefix + job_id, 0, -1)
+            fields, progress = pipe.execute()
+        if not fields:
+            return None
+        job = _job({str(k): str(v) for k, v in fields.items()})
+        job.progress = [str(line) for line in progress]
+        return job
+
+    def add_progress(self, job_id: str, line: str) -> None:
+        key = self._progress_prefix + job_id
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, line)
+            pipe.ltrim(key, -PROGRESS_LINES, -1)
+            # Outlives the job a little: a finished job's own key expires after ttl_s.
+            pipe.expire(key, int(self.ttl_s) + 60)
+            pipe.execute()
 
     def claim(self, worker_id: str, timeout_s: float) -> Job | None:
         deadline = time.monotonic() + timeout_s

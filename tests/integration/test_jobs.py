@@ -224,3 +224,47 @@ def test_async_execute_runs_in_process_without_redis(
             assert failed["error"]["code"] == "not_active"
         finally:
             orch.cleanup(docker_client)
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_builds_run_on_the_queue_with_progress_on_the_job(
+    redis_orch: OrchestratorProcess, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    from orchestrator.services.bundles import pack_directory
+
+    pid = "com.summit-tests.queued-build"
+    folder = make_plugin(tmp_path / "queued", id=pid)
+    r = redis_orch.client.post(
+        "/v1/plugins",
+        params={"async": "true"},
+        files={"bundle": ("p.tar.gz", pack_directory(folder), "application/gzip")},
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    uploads = list((redis_orch.state_dir / "uploads").iterdir())
+    assert len(uploads) == 1  # kept for the worker, which may be another process
+    time.sleep(1)
+    assert job(redis_orch, job_id)["status"] == "queued"  # no embedded worker: it waits
+    assert redis_orch.client.get(f"/v1/plugins/{pid}").status_code == 404
+
+    workers.append(WorkerProcess(redis_orch, "builder"))
+    done = wait_job(redis_orch, job_id, "succeeded", timeout_s=120, why=workers[0].log())
+    assert done["result"] == {"id": pid, "version": "1.0.0", "state": "LOADED"}
+    lines = "\n".join(done["progress"])
+    assert f"validated {pid} 1.0.0" in lines and "scanned" in lines
+    assert f"installed {pid} 1.0.0 (LOADED)" in lines
+    assert redis_orch.plugin(pid)["state"] == "LOADED"
+    assert list((redis_orch.state_dir / "uploads").iterdir()) == []
+
+    # A bundle that cannot install fails its job at once (no retry), and leaves no file.
+    broken = make_plugin(tmp_path / "broken", id=pid, version="not-semver")
+    r = redis_orch.client.post(
+        "/v1/plugins",
+        params={"async": "true"},
+        files={"bundle": ("p.tar.gz", pack_directory(broken), "application/gzip")},
+    )
+    assert r.status_code == 202, r.text
+    failed = wait_job(redis_orch, r.json()["job_id"], "failed", timeout_s=60)
+    assert failed["attempts"] == 1 and failed["error"]["code"] == "invalid_manifest"
+    assert list((redis_orch.state_dir / "uploads").iterdir()) == []

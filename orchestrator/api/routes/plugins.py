@@ -14,11 +14,15 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from orchestrator.api.errors import error_body
+from orchestrator.config import Settings
 from orchestrator.domain.errors import BadRequest, InvalidInput, SummitError
+from orchestrator.jobs.install import INSTALL, InstallPayload, save_upload
+from orchestrator.jobs.queue import JobQueue
 from orchestrator.services.lifecycle import InstallRequest, LifecycleService
 from orchestrator.services.plugins import PluginQueries, PluginView, TransitionView
 
-from ..deps import LifecycleDep, PrincipalDep, QueriesDep
+from ..deps import LifecycleDep, PrincipalDep, QueriesDep, SettingsDep
+from .jobs import JobsDep
 
 router = APIRouter(prefix="/v1/plugins", tags=["plugins"])
 NDJSON = "application/x-ndjson"
@@ -88,11 +92,18 @@ _INSTALL_DOC = {
 
 @router.post("", status_code=201, response_model=PluginView, openapi_extra=_INSTALL_DOC)
 async def install_plugin(
-    request: Request, lifecycle: LifecycleDep, queries: QueriesDep, principal: PrincipalDep
+    request: Request,
+    lifecycle: LifecycleDep,
+    queries: QueriesDep,
+    principal: PrincipalDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
 ) -> PluginView | Response:
     """Install from an image reference (JSON) or a source bundle (multipart ``bundle``).
 
     With ``Accept: application/x-ndjson`` the build's progress is streamed as JSON lines.
+    With ``?async=true`` the install is queued as a job: 202 ``{job_id, status, links}`` at
+    once; ``GET /v1/jobs/{id}`` shows its progress lines and its outcome.
     """
     ctype = request.headers.get("content-type", "")
     upload: UploadFile | None = None
@@ -139,6 +150,12 @@ async def install_plugin(
             "send application/json with 'image' or multipart/form-data with 'bundle'",
             code="unsupported_media_type",
         )
+    if request.query_params.get("async", "").lower() in ("1", "true", "yes"):
+        try:
+            return await _install_queued(req, upload, jobs, settings)
+        finally:
+            if upload is not None:
+                await upload.close()
     if NDJSON in request.headers.get("accept", ""):
         return await _install_streaming(lifecycle, queries, req, upload)
     try:
@@ -147,6 +164,35 @@ async def install_plugin(
         if upload is not None:
             await upload.close()
     return await run_in_threadpool(queries.get, plugin.id)
+
+
+async def _install_queued(
+    req: InstallRequest, upload: UploadFile | None, jobs: JobQueue, settings: Settings
+) -> Response:
+    payload = InstallPayload(
+        image=req.image,
+        approved_permissions=req.approved_permissions,
+        config=req.config,
+        allow_findings=req.allow_findings,
+        override_reason=req.override_reason,
+        principal=req.principal,
+        signature=req.signature,
+    )
+    if upload is not None:
+        path = await run_in_threadpool(
+            save_upload,
+            upload.file,
+            settings.state_dir / "uploads",
+            max_bytes=settings.bundle_max_bytes,
+        )
+        payload.bundle_path = str(path.resolve())
+    job = await run_in_threadpool(
+        jobs.submit, INSTALL, payload.model_dump(), max_attempts=settings.job_max_attempts
+    )
+    return JSONResponse(
+        {"job_id": job.id, "status": job.status.value, "links": {"self": f"/v1/jobs/{job.id}"}},
+        status_code=202,
+    )
 
 
 async def _install_streaming(
