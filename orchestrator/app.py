@@ -12,9 +12,11 @@ from fastapi import FastAPI
 from orchestrator import __version__
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.host import HostGateway, HostServer, create_host_app
+from orchestrator.api.routes import events as event_routes
 from orchestrator.api.routes import extensions, jobs, plugins, security, system
 from orchestrator.broker.setup import close_rate_limiter, make_broker
 from orchestrator.config import Settings, get_settings
+from orchestrator.events.bus import EventBus
 from orchestrator.jobs.setup import make_queue, start_embedded_worker
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.security.access import ApiTokens
@@ -41,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate(engine)
         runtime = DockerRuntime(owner=settings.instance, sockets_dir=settings.sockets_dir)
         broker = make_broker(settings)
+        events = EventBus(engine)
+        events.bind(asyncio.get_running_loop())
         tokens = HostTokens(engine)
         egress = EgressProxy(
             allow_private=settings.allow_private_targets,
@@ -54,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             secrets=SecretBox.from_settings(settings.secrets_key, settings.state_dir),
             broker=broker,
             egress=egress,
+            events=events,
         )
         host_server = HostServer(
             create_host_app(host, max_body_bytes=settings.host_max_body_bytes),
@@ -65,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             broker=broker,
             settings=settings,
             host=HostGateway(host_server, tokens),
+            events=events,
         )
         supervisor = Supervisor(
             lifecycle=lifecycle, runtime=runtime, health_interval_s=settings.health_interval_s
@@ -77,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lifecycle = lifecycle
         app.state.host = host
         app.state.egress = egress
+        app.state.events = events
         app.state.api_tokens = ApiTokens(engine)
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
         app.state.reconciled = supervisor.reconciled
@@ -114,4 +121,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(extensions.router)
     app.include_router(jobs.router)
     app.include_router(security.router)
+    app.include_router(event_routes.router)
     return app

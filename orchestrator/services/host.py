@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +29,13 @@ from orchestrator.domain.errors import (
     Unauthorized,
 )
 from orchestrator.domain.manifest import Manifest
+from orchestrator.events.bus import EventBus
 from orchestrator.security.egress import EgressError, EgressPolicy, EgressProxy, EgressRefused
 from orchestrator.security.secretbox import SecretBox, SecretUnreadable
 from orchestrator.security.tokens import HostTokens
 from orchestrator.store import crud
 from orchestrator.store.db import session_scope
-from orchestrator.store.models import Document, EventRecord, PluginSecret, StorageItem, utcnow
+from orchestrator.store.models import Document, PluginSecret, StorageItem, utcnow
 
 __all__ = ["Caller", "HostService"]
 
@@ -73,12 +73,14 @@ class HostService:
         secrets: SecretBox,
         broker: Broker,
         egress: EgressProxy,
+        events: EventBus,
     ) -> None:
         self.engine = engine
         self.tokens = tokens
         self.secrets = secrets
         self.broker = broker
         self.egress_proxy = egress
+        self.events = events
 
     # -- authentication and authorization -----------------------------------------------------
 
@@ -303,15 +305,9 @@ class HostService:
                     details={"declared": list(declared)},
                 ),
             )
-        event = EventRecord(
-            id=str(uuid.uuid4()),
-            type=event_type,
-            source=f"plugin:{caller.plugin_id}",
-            subject=subject,
-            payload=payload,
+        event = self.events.emit_sync(
+            event_type, source=f"plugin:{caller.plugin_id}", subject=subject, payload=payload
         )
-        with session_scope(self.engine) as session:
-            crud.add_event(session, event=event)
         return event.id
 
     # -- egress ---------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from orchestrator.domain.errors import (
 from orchestrator.domain.lifecycle import PluginState, allowed_actions, next_state
 from orchestrator.domain.manifest import Manifest, ManifestError, load_manifest_text
 from orchestrator.domain.versions import Version, VersionRange
+from orchestrator.events.bus import EventBus
 from orchestrator.runtime.base import (
     LABEL_MANIFEST,
     BuildProgress,
@@ -60,6 +61,18 @@ from orchestrator.store.models import Container, Plugin, PluginVersion, utcnow
 from orchestrator.store.models import ScanReport as ScanReportRow
 
 log = logging.getLogger(__name__)
+
+# The event each lifecycle action emits (``plugin.failed`` carries the reason).
+LIFECYCLE_EVENTS = {
+    "install": "plugin.installed",
+    "enable": "plugin.enabling",
+    "initialized": "plugin.enabled",
+    "reload": "plugin.reloaded",
+    "fail": "plugin.failed",
+    "disable": "plugin.disabling",
+    "destroy": "plugin.disabled",
+    "uninstall": "plugin.uninstalled",
+}
 S = PluginState
 
 LOG_TAIL_ON_FAILURE = 20
@@ -117,12 +130,14 @@ class LifecycleService:
         broker: Broker,
         settings: Settings,
         host: HostAccess | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.engine = engine
         self.runtime = runtime
         self.broker = broker
         self.settings = settings
         self.host = host
+        self.events = events
         self.supply_chain = SupplyChainCheck(settings)
         self.trust = TrustStore(engine)
         self.builder = ImageBuilder(
@@ -182,6 +197,21 @@ class LifecycleService:
         plugin.updated_at = now
         session.add(plugin)
         log.info("plugin %s: %s -> %s (%s)", plugin.id, current.value, target.value, reason)
+        if self.events is not None:
+            # In the same transaction as the state change: both commit, or neither.
+            self.events.record(
+                session,
+                LIFECYCLE_EVENTS[action],
+                source="orchestrator",
+                subject=plugin.id,
+                payload={
+                    "plugin": plugin.id,
+                    "version": plugin.version,
+                    "from": current.value,
+                    "to": target.value,
+                    "reason": reason,
+                },
+            )
 
     def _set_state(self, plugin_id: str, action: str, reason: str | None = None) -> Plugin:
         with self._session() as session:

@@ -271,3 +271,42 @@ def get_trusted_key(session: Session, *, key_id: str) -> TrustedKey | None:
 
 def list_trusted_keys(session: Session) -> Sequence[TrustedKey]:
     return session.exec(select(TrustedKey).order_by(col(TrustedKey.added_at))).all()
+
+
+def _like(pattern: str) -> str:
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def list_events(
+    session: Session,
+    *,
+    type_pattern: str | None = None,
+    source: str | None = None,
+    subject: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after_id: str | None = None,
+    limit: int = 100,
+) -> list[EventRecord]:
+    """Events in log order (time, then id), filtered; ``after_id`` continues a page."""
+    query = select(EventRecord)
+    if type_pattern:
+        query = query.where(col(EventRecord.type).like(_like(type_pattern), escape="\\"))
+    if source:
+        query = query.where(col(EventRecord.source) == source)
+    if subject:
+        query = query.where(col(EventRecord.subject) == subject)
+    if since:
+        query = query.where(col(EventRecord.time) >= since)
+    if until:
+        query = query.where(col(EventRecord.time) < until)
+    if after_id:
+        last = session.get(EventRecord, after_id)
+        if last is not None:
+            query = query.where(
+                (col(EventRecord.time) > last.time)
+                | ((col(EventRecord.time) == last.time) & (col(EventRecord.id) > last.id))
+            )
+    query = query.order_by(col(EventRecord.time), col(EventRecord.id)).limit(limit)
+    return list(session.exec(query).all())

@@ -1,0 +1,238 @@
+"""The event bus: events are written to the event log (the outbox) first, then handed to the
+subscribers of this process.
+
+``emit`` stores the event and then dispatches it; :meth:`EventBus.record` adds the event to a
+transaction that is already open (the lifecycle service's, so a state change and its event
+commit together) and dispatches it only once that transaction has committed. Either way a crash
+never loses an emitted event: it is in the log, and readers page through the log
+(``GET /v1/events``), follow it live (``GET /v1/events/stream``) or are handed it in process
+(``on`` / ``once``). Patterns are shell-style on the dotted type: ``plugin.*``, ``*``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import inspect
+import itertools
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from orchestrator.domain.errors import InvalidInput
+from orchestrator.store import crud
+from orchestrator.store.db import session_scope
+from orchestrator.store.models import EventRecord, utcnow
+
+__all__ = ["Event", "EventBus", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["Event"], Awaitable[None] | None]
+STREAM_BUFFER = 1000
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    source: str
+    subject: str | None
+    time: datetime
+    payload: Any
+
+    @classmethod
+    def of(cls, row: EventRecord) -> Event:
+        return cls(row.id, row.type, row.source, row.subject, row.time, row.payload)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "subject": self.subject,
+            "time": self.time.isoformat(),
+            "payload": self.payload,
+        }
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: int
+    pattern: str
+    handler: Handler
+    once: bool
+
+
+def check_type(event_type: str) -> str:
+    parts = event_type.split(".")
+    if len(event_type) > 128 or len(parts) < 2 or not all(p and p.isascii() for p in parts):
+        raise InvalidInput(
+            f"invalid event type {event_type!r}: dotted words, e.g. 'document.created'"
+        )
+    if any(c in event_type for c in "*?[] "):
+        raise InvalidInput(f"invalid event type {event_type!r}: no wildcards or spaces")
+    return event_type
+
+
+class EventBus:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._subs: dict[int, Subscription] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Handlers run on this loop (the orchestrator's), whatever thread an event comes from."""
+        self._loop = loop
+
+    # -- subscribing --------------------------------------------------------------------------
+
+    def on(self, pattern: str, handler: Handler) -> Subscription:
+        return self._add(pattern, handler, once=False)
+
+    def once(self, pattern: str, handler: Handler) -> Subscription:
+        return self._add(pattern, handler, once=True)
+
+    def off(self, subscription: Subscription) -> None:
+        with self._lock:
+            self._subs.pop(subscription.id, None)
+
+    def _add(self, pattern: str, handler: Handler, *, once: bool) -> Subscription:
+        sub = Subscription(next(self._ids), pattern, handler, once)
+        with self._lock:
+            self._subs[sub.id] = sub
+        return sub
+
+    # -- emitting -------------------------------------------------------------------------------
+
+    def new(
+        self, event_type: str, *, source: str, subject: str | None = None, payload: Any = None
+    ) -> EventRecord:
+        return EventRecord(
+            id=str(uuid.uuid4()),
+            type=check_type(event_type),
+            source=source,
+            subject=subject,
+            time=utcnow(),
+            payload=payload,
+        )
+
+    def emit_sync(
+        self, event_type: str, *, source: str, subject: str | None = None, payload: Any = None
+    ) -> Event:
+        """Store, then dispatch; for threads. ``emit`` is the same for coroutines."""
+        row = self.new(event_type, source=source, subject=subject, payload=payload)
+        with session_scope(self.engine) as session:
+            crud.add_event(session, event=row)
+        event = Event.of(row)
+        self.dispatch(event)
+        return event
+
+    async def emit(
+        self, event_type: str, *, source: str, subject: str | None = None, payload: Any = None
+    ) -> Event:
+        return await asyncio.to_thread(
+            self.emit_sync, event_type, source=source, subject=subject, payload=payload
+        )
+
+    def record(
+        self,
+        session: Session,
+        event_type: str,
+        *,
+        source: str,
+        subject: str | None = None,
+        payload: Any = None,
+    ) -> None:
+        """Add an event to ``session``'s transaction; it is dispatched once that commits."""
+        row = self.new(event_type, source=source, subject=subject, payload=payload)
+        crud.add_event(session, event=row)
+        event = Event.of(row)
+        sa_event.listen(session, "after_commit", lambda _s: self.dispatch(event), once=True)
+
+    def dispatch(self, event: Event) -> None:
+        """Hand ``event`` to the matching subscribers (thread-safe; never raises)."""
+        with self._lock:
+            matching = [
+                s for s in self._subs.values() if fnmatch.fnmatchcase(event.type, s.pattern)
+            ]
+            for sub in matching:
+                if sub.once:
+                    self._subs.pop(sub.id, None)
+        if not matching:
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        for sub in matching:
+            loop.call_soon_threadsafe(self._run, sub, event)
+
+    def _run(self, sub: Subscription, event: Event) -> None:
+        try:
+            result = sub.handler(event)
+        except Exception:
+            log.exception("event handler for %s failed on %s", sub.pattern, event.type)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            task.add_done_callback(_log_failure)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def page(
+        self,
+        *,
+        type_pattern: str | None = None,
+        source: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> dict[str, Any]:
+        """Events oldest first; ``after`` is the ``next`` cursor of the previous page."""
+        with session_scope(self.engine) as session:
+            rows = crud.list_events(
+                session,
+                type_pattern=type_pattern,
+                source=source,
+                subject=subject,
+                since=since,
+                until=until,
+                after_id=after,
+                limit=limit + 1,
+            )
+        more = len(rows) > limit
+        events = [Event.of(r).to_json() for r in rows[:limit]]
+        return {"events": events, "next": events[-1]["id"] if more else None}
+
+    @contextlib.asynccontextmanager
+    async def tail(self, pattern: str = "*") -> AsyncIterator[asyncio.Queue[Event]]:
+        """A queue of the events dispatched from now on (for the live stream)."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(STREAM_BUFFER)
+
+        def put(event: Event) -> None:
+            with contextlib.suppress(asyncio.QueueFull):  # a stalled reader drops, not us
+                queue.put_nowait(event)
+
+        sub = self.on(pattern, put)
+        try:
+            yield queue
+        finally:
+            self.off(sub)
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("event handler failed", exc_info=task.exception())
