@@ -1,0 +1,119 @@
+"""One orchestrator for the whole escape suite, and the malicious plugin it runs.
+
+Starting an orchestrator and building a plugin image cost seconds each, so the folder shares
+one orchestrator (SQLite) and two installs of the escape plugin: ``escape`` that attacks and
+``peer``, a second plugin for it to aim at. Attacks that leave their plugin broken on purpose
+(OOM, a hijacked socket) install their own copy and remove it afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.orchestrator import OrchestratorProcess
+from tests.fixtures.plugins import make_plugin
+from tests.integration.conftest import start_orchestrator
+
+ESCAPE_TEMPLATE = Path(__file__).parent / "plugins" / "escape"
+ESCAPE = "com.summit-tests.escape"
+PEER = "com.summit-tests.escape-peer"
+PLUGIN_UID = "10001"
+# Put in the orchestrator's environment: a plugin that finds it has read the host's processes.
+HOST_CANARY = f"summit-host-canary-{secrets.token_hex(8)}"
+
+
+@dataclass
+class EscapePlugin:
+    orch: OrchestratorProcess
+    plugin_id: str
+
+    def execute(self, input: Any, **body: Any) -> httpx.Response:
+        return self.orch.client.post(
+            "/v1/extension-points/workflow/execute",
+            json={"input": input, "plugins": [self.plugin_id], **body},
+        )
+
+    def attack(self, name: str, *, timeout_ms: int | None = None, **args: Any) -> dict[str, Any]:
+        """Run one attack and return its report; the attack itself must not have broken."""
+        extra = {"timeout_ms": timeout_ms} if timeout_ms else {}
+        r = self.execute({"attack": name, **args}, **extra)
+        assert r.status_code == 200, r.text
+        (result,) = r.json()["results"]
+        assert "output" in result, result
+        report: dict[str, Any] = result["output"]
+        assert "error" not in report, report
+        return report
+
+    @property
+    def container_id(self) -> str:
+        return str(self.orch.plugin(self.plugin_id)["container"]["id"])
+
+    def container(self, docker_client: Any) -> Any:
+        return docker_client.containers.get(self.container_id)
+
+
+def install_escape(
+    orch: OrchestratorProcess, tmp: Path, plugin_id: str, **manifest_changes: Any
+) -> EscapePlugin:
+    folder = make_plugin(tmp / plugin_id, str(ESCAPE_TEMPLATE), id=plugin_id, **manifest_changes)
+    r = orch.install_dir(folder, approve=["storage"])
+    assert r.status_code == 201, r.text
+    r = orch.client.post(f"/v1/plugins/{plugin_id}/enable")
+    assert r.status_code == 200, r.text
+    return EscapePlugin(orch, plugin_id)
+
+
+def remove_plugin(orch: OrchestratorProcess, plugin_id: str) -> None:
+    orch.client.post(f"/v1/plugins/{plugin_id}/disable")
+    r = orch.client.delete(f"/v1/plugins/{plugin_id}")
+    assert r.status_code in (204, 404), r.text
+
+
+@contextlib.contextmanager
+def escape_plugin(
+    orch: OrchestratorProcess, tmp: Path, plugin_id: str, **manifest_changes: Any
+) -> Iterator[EscapePlugin]:
+    plugin = install_escape(orch, tmp, plugin_id, **manifest_changes)
+    try:
+        yield plugin
+    finally:
+        remove_plugin(orch, plugin_id)
+
+
+@pytest.fixture(scope="package")
+def orch(base_image, docker_client, tmp_path_factory) -> Iterator[OrchestratorProcess]:  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("security")
+    o = start_orchestrator(
+        tmp,
+        f"sqlite:///{tmp / 'summit.db'}",
+        health_interval_s="1",
+        restart_backoff_s="0.2",
+        # The suite calls the same plugin more often than the default window allows.
+        rate_limit_requests="0",
+        # The escape plugin forks, loads libc and opens raw sockets in plain sight; the sandbox
+        # must contain it even when the scanner would have refused it, so the scanner only reports.
+        scan_fail_on="never",
+        escape_canary=HOST_CANARY,
+    )
+    try:
+        yield o
+    finally:
+        o.cleanup(docker_client)
+
+
+@pytest.fixture(scope="package")
+def escape(orch: OrchestratorProcess, tmp_path_factory: pytest.TempPathFactory) -> EscapePlugin:
+    return install_escape(orch, tmp_path_factory.mktemp("escape"), ESCAPE)
+
+
+@pytest.fixture(scope="package")
+def peer(orch: OrchestratorProcess, tmp_path_factory: pytest.TempPathFactory) -> EscapePlugin:
+    return install_escape(orch, tmp_path_factory.mktemp("peer"), PEER)
