@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         host_server = HostServer(
             create_host_app(host, max_body_bytes=settings.host_max_body_bytes),
             asyncio.get_running_loop(),
+            plugin_user=settings.plugin_user,
         )
         lifecycle = LifecycleService(
             engine=engine,

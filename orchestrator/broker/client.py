@@ -6,12 +6,18 @@ is the one place that turns it into an httpx transport, so tests can swap the tr
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import httpx
 from summit_sdk.protocol import PROTOCOL, HealthResponse, InitializeRequest
 
+from orchestrator.broker.sockets import sync_transport
 from orchestrator.domain.errors import SummitError
+
+# Health, initialize and shutdown answers are small; anything bigger is a misbehaving plugin.
+MAX_BODY_BYTES = 256 * 1024
 
 
 class PluginCallError(SummitError):
@@ -25,22 +31,42 @@ def base_url_for(endpoint: str) -> str:
     return "http://plugin"
 
 
-def transport_for(endpoint: str, *, asynchronous: bool = False) -> Any:
+def transport_for(endpoint: str) -> Any:
     uds = endpoint.removeprefix("unix://") if endpoint.startswith("unix://") else None
-    # Plugins speak plain HTTP; verify=False skips loading the CA bundle (~18 ms a client).
-    if asynchronous:
-        return httpx.AsyncHTTPTransport(uds=uds, retries=0, verify=False)
-    return httpx.HTTPTransport(uds=uds, retries=0, verify=False)
+    # Plugins speak plain HTTP (verify=False skips loading the CA bundle, ~18 ms a client);
+    # a unix socket is opened without following links the plugin may have planted.
+    return sync_transport(uds)
 
 
 class PluginClient:
-    def __init__(self, endpoint: str, *, timeout_s: float = 10.0) -> None:
+    """Health, initialize and shutdown. Every answer is read with a size cap and an overall
+    deadline: a plugin streaming an endless or slow body cannot hold or bloat the orchestrator."""
+
+    def __init__(
+        self, endpoint: str, *, timeout_s: float = 10.0, max_body_bytes: int = MAX_BODY_BYTES
+    ) -> None:
         self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.max_body_bytes = max_body_bytes
         self._http = httpx.Client(
             base_url=base_url_for(endpoint),
             transport=transport_for(endpoint),
             timeout=timeout_s,
         )
+
+    def _request(
+        self, method: str, path: str, *, timeout_s: float, json: Any = None
+    ) -> tuple[int, bytes]:
+        deadline = time.monotonic() + timeout_s
+        with self._http.stream(method, path, json=json, timeout=timeout_s) as r:
+            body = bytearray()
+            for chunk in r.iter_raw():
+                body += chunk
+                if len(body) > self.max_body_bytes:
+                    raise PluginCallError(f"{path} answered more than {self.max_body_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise PluginCallError(f"{path} took longer than {timeout_s:.0f} s to answer")
+            return r.status_code, bytes(body)
 
     def close(self) -> None:
         self._http.close()
@@ -52,10 +78,10 @@ class PluginClient:
         self.close()
 
     def health(self, *, timeout_s: float = 2.0) -> HealthResponse:
-        r = self._http.get("/summit/v1/health", timeout=timeout_s)
-        if r.status_code != 200:
-            raise PluginCallError(f"health answered {r.status_code}")
-        health = HealthResponse.model_validate(r.json())
+        status, body = self._request("GET", "/summit/v1/health", timeout_s=timeout_s)
+        if status != 200:
+            raise PluginCallError(f"health answered {status}")
+        health = HealthResponse.model_validate_json(body)
         if health.protocol != PROTOCOL:
             raise PluginCallError(f"plugin speaks {health.protocol!r}, expected {PROTOCOL!r}")
         return health
@@ -75,17 +101,22 @@ class PluginClient:
                 "host": {"url": host_url, "token": host_token},
             }
         )
-        r = self._http.post("/summit/v1/initialize", json=body.model_dump(mode="json"))
-        if r.status_code != 200:
-            raise PluginCallError(f"initialize failed ({r.status_code}): {_error_text(r)}")
+        status, answer = self._request(
+            "POST",
+            "/summit/v1/initialize",
+            json=body.model_dump(mode="json"),
+            timeout_s=self.timeout_s,
+        )
+        if status != 200:
+            raise PluginCallError(f"initialize failed ({status}): {_error_text(answer)}")
 
     def shutdown(self, *, timeout_s: float = 5.0) -> None:
-        self._http.post("/summit/v1/shutdown", timeout=timeout_s)
+        self._request("POST", "/summit/v1/shutdown", timeout_s=timeout_s)
 
 
-def _error_text(r: httpx.Response) -> str:
+def _error_text(body: bytes) -> str:
     try:
-        err = r.json().get("error", {})
+        err = json.loads(body).get("error", {})
         return f"{err.get('code')}: {err.get('message')}"
     except (ValueError, AttributeError):
-        return r.text[:200]
+        return body[:200].decode("utf-8", "replace")

@@ -39,6 +39,7 @@ from orchestrator.broker.limits import (
     RateLimiter,
     TooManyRequests,
 )
+from orchestrator.broker.sockets import NoFollowAsyncBackend
 from orchestrator.domain.errors import Conflict, InvalidInput, NotFound, SummitError
 from orchestrator.domain.manifest import Extension, ExtensionPoint
 from orchestrator.monitor.metrics import BREAKER_VALUES, Metrics
@@ -207,7 +208,12 @@ class Broker:
                 # plugin's own work on small calls, and the broker needs none of them.
                 uds = endpoint.removeprefix("unix://") if endpoint.startswith("unix://") else None
                 client = httpcore.AsyncConnectionPool(
-                    uds=uds, max_connections=256, keepalive_expiry=60.0, retries=0
+                    uds=uds,
+                    max_connections=256,
+                    keepalive_expiry=60.0,
+                    retries=0,
+                    # Never follow a link the plugin planted in its socket folder.
+                    network_backend=NoFollowAsyncBackend() if uds else None,
                 )
                 pool = _Pool(client=client, base_url=base_url_for(endpoint))
                 if endpoint not in self._pools:

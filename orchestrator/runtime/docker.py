@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -117,13 +118,8 @@ class DockerRuntime:
         token = secrets.token_hex(6)
         name = f"summit-{spec.plugin_id.replace('.', '-')[:40]}-{token}"
         sock_dir = self._socket_dir(token)
-        sock_dir.mkdir(parents=True, exist_ok=False)
         uid, _, gid = spec.user.partition(":")
-        if os.geteuid() == 0:
-            os.chown(sock_dir, int(uid), int(gid or uid))
-            sock_dir.chmod(0o700)
-        else:
-            sock_dir.chmod(0o777)
+        _make_socket_dir(sock_dir, int(uid), int(gid or uid))
         endpoint = f"unix://{sock_dir / SOCKET_NAME}"
         labels = {
             LABEL_OWNER: self.owner,
@@ -167,7 +163,7 @@ class DockerRuntime:
     def _cleanup_failed_deploy(self, name: str, sock_dir: Path) -> None:
         with contextlib.suppress(Exception):
             self.client.containers.get(name).remove(force=True)
-        shutil.rmtree(sock_dir, ignore_errors=True)
+        _drop_socket_dir(sock_dir)
 
     def _status_of(self, container: Container, *, refresh: bool = False) -> ContainerStatus:
         if refresh:
@@ -214,7 +210,7 @@ class DockerRuntime:
             sock_dir = Path(endpoint.removeprefix("unix://")).parent
             # Only ever delete inside our own sockets directory.
             if sock_dir.parent == self.sockets_dir:
-                shutil.rmtree(sock_dir, ignore_errors=True)
+                _drop_socket_dir(sock_dir)
 
     def logs(self, container_id: str, *, tail: int = 100) -> str:
         container = self._call("inspect container", self.client.containers.get, container_id)
@@ -258,7 +254,7 @@ class DockerRuntime:
             return
         for child in self.sockets_dir.iterdir():
             if f"unix://{child / SOCKET_NAME}" not in keep:
-                shutil.rmtree(child, ignore_errors=True)
+                _drop_socket_dir(child)
 
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
         stream = self._call(
@@ -390,3 +386,42 @@ def _split_ref(ref: str) -> tuple[str, str | None]:
 def _is_remote(ref: str) -> bool:
     first = ref.split("/", 1)[0]
     return "/" in ref and ("." in first or ":" in first or first == "localhost")
+
+
+# The socket folder is the one host path a plugin can write. As root, the orchestrator gives
+# each one its own tiny tmpfs: a plugin cannot fill the host's disk through it (it holds two
+# sockets, which take no space) nor run anything it drops there (noexec).
+SOCKET_DIR_BYTES = 1024 * 1024
+
+
+def _make_socket_dir(path: Path, uid: int, gid: int) -> None:
+    path.mkdir(parents=True, exist_ok=False)
+    if os.geteuid() != 0:
+        path.chmod(0o777)  # the plugin's user must bind its socket here
+        return
+    options = f"size={SOCKET_DIR_BYTES},mode=0700,uid={uid},gid={gid},noexec,nosuid,nodev"
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "summit-sockets", str(path)],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("no tmpfs for %s (%s); using a plain folder", path, _stderr_of(exc))
+        os.chown(path, uid, gid)
+        path.chmod(0o700)
+
+
+def _drop_socket_dir(path: Path) -> None:
+    if os.path.ismount(path):
+        # Lazy: a container that is still going away may hold it for a moment.
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=10, check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _stderr_of(exc: BaseException) -> str:
+    stderr = getattr(exc, "stderr", None)
+    if isinstance(stderr, bytes) and stderr.strip():
+        return stderr.decode("utf-8", "replace").strip()
+    return str(exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +72,22 @@ def install_escape(
     return EscapePlugin(orch, plugin_id)
 
 
-def remove_plugin(orch: OrchestratorProcess, plugin_id: str) -> None:
-    orch.client.post(f"/v1/plugins/{plugin_id}/disable")
-    r = orch.client.delete(f"/v1/plugins/{plugin_id}")
-    assert r.status_code in (204, 404), r.text
+def remove_plugin(orch: OrchestratorProcess, plugin_id: str, timeout_s: float = 30) -> None:
+    """Disable and uninstall, riding out a crash restart the attack may have caused."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = orch.client.get(f"/v1/plugins/{plugin_id}")
+        if r.status_code == 404:
+            return
+        state = r.json()["state"]
+        if state in ("ACTIVE", "FAILED"):
+            orch.client.post(f"/v1/plugins/{plugin_id}/disable")
+        elif state == "LOADED":
+            r = orch.client.delete(f"/v1/plugins/{plugin_id}")
+            if r.status_code in (204, 404):
+                return
+        assert time.monotonic() < deadline, f"{plugin_id} stuck in {state}"
+        time.sleep(0.2)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import socket
+import stat
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,13 @@ ASGIApp = Callable[
 class HostServer:
     """Unix-socket listeners of one ASGI app, each stamped with the plugin it serves."""
 
-    def __init__(self, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, app: ASGIApp, loop: asyncio.AbstractEventLoop, *, plugin_user: str = "10001:10001"
+    ) -> None:
         self.app = app
         self.loop = loop
+        uid, _, gid = plugin_user.partition(":")
+        self.plugin_uid, self.plugin_gid = int(uid), int(gid or uid)
         self._servers: dict[str, uvicorn.Server] = {}
 
     def _bound(self, plugin_id: str) -> ASGIApp:
@@ -65,8 +70,7 @@ class HostServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(path))
-            # The plugin runs as another, unprivileged user; the folder itself is private to it.
-            os.chmod(path, 0o666)
+            self._hand_over(path)
             sock.listen(128)
             sock.setblocking(False)
         except OSError:
@@ -91,6 +95,16 @@ class HostServer:
         self._servers[str(path)] = server
         if old is not None:
             self._call(old.shutdown())
+
+    def _hand_over(self, path: Path) -> None:
+        """Let the plugin's user connect. The folder is the plugin's: it could swap the new
+        socket for a link, so nothing here may follow one (no chmod of a path as root)."""
+        try:
+            os.chown(path, self.plugin_uid, self.plugin_gid, follow_symlinks=False)
+        except PermissionError:
+            # Not root: the socket is ours; open it to others if it is still a socket.
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.chmod(path, 0o666)
 
     def close(self, path: Path) -> None:
         server = self._servers.pop(str(path), None)
