@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,19 @@ def start_orchestrator(tmp_dir, database_url: str, **env: str) -> OrchestratorPr
     )
     orch.start()
     return orch
+
+
+@contextmanager
+def sqlite_orchestrator(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: Any, name: str, **settings: str
+) -> Iterator[OrchestratorProcess]:
+    """An orchestrator of its own, on SQLite, for a module that needs special settings."""
+    tmp = tmp_path_factory.mktemp(name)
+    orch = start_orchestrator(tmp, f"sqlite:///{tmp / 'summit.db'}", **settings)
+    try:
+        yield orch
+    finally:
+        orch.cleanup(docker_client)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fixtures.orchestrator import OrchestratorProcess
 from tests.fixtures.plugins import make_plugin
-from tests.integration.conftest import start_orchestrator
+from tests.integration.conftest import sqlite_orchestrator
 
 pytestmark = [pytest.mark.docker]
 
@@ -68,14 +68,13 @@ def test_roles_allow_what_they_should_and_nothing_more(orch: OrchestratorProcess
 def orch_with_provider(
     base_image: str, docker_client: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Any:
-    tmp = tmp_path_factory.mktemp("orch-auth")
-    o = start_orchestrator(
-        tmp, f"sqlite:///{tmp / 'summit.db'}", auth_provider="com.example.api-key-auth/api-key"
-    )
-    try:
+    with sqlite_orchestrator(
+        tmp_path_factory,
+        docker_client,
+        "orch-auth",
+        auth_provider="com.example.api-key-auth/api-key",
+    ) as o:
         yield o
-    finally:
-        o.cleanup(docker_client)
 
 
 def test_an_auth_provider_plugin_maps_outside_keys_to_a_role(

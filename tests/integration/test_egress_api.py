@@ -15,7 +15,7 @@ import yaml
 
 from tests.fixtures.orchestrator import OrchestratorProcess
 from tests.fixtures.plugins import make_plugin
-from tests.integration.conftest import start_orchestrator
+from tests.integration.conftest import sqlite_orchestrator
 from tests.integration.test_host_api import spy
 
 pytestmark = [pytest.mark.docker]
@@ -51,15 +51,11 @@ def upstream() -> Iterator[int]:
 def orch_egress(
     base_image: str, docker_client: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OrchestratorProcess]:
-    tmp = tmp_path_factory.mktemp("orch-egress")
     # Loopback is refused by default; this operator allows it so the test upstream is reachable.
-    o = start_orchestrator(
-        tmp, f"sqlite:///{tmp / 'summit.db'}", allow_private_targets='["127.0.0.0/8"]'
-    )
-    try:
+    with sqlite_orchestrator(
+        tmp_path_factory, docker_client, "orch-egress", allow_private_targets='["127.0.0.0/8"]'
+    ) as o:
         yield o
-    finally:
-        o.cleanup(docker_client)
 
 
 def test_plugins_reach_allowed_hosts_only_through_the_proxy(

@@ -16,7 +16,7 @@ import yaml
 
 from tests.fixtures.orchestrator import TOKEN, OrchestratorProcess
 from tests.fixtures.plugins import make_plugin
-from tests.integration.conftest import start_orchestrator
+from tests.integration.conftest import sqlite_orchestrator
 from tests.integration.test_host_api import spy
 
 pytestmark = [pytest.mark.docker]
@@ -26,12 +26,10 @@ pytestmark = [pytest.mark.docker]
 def orch_events(
     base_image: str, docker_client: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OrchestratorProcess]:
-    tmp = tmp_path_factory.mktemp("orch-events")
-    o = start_orchestrator(tmp, f"sqlite:///{tmp / 'summit.db'}", restart_backoff_s="30")
-    try:
+    with sqlite_orchestrator(
+        tmp_path_factory, docker_client, "orch-events", restart_backoff_s="30"
+    ) as o:
         yield o
-    finally:
-        o.cleanup(docker_client)
 
 
 def events(orch: OrchestratorProcess, **params: Any) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.fixtures.orchestrator import TOKEN, OrchestratorProcess
-from tests.integration.conftest import start_orchestrator
+from tests.integration.conftest import sqlite_orchestrator
 from tests.integration.test_sdk_cli import REGISTRY, _cli, cli, images, registry_tags
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.slow]
@@ -41,12 +41,10 @@ PYTHON_EXAMPLES = sorted(
 def orch1(
     base_image: str, docker_client: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OrchestratorProcess]:
-    tmp = tmp_path_factory.mktemp("orch-sdk")
-    o = start_orchestrator(tmp, f"sqlite:///{tmp / 'summit.db'}", health_interval_s="1")
-    try:
+    with sqlite_orchestrator(
+        tmp_path_factory, docker_client, "orch-sdk", health_interval_s="1"
+    ) as o:
         yield o
-    finally:
-        o.cleanup(docker_client)
 
 
 def _remote(orch: OrchestratorProcess) -> list[str]:

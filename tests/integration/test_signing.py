@@ -21,7 +21,7 @@ from summit_sdk.cli import signing
 from orchestrator.services.bundles import pack_directory
 from tests.fixtures.orchestrator import OrchestratorProcess
 from tests.fixtures.plugins import make_plugin
-from tests.integration.conftest import start_orchestrator
+from tests.integration.conftest import sqlite_orchestrator
 
 pytestmark = [pytest.mark.docker]
 
@@ -30,12 +30,10 @@ pytestmark = [pytest.mark.docker]
 def orch_signed(
     base_image: str, docker_client: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Any:
-    tmp = tmp_path_factory.mktemp("orch-signed")
-    o = start_orchestrator(tmp, f"sqlite:///{tmp / 'summit.db'}", require_signed="true")
-    try:
+    with sqlite_orchestrator(
+        tmp_path_factory, docker_client, "orch-signed", require_signed="true"
+    ) as o:
         yield o
-    finally:
-        o.cleanup(docker_client)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from orchestrator.services.bundles import pack_directory
 from tests.conftest import REPO
 from tests.fixtures.orchestrator import OrchestratorProcess
 from tests.fixtures.plugins import make_plugin
-from tests.integration.conftest import start_orchestrator
+from tests.integration.conftest import sqlite_orchestrator
 
 pytestmark = [pytest.mark.docker]
 
@@ -28,17 +28,14 @@ def cleanup(path):
 
 @pytest.fixture(scope="module")
 def orch_scan(base_image: str, docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    tmp = tmp_path_factory.mktemp("orch-scan")
-    o = start_orchestrator(
-        tmp,
-        f"sqlite:///{tmp / 'summit.db'}",
+    with sqlite_orchestrator(
+        tmp_path_factory,
+        docker_client,
+        "orch-scan",
         advisory_db=str(REPO / "tests/fixtures/osv"),
         scan_fail_on="HIGH",
-    )
-    try:
+    ) as o:
         yield o
-    finally:
-        o.cleanup(docker_client)
 
 
 def _images_of(docker_client: Any, plugin_id: str) -> list[Any]:
