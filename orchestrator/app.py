@@ -17,6 +17,7 @@ from orchestrator.api.routes import extensions, jobs, plugins, security, system
 from orchestrator.broker.setup import close_rate_limiter, make_broker
 from orchestrator.config import Settings, get_settings
 from orchestrator.events.bus import EventBus
+from orchestrator.events.delivery import PluginEventDelivery
 from orchestrator.jobs.setup import make_queue, start_embedded_worker
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.security.access import ApiTokens
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.host = host
         app.state.egress = egress
         app.state.events = events
+        delivery = PluginEventDelivery(events, broker)
+        delivery.start()
         app.state.api_tokens = ApiTokens(engine)
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
         app.state.reconciled = supervisor.reconciled
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if job_worker is not None:
                 await job_worker.stop()
             app.state.jobs.close()
+            await delivery.aclose()
             await host_server.aclose()
             await egress.aclose()
             await broker.aclose()

@@ -75,6 +75,8 @@ class Route:
     rate_limit_requests: int | None = None  # None: the broker's default
     rate_limit_window_s: float | None = None
     concurrency: int | None = None
+    # Event types the plugin receives (its events.subscribe, when granted events:subscribe).
+    subscribe: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -408,6 +410,38 @@ class Broker:
         finally:
             self._release(pool)
         return _decode_answer(plugin, status, b"".join(chunks))
+
+    async def deliver_event(self, route: Route, event: dict[str, Any], *, timeout_s: float) -> None:
+        """POST one event to the plugin's ``/summit/v1/events``; raises unless it answers 2xx."""
+        content = json.dumps({"event": event}).encode()
+        headers = [
+            (b"host", b"plugin"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+        ]
+        pool = self._acquire(route.endpoint)
+        try:
+            async with asyncio.timeout(timeout_s):
+                r = await pool.client.request(
+                    "POST", f"{pool.base_url}/summit/v1/events", headers=headers, content=content
+                )
+        except TimeoutError:
+            raise PluginTimeout(
+                f"plugin {route.plugin_id} did not take the event in time",
+                details={"plugin": route.plugin_id},
+            ) from None
+        except Exception as exc:
+            raise PluginCallError(
+                f"plugin {route.plugin_id} could not be reached: {type(exc).__name__}",
+                details={"plugin": route.plugin_id},
+            ) from None
+        finally:
+            self._release(pool)
+        if not 200 <= r.status < 300:
+            raise PluginCallError(
+                f"plugin {route.plugin_id} answered {r.status} to an event",
+                details={"plugin": route.plugin_id},
+            )
 
     async def execute(
         self,

@@ -40,7 +40,7 @@ from orchestrator.domain.errors import (
     SummitError,
 )
 from orchestrator.domain.lifecycle import PluginState, allowed_actions, next_state
-from orchestrator.domain.manifest import Manifest, ManifestError, load_manifest_text
+from orchestrator.domain.manifest import Manifest, ManifestError, Permission, load_manifest_text
 from orchestrator.domain.versions import Version, VersionRange
 from orchestrator.events.bus import EventBus
 from orchestrator.runtime.base import (
@@ -567,6 +567,9 @@ class LifecycleService:
             rate_limit_requests=resources.get("rate_limit_requests"),
             rate_limit_window_s=resources.get("rate_limit_window_s"),
             concurrency=resources.get("concurrency"),
+            subscribe=tuple(manifest.events.subscribe)
+            if Permission.EVENTS_SUBSCRIBE in manifest.permissions
+            else (),
         )
 
     def _run_container(

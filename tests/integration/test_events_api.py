@@ -154,3 +154,73 @@ def test_plugin_publications_are_logged_with_their_source(
     finally:
         orch_events.client.post(f"/v1/plugins/{pid}/disable")
         orch_events.client.delete(f"/v1/plugins/{pid}")
+
+
+def _received(orch: OrchestratorProcess, pid: str) -> list[dict[str, Any]]:
+    r = orch.client.post(
+        "/v1/extension-points/workflow/execute", json={"input": {}, "plugins": [pid]}
+    )
+    assert r.status_code == 200, r.text
+    return list(r.json()["results"][0]["output"])
+
+
+def _wait_received(
+    orch: OrchestratorProcess, pid: str, count: int, timeout_s: float = 20
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    got = _received(orch, pid)
+    while len(got) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+        got = _received(orch, pid)
+    return got
+
+
+def test_subscribers_get_their_events_in_order_even_when_briefly_away(
+    orch_events: OrchestratorProcess, tmp_path: Path, docker_client: Any
+) -> None:
+    listener, deaf = "com.summit-tests.listener", "com.summit-tests.deaf"
+    assert (
+        orch_events.install_dir(
+            make_plugin(tmp_path / "l", "listener"), approve=["events:subscribe"]
+        ).status_code
+        == 201
+    )
+    # The same code without the subscription: it must never be handed anything.
+    assert (
+        orch_events.install_dir(
+            make_plugin(tmp_path / "d", "listener", id=deaf, events={}, permissions=[])
+        ).status_code
+        == 201
+    )
+    for pid in (listener, deaf):
+        assert orch_events.client.post(f"/v1/plugins/{pid}/enable").status_code == 200
+    try:
+
+        def emit(event_type: str, n: int, subject: str = "doc-1") -> None:
+            r = orch_events.client.post(
+                "/v1/events", json={"type": event_type, "subject": subject, "payload": n}
+            )
+            assert r.status_code == 201, r.text
+
+        for n in range(3):
+            emit("document.created", n)
+        emit("invoice.paid", 99)  # not subscribed
+        got = _wait_received(orch_events, listener, 3)
+        assert [(e["type"], e["n"]) for e in got] == [("document.created", n) for n in range(3)]
+
+        # Paused (as if stuck): events wait and are retried, still in order, once it is back.
+        container = docker_client.containers.get(orch_events.plugin(listener)["container"]["id"])
+        container.pause()
+        try:
+            for n in range(3, 6):
+                emit("document.updated", n)
+            time.sleep(2)
+        finally:
+            container.unpause()
+        got = _wait_received(orch_events, listener, 6, timeout_s=40)
+        assert [e["n"] for e in got] == [0, 1, 2, 3, 4, 5]
+        assert _received(orch_events, deaf) == []
+    finally:
+        for pid in (listener, deaf):
+            orch_events.client.post(f"/v1/plugins/{pid}/disable")
+            orch_events.client.delete(f"/v1/plugins/{pid}")
