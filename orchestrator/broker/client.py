@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 from summit_sdk.protocol import PROTOCOL, HealthResponse, InitializeRequest
+from summit_sdk.unixsock import sync_transport
 
-from orchestrator.broker.sockets import sync_transport
 from orchestrator.domain.errors import SummitError
 
 # Health, initialize and shutdown answers are small; anything bigger is a misbehaving plugin.

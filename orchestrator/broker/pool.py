@@ -23,6 +23,7 @@ from typing import Any
 import fastjsonschema
 import httpcore
 import jsonschema
+from summit_sdk.unixsock import NoFollowAsyncBackend
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -39,7 +40,6 @@ from orchestrator.broker.limits import (
     RateLimiter,
     TooManyRequests,
 )
-from orchestrator.broker.sockets import NoFollowAsyncBackend
 from orchestrator.domain.errors import Conflict, InvalidInput, NotFound, SummitError
 from orchestrator.domain.manifest import Extension, ExtensionPoint
 from orchestrator.monitor.metrics import BREAKER_VALUES, Metrics

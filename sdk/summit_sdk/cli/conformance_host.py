@@ -14,6 +14,7 @@ import contextlib
 import os
 import secrets
 import socketserver
+import stat
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -22,12 +23,14 @@ from typing import Any
 
 import httpx
 
+from summit_sdk.cli.docker_ops import PLUGIN_USER
 from summit_sdk.testing import FakeHost
 
 __all__ = ["SAMPLE_SECRET", "ConformanceHost", "serving"]
 
 SAMPLE_SECRET = "summit-conformance-secret"
 SOCKET_NAME = "host.sock"
+PLUGIN_UID, PLUGIN_GID = (int(n) for n in PLUGIN_USER.split(":"))
 
 
 class _SampleSecrets(dict[str, str]):
@@ -99,7 +102,13 @@ def serving(host: FakeHost, socket_dir: Path) -> Iterator[str]:
     path = socket_dir / SOCKET_NAME
     server = _Server(str(path), _Handler)
     server.host = host
-    os.chmod(path, 0o666)  # the plugin runs as another user
+    # The plugin runs as another user and owns the folder: hand the socket over without
+    # following a link it may have swapped in (no chmod of a path as root).
+    try:
+        os.chown(path, PLUGIN_UID, PLUGIN_GID, follow_symlinks=False)
+    except PermissionError:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.chmod(path, 0o666)
     thread = threading.Thread(target=server.serve_forever, name="conformance-host", daemon=True)
     thread.start()
     try:

@@ -25,6 +25,7 @@ import yaml
 
 from summit_sdk.cli.manifest import LABEL_MANIFEST
 from summit_sdk.imagebuild import dockerfile, source_digest, source_files
+from summit_sdk.unixsock import sync_transport
 
 DEFAULT_BASE = "summit/plugin-python:latest"
 LABEL_SOURCE_DIGEST = "io.summit.source-digest"
@@ -128,7 +129,9 @@ class Sandbox:
         return self.socket_dir / SOCKET_NAME
 
     def http(self, timeout: float = 10) -> httpx.Client:
-        transport = httpx.HTTPTransport(uds=str(self.socket_path))
+        # The image may be hostile (verify is what the marketplace runs): never follow a link
+        # it planted in place of its socket.
+        transport = sync_transport(str(self.socket_path))
         return httpx.Client(transport=transport, base_url="http://plugin", timeout=timeout)
 
     def state(self) -> dict[str, Any]:

@@ -1,12 +1,12 @@
 """Connecting to a plugin's unix socket without following anything the plugin planted.
 
-The socket lives in a folder the plugin can write (it binds ``plugin.sock`` there), and the
-orchestrator connects from the host, often as root. A plugin that swaps its socket for a
+Used by the orchestrator and by ``summit-plugin run``/``verify`` (which the marketplace runs on
+untrusted images). The socket lives in a folder the plugin can write (it binds ``plugin.sock``
+there), and the caller connects from the host, often as root. A plugin that swaps its socket for a
 symlink must not steer the orchestrator to another socket on the host. So the last path
 component is opened with ``O_PATH | O_NOFOLLOW``, checked to be a socket, and the connection
 is made through ``/proc/self/fd/N``: to exactly the inode that was checked, with no window to
-swap it in between. The folder itself belongs to the orchestrator's run directory, which the
-plugin cannot change.
+swap it in between. The folder itself sits in a directory the plugin cannot change.
 """
 
 from __future__ import annotations
