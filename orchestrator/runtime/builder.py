@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from summit_sdk.imagebuild import dockerfile, source_digest, source_files
+from summit_sdk.imagebuild import prepare_context, source_digest
 
 from orchestrator.domain.errors import ServiceUnavailable
 from orchestrator.domain.manifest import Manifest
@@ -57,19 +57,15 @@ class ImageBuilder:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ctx = Path(tempfile.mkdtemp(prefix="build-", dir=self.workdir))
         try:
-            plugin_dir = ctx / "plugin"
-            plugin_dir.mkdir()
-            for path in source_files(source):
-                dest = plugin_dir / path.relative_to(source)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, dest)
-            meta = ctx / "summit"
-            meta.mkdir()
             manifest_json = json.dumps(manifest.to_json(), sort_keys=True)
-            (meta / "plugin.json").write_text(manifest_json)
-            (meta / "plugin.yaml").write_text(yaml.safe_dump(manifest.to_json(), sort_keys=False))
-            entrypoint = manifest.runtime.entrypoint or ""
-            (ctx / "Dockerfile").write_text(dockerfile(base.id, entrypoint))
+            prepare_context(
+                ctx,
+                source,
+                base_image_id=base.id,
+                entrypoint=manifest.runtime.entrypoint or "",
+                manifest_json=manifest_json,
+                manifest_yaml=yaml.safe_dump(manifest.to_json(), sort_keys=False),
+            )
             progress(f"building {tag} from {self.base_image}")
             info = self.runtime.build_image(
                 ctx,

@@ -9,9 +9,17 @@ sides. Standard library only: the orchestrator imports it from the SDK, never th
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
-__all__ = ["BUILDER_VERSION", "IGNORED", "dockerfile", "source_digest", "source_files"]
+__all__ = [
+    "BUILDER_VERSION",
+    "IGNORED",
+    "dockerfile",
+    "prepare_context",
+    "source_digest",
+    "source_files",
+]
 
 BUILDER_VERSION = "1"
 # Tool caches and VCS data are never part of a plugin's source.
@@ -49,3 +57,27 @@ def dockerfile(base_image_id: str, entrypoint: str) -> str:
         f"ENV SUMMIT_PLUGIN_ENTRYPOINT={entrypoint} "
         "SUMMIT_PLUGIN_MANIFEST=/summit/plugin.json\n"
     )
+
+
+def prepare_context(
+    ctx: Path,
+    source: Path,
+    *,
+    base_image_id: str,
+    entrypoint: str,
+    manifest_json: str,
+    manifest_yaml: str,
+) -> None:
+    """Fill the empty folder ``ctx`` with the build context: ``plugin/`` (the source files),
+    ``summit/plugin.json`` and ``summit/plugin.yaml`` (the manifest) and the Dockerfile."""
+    plugin_dir = ctx / "plugin"
+    plugin_dir.mkdir()
+    for path in source_files(source):
+        dest = plugin_dir / path.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+    meta = ctx / "summit"
+    meta.mkdir()
+    (meta / "plugin.json").write_text(manifest_json)
+    (meta / "plugin.yaml").write_text(manifest_yaml)
+    (ctx / "Dockerfile").write_text(dockerfile(base_image_id, entrypoint))

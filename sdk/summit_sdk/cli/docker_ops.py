@@ -24,7 +24,7 @@ import httpx
 import yaml
 
 from summit_sdk.cli.manifest import LABEL_MANIFEST
-from summit_sdk.imagebuild import dockerfile, source_digest, source_files
+from summit_sdk.imagebuild import prepare_context, source_digest
 from summit_sdk.unixsock import sync_transport
 
 DEFAULT_BASE = "summit/plugin-python:latest"
@@ -79,17 +79,14 @@ def build_image(
     entrypoint = (manifest.get("runtime") or {}).get("entrypoint") or ""
     ctx = Path(tempfile.mkdtemp(prefix="summit-build-"))
     try:
-        plugin_dir = ctx / "plugin"
-        plugin_dir.mkdir()
-        for path in source_files(source):
-            dest = plugin_dir / path.relative_to(source)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest)
-        meta = ctx / "summit"
-        meta.mkdir()
-        (meta / "plugin.json").write_text(manifest_json)
-        (meta / "plugin.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-        (ctx / "Dockerfile").write_text(dockerfile(base_img.id, entrypoint))
+        prepare_context(
+            ctx,
+            source,
+            base_image_id=base_img.id,
+            entrypoint=entrypoint,
+            manifest_json=manifest_json,
+            manifest_yaml=yaml.safe_dump(manifest, sort_keys=False),
+        )
         progress(f"building {tag} from {base}")
         try:
             stream = docker.api.build(
