@@ -43,6 +43,7 @@ from summit_sdk.spec import BASE_PATH
 __all__ = [
     "FakeHost",
     "HostCall",
+    "InvalidConfig",
     "PluginCallError",
     "PluginTestClient",
 ]
@@ -350,6 +351,10 @@ class PluginTestClient:
             self.initialize(config or {})
 
     def initialize(self, config: dict[str, Any] | None = None) -> None:
+        """Initialize the plugin. ``config`` is first checked against the plugin's config
+        schema, as the orchestrator does at install (needs ``jsonschema``, which the SDK's
+        ``cli`` extra installs): a config the orchestrator would refuse fails here too."""
+        _check_config(self.plugin, config or {})
         body = {
             "config": config or {},
             "host": {"url": HOST_URL, "token": self.host.token},
@@ -407,3 +412,23 @@ class PluginTestClient:
                 error.get("details"),
             )
         return body
+
+
+class InvalidConfig(ValueError):
+    """The test's config does not match the plugin's config schema."""
+
+
+def _check_config(plugin: Plugin, config: dict[str, Any]) -> None:
+    if plugin.config_schema is None:
+        return
+    try:
+        import jsonschema
+    except ImportError:  # without the cli extra, only the orchestrator checks
+        return
+    validator = jsonschema.Draft202012Validator(dict(plugin.config_schema))
+    errors = [
+        "config" + "".join(f"[{p!r}]" for p in e.absolute_path) + f": {e.message}"
+        for e in validator.iter_errors(config)
+    ]
+    if errors:
+        raise InvalidConfig("; ".join(errors))

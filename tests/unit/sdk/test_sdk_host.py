@@ -193,3 +193,22 @@ def test_fake_host_egress_matches_exact_names_and_wildcards() -> None:
     assert not host_allowed("data.example.org", allowed)  # the wildcard means subdomains only
     assert not host_allowed("evil-api.example.com", allowed)
     assert not host_allowed("api.example.com.evil.net", allowed)
+
+
+def test_test_client_refuses_a_config_the_orchestrator_would_refuse() -> None:
+    from summit_sdk import create_plugin
+    from summit_sdk.testing import InvalidConfig, PluginTestClient
+
+    plugin = (
+        create_plugin()
+        .with_metadata(id="com.example.cfg", version="1.0.0")
+        .with_config_schema(
+            {"type": "object", "properties": {"top": {"type": "integer", "minimum": 0}}}
+        )
+        .extension("analyzer", "a", lambda input, ctx: ctx.config)
+        .build()
+    )
+    with pytest.raises(InvalidConfig, match=r"config\['top'\]: -1 is less than the minimum"):
+        PluginTestClient(plugin, config={"top": -1})
+    with PluginTestClient(plugin, config={"top": 3}) as client:
+        assert client.call("analyzer", "a", {}) == {"top": 3}
