@@ -7,7 +7,6 @@ uncompressed. A refused bundle leaves nothing on disk.
 
 from __future__ import annotations
 
-import gzip
 import io
 import posixpath
 import shutil
@@ -16,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from summit_sdk.imagebuild import source_files
+from summit_sdk.imagebuild import pack_bundle
 
 from orchestrator.domain.errors import BadRequest
 
@@ -116,18 +115,4 @@ def pack_directory(source: Path) -> bytes:
     """A reproducible tar.gz of a plugin folder (used by the CLI and tests)."""
     if not (source / "plugin.yaml").is_file():
         raise BundleError(f"{source} has no plugin.yaml")
-    buf = io.BytesIO()
-    # gzip writes the current time into its header unless told otherwise.
-    with (
-        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w") as tar,
-    ):
-        # The build's own file list: what is packed is what is built, scanned and signed.
-        for path in source_files(source):
-            info = tar.gettarinfo(str(path), arcname=path.relative_to(source).as_posix())
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = 0
-            with path.open("rb") as fh:
-                tar.addfile(info, fh)
-    return buf.getvalue()
+    return pack_bundle(source)

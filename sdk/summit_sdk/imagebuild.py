@@ -8,14 +8,19 @@ sides. Standard library only: the orchestrator imports it from the SDK, never th
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import shutil
+import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
     "BUILDER_VERSION",
     "IGNORED",
     "dockerfile",
+    "pack_bundle",
     "prepare_context",
     "source_digest",
     "source_files",
@@ -81,3 +86,29 @@ def prepare_context(
     (meta / "plugin.json").write_text(manifest_json)
     (meta / "plugin.yaml").write_text(manifest_yaml)
     (ctx / "Dockerfile").write_text(dockerfile(base_image_id, entrypoint))
+
+
+def pack_bundle(source: Path, *, replace: Mapping[str, bytes] | None = None) -> bytes:
+    """A reproducible ``.tar.gz`` of the plugin folder: the build's own file list (what is
+    packed is what is built, scanned and signed), fixed times and owners. ``replace`` swaps
+    the content of some files (``summit-plugin dev`` sends a plugin.yaml with a dev version)."""
+    replace = dict(replace or {})
+    buf = io.BytesIO()
+    # gzip writes the current time into its header unless told otherwise.
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
+
+        def add(name: str, data: bytes, mode: int) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            tar.addfile(info, io.BytesIO(data))
+
+        for path in source_files(source):
+            rel = path.relative_to(source).as_posix()
+            data = replace.pop(rel) if rel in replace else path.read_bytes()
+            add(rel, data, path.stat().st_mode & 0o755)
+        for rel, data in sorted(replace.items()):  # files that exist only in ``replace``
+            add(rel, data, 0o644)
+    return buf.getvalue()

@@ -7,17 +7,14 @@ never imports the orchestrator. Errors come back as :class:`RemoteError` carryin
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-from summit_sdk.imagebuild import source_files
+from summit_sdk.imagebuild import pack_bundle
 
 __all__ = ["Orchestrator", "RemoteError", "bundle"]
 
@@ -116,17 +113,5 @@ def bundle(folder: Path, manifest: dict[str, Any]) -> bytes:
     Reproducible (fixed times and owners) so the orchestrator's content-addressed build can
     reuse an image when only the version changed.
     """
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-
-        def add(name: str, data: bytes) -> None:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-
-        add("plugin.yaml", yaml.safe_dump(manifest, sort_keys=False).encode())
-        for path in source_files(folder):
-            rel = path.relative_to(folder).as_posix()
-            if rel != "plugin.yaml":
-                add(rel, path.read_bytes())
-    return gzip.compress(raw.getvalue(), mtime=0)
+    plugin_yaml = yaml.safe_dump(manifest, sort_keys=False).encode()
+    return pack_bundle(folder, replace={"plugin.yaml": plugin_yaml})
