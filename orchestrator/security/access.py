@@ -12,7 +12,6 @@ is covered without touching its handler.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -24,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.domain.errors import Conflict, InvalidInput, NotFound
+from orchestrator.security.tokens import hash_token
 from orchestrator.store import crud
 from orchestrator.store.db import session_scope
 from orchestrator.store.models import ApiToken, utcnow
@@ -78,10 +78,6 @@ def required_role(method: str, path: str) -> Role:
         if rule_method in ("*", method) and pattern.match(path):
             return role
     return Role.ADMIN
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class TokenView(BaseModel):

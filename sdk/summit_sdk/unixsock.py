@@ -19,7 +19,13 @@ from typing import Any
 import httpcore
 import httpx
 
-__all__ = ["NoFollowAsyncBackend", "NoFollowBackend", "checked_socket", "sync_transport"]
+__all__ = [
+    "NoFollowAsyncBackend",
+    "NoFollowBackend",
+    "checked_socket",
+    "hand_over",
+    "sync_transport",
+]
 
 
 class _Checked:
@@ -97,3 +103,14 @@ def sync_transport(uds: str | None) -> httpx.HTTPTransport:
             uds=uds, retries=0, network_backend=NoFollowBackend()
         )
     return transport
+
+
+def hand_over(path: str | os.PathLike[str], uid: int, gid: int) -> None:
+    """Let the plugin's user connect to a socket we just bound in its folder. The plugin could
+    swap it for a link, so nothing here may follow one: ``lchown``, never ``chmod`` of a path
+    as root. Not root: the socket is ours to open to others, if it is still a socket."""
+    try:
+        os.chown(path, uid, gid, follow_symlinks=False)
+    except PermissionError:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.chmod(path, 0o666)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
-import stat
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from summit_sdk.unixsock import hand_over
 
 from orchestrator.api.host.app import PLUGIN_SCOPE_KEY
 from orchestrator.security.tokens import HostTokens
@@ -70,7 +69,7 @@ class HostServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(path))
-            self._hand_over(path)
+            hand_over(path, self.plugin_uid, self.plugin_gid)
             sock.listen(128)
             sock.setblocking(False)
         except OSError:
@@ -95,16 +94,6 @@ class HostServer:
         self._servers[str(path)] = server
         if old is not None:
             self._call(old.shutdown())
-
-    def _hand_over(self, path: Path) -> None:
-        """Let the plugin's user connect. The folder is the plugin's: it could swap the new
-        socket for a link, so nothing here may follow one (no chmod of a path as root)."""
-        try:
-            os.chown(path, self.plugin_uid, self.plugin_gid, follow_symlinks=False)
-        except PermissionError:
-            # Not root: the socket is ours; open it to others if it is still a socket.
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.chmod(path, 0o666)
 
     def close(self, path: Path) -> None:
         server = self._servers.pop(str(path), None)

@@ -11,10 +11,8 @@ call is recorded so the report can say what the plugin asked for.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import socketserver
-import stat
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -25,6 +23,7 @@ import httpx
 
 from summit_sdk.cli.docker_ops import PLUGIN_USER
 from summit_sdk.testing import FakeHost
+from summit_sdk.unixsock import hand_over
 
 __all__ = ["SAMPLE_SECRET", "ConformanceHost", "serving"]
 
@@ -102,13 +101,7 @@ def serving(host: FakeHost, socket_dir: Path) -> Iterator[str]:
     path = socket_dir / SOCKET_NAME
     server = _Server(str(path), _Handler)
     server.host = host
-    # The plugin runs as another user and owns the folder: hand the socket over without
-    # following a link it may have swapped in (no chmod of a path as root).
-    try:
-        os.chown(path, PLUGIN_UID, PLUGIN_GID, follow_symlinks=False)
-    except PermissionError:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.chmod(path, 0o666)
+    hand_over(path, PLUGIN_UID, PLUGIN_GID)  # the plugin runs as another user
     thread = threading.Thread(target=server.serve_forever, name="conformance-host", daemon=True)
     thread.start()
     try:
