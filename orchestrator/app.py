@@ -13,11 +13,13 @@ from orchestrator import __version__
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.host import HostGateway, HostServer, create_host_app
 from orchestrator.api.routes import events as event_routes
-from orchestrator.api.routes import extensions, jobs, plugins, security, system
+from orchestrator.api.routes import extensions, jobs, plugins, security, system, webhooks
 from orchestrator.broker.setup import close_rate_limiter, make_broker
 from orchestrator.config import Settings, get_settings
 from orchestrator.events.bus import EventBus
-from orchestrator.events.delivery import PluginEventDelivery
+from orchestrator.events.fanout import Fanout
+from orchestrator.events.sender import DeliverySender, default_owner
+from orchestrator.events.stream import EventStream
 from orchestrator.jobs.setup import make_queue, start_embedded_worker
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.security.access import ApiTokens
@@ -28,6 +30,7 @@ from orchestrator.services.host import HostService
 from orchestrator.services.lifecycle import LifecycleService
 from orchestrator.services.plugins import PluginQueries
 from orchestrator.services.supervisor import Supervisor
+from orchestrator.services.webhooks import RetryPolicy, WebhookService
 from orchestrator.store.db import make_engine, migrate
 
 log = logging.getLogger("orchestrator")
@@ -44,8 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate(engine)
         runtime = DockerRuntime(owner=settings.instance, sockets_dir=settings.sockets_dir)
         broker = make_broker(settings)
-        events = EventBus(engine)
+        events = EventBus(engine, max_payload_bytes=settings.event_max_payload_bytes)
         events.bind(asyncio.get_running_loop())
+        events.fanout = Fanout(
+            lambda: [(r.plugin_id, r.subscribe) for r in broker.routes() if r.subscribe]
+        )
+        secretbox = SecretBox.from_settings(settings.secrets_key, settings.state_dir)
         tokens = HostTokens(engine)
         egress = EgressProxy(
             allow_private=settings.allow_private_targets,
@@ -56,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         host = HostService(
             engine=engine,
             tokens=tokens,
-            secrets=SecretBox.from_settings(settings.secrets_key, settings.state_dir),
+            secrets=secretbox,
             broker=broker,
             egress=egress,
             events=events,
@@ -86,8 +93,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.host = host
         app.state.egress = egress
         app.state.events = events
-        delivery = PluginEventDelivery(events, broker)
-        delivery.start()
+        replica = settings.replica or default_owner(str(settings.state_dir))
+        sender = DeliverySender(
+            engine,
+            bus=events,
+            broker=broker,
+            secrets=secretbox,
+            owner=replica,
+            allow_private=settings.webhook_allow_private,
+            webhook_concurrency=settings.webhook_concurrency,
+            max_body_bytes=settings.webhook_max_body_bytes,
+            lease_s=settings.delivery_lease_s,
+            poll_s=settings.delivery_poll_s,
+            plugin_retry_s=settings.plugin_event_retry_s,
+        )
+        await sender.start()
+        app.state.sender = sender
+        app.state.webhooks = WebhookService(
+            engine,
+            secrets=secretbox,
+            defaults=RetryPolicy(
+                max_attempts=settings.webhook_max_attempts,
+                backoff_base_s=settings.webhook_backoff_base_s,
+                backoff_cap_s=settings.webhook_backoff_cap_s,
+                timeout_s=settings.webhook_timeout_s,
+                pause_after=settings.webhook_pause_after,
+            ).check(),
+            allow_private=settings.webhook_allow_private,
+            on_change=sender.wake,
+        )
+        app.state.secretbox = secretbox
+        stream: EventStream | None = None
+        if settings.redis_url:
+            stream = EventStream(
+                settings.redis_url, bus=events, replica=replica, on_work=sender.wake
+            )
+            await stream.start()
         app.state.api_tokens = ApiTokens(engine)
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
         app.state.reconciled = supervisor.reconciled
@@ -106,7 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if job_worker is not None:
                 await job_worker.stop()
             app.state.jobs.close()
-            await delivery.aclose()
+            if stream is not None:
+                await stream.aclose()
+            await sender.aclose()
             await host_server.aclose()
             await egress.aclose()
             await broker.aclose()
@@ -127,4 +170,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(security.router)
     app.include_router(event_routes.router)
+    app.include_router(webhooks.router)
     return app

@@ -106,6 +106,33 @@ class Settings(BaseSettings):
         True, description="Also run jobs inside the orchestrator when REDIS_URL is set"
     )
 
+    # Events and webhooks.
+    replica: str | None = Field(
+        None,
+        description="Name of this orchestrator's delivery leases (default: host name and a "
+        "hash of STATE_DIR, so a restart takes its own leases back)",
+    )
+    event_max_payload_bytes: int = Field(256 * 1024, description="Largest event payload")
+    webhook_allow_private: list[str] = Field(
+        default_factory=list,
+        description="Networks (CIDR) webhooks may target although loopback, private or "
+        'link-local, e.g. ["127.0.0.0/8"] for a receiver on this host',
+    )
+    webhook_concurrency: int = Field(16, ge=1, description="Deliveries in flight per webhook")
+    webhook_max_body_bytes: int = Field(1024 * 1024, description="Largest webhook request body")
+    webhook_max_attempts: int = Field(8, ge=1, description="Default attempts per delivery")
+    webhook_backoff_base_s: float = Field(1.0, gt=0, description="Default first retry wait")
+    webhook_backoff_cap_s: float = Field(600.0, gt=0, description="Default longest retry wait")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Default time a receiver has")
+    webhook_pause_after: int = Field(
+        10, ge=0, description="Dead letters in a row that pause a subscription (0 = never)"
+    )
+    delivery_lease_s: float = Field(30.0, gt=0, description="Lease on a delivery being sent")
+    delivery_poll_s: float = Field(0.5, gt=0, description="Period of the due-delivery check")
+    plugin_event_retry_s: float = Field(
+        60.0, description="How long an event is retried to a plugin that is away"
+    )
+
     @property
     def sockets_dir(self) -> Path:
         return self.run_dir or self.state_dir / "run"

@@ -16,6 +16,7 @@ import contextlib
 import fnmatch
 import inspect
 import itertools
+import json
 import logging
 import threading
 import uuid
@@ -28,7 +29,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from orchestrator.domain.errors import InvalidInput
+from orchestrator.domain.errors import InvalidInput, TooLarge
 from orchestrator.store import crud
 from orchestrator.store.db import session_scope
 from orchestrator.store.models import EventRecord, utcnow
@@ -38,7 +39,12 @@ __all__ = ["Event", "EventBus", "Subscription"]
 log = logging.getLogger(__name__)
 
 Handler = Callable[["Event"], Awaitable[None] | None]
+Fanout = Callable[[Session, list[EventRecord]], None]
+"""Adds, to the emitting transaction, the deliveries each new event is owed."""
+Committed = Callable[[list["Event"]], None]
+"""Told (from the committing thread) of events once they are in the log."""
 STREAM_BUFFER = 1000
+MAX_PAYLOAD_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,11 @@ def check_type(event_type: str) -> str:
 
 
 class EventBus:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         self.engine = engine
+        self.max_payload_bytes = max_payload_bytes
+        self.fanout: Fanout | None = None
+        self._committed: list[Committed] = []
         self._subs: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -108,6 +117,10 @@ class EventBus:
         with self._lock:
             self._subs.pop(subscription.id, None)
 
+    def on_committed(self, listener: Committed) -> None:
+        """``listener(events)`` runs after every commit that logged events (any thread)."""
+        self._committed.append(listener)
+
     def _add(self, pattern: str, handler: Handler, *, once: bool) -> Subscription:
         sub = Subscription(next(self._ids), pattern, handler, once)
         with self._lock:
@@ -119,6 +132,13 @@ class EventBus:
     def new(
         self, event_type: str, *, source: str, subject: str | None = None, payload: Any = None
     ) -> EventRecord:
+        if payload is not None and self.max_payload_bytes:
+            size = len(json.dumps(payload, separators=(",", ":"), default=str))
+            if size > self.max_payload_bytes:
+                raise TooLarge(
+                    f"event payload is {size} bytes; the cap is {self.max_payload_bytes}",
+                    details={"bytes": size, "cap": self.max_payload_bytes},
+                )
         return EventRecord(
             id=str(uuid.uuid4()),
             type=check_type(event_type),
@@ -132,12 +152,21 @@ class EventBus:
         self, event_type: str, *, source: str, subject: str | None = None, payload: Any = None
     ) -> Event:
         """Store, then dispatch; for threads. ``emit`` is the same for coroutines."""
-        row = self.new(event_type, source=source, subject=subject, payload=payload)
+        return self.emit_many_sync([(event_type, subject, payload)], source=source)[0]
+
+    def emit_many_sync(
+        self, items: list[tuple[str, str | None, Any]], *, source: str
+    ) -> list[Event]:
+        """Log ``(type, subject, payload)`` events in one transaction, then dispatch them."""
+        rows = [self.new(t, source=source, subject=subj, payload=p) for t, subj, p in items]
         with session_scope(self.engine) as session:
-            crud.add_event(session, event=row)
-        event = Event.of(row)
-        self.dispatch(event)
-        return event
+            for row in rows:
+                crud.add_event(session, event=row)
+            if self.fanout is not None:
+                self.fanout(session, rows)
+        events = [Event.of(row) for row in rows]
+        self._after_commit(events)
+        return events
 
     async def emit(
         self, event_type: str, *, source: str, subject: str | None = None, payload: Any = None
@@ -158,8 +187,19 @@ class EventBus:
         """Add an event to ``session``'s transaction; it is dispatched once that commits."""
         row = self.new(event_type, source=source, subject=subject, payload=payload)
         crud.add_event(session, event=row)
+        if self.fanout is not None:
+            self.fanout(session, [row])
         event = Event.of(row)
-        sa_event.listen(session, "after_commit", lambda _s: self.dispatch(event), once=True)
+        sa_event.listen(session, "after_commit", lambda _s: self._after_commit([event]), once=True)
+
+    def _after_commit(self, events: list[Event]) -> None:
+        for event in events:
+            self.dispatch(event)
+        for listener in self._committed:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("event commit listener failed")
 
     def dispatch(self, event: Event) -> None:
         """Hand ``event`` to the matching subscribers (thread-safe; never raises)."""

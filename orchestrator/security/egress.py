@@ -40,6 +40,8 @@ __all__ = [
     "EgressRefused",
     "EgressResponse",
     "Resolver",
+    "address_allowed",
+    "parse_url",
 ]
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -355,10 +357,7 @@ class EgressProxy:
         return addresses
 
     def _address_allowed(self, address: _Address) -> bool:
-        return all(
-            any(inner in network for network in self._allow_private) or _is_public(inner)
-            for inner in _embedded(address)
-        )
+        return address_allowed(address, self._allow_private)
 
     async def _forward(
         self,
@@ -496,6 +495,22 @@ class EgressProxy:
         if bucket is None:
             bucket = self._buckets[plugin_id] = _TokenBucket(_bytes_per_s(policy))
         return bucket
+
+
+def address_allowed(address: _Address, allow_private: Sequence[_Network] = ()) -> bool:
+    """Whether Summit may connect to ``address``: public, or inside a network the operator
+    allowed, and so is every IPv4 address it tunnels to."""
+    address = _unmapped(address)
+    return all(
+        any(inner in network for network in allow_private) or _is_public(inner)
+        for inner in _embedded(address)
+    )
+
+
+def parse_url(url: str) -> _Target:
+    """An http(s) URL split into what a connection needs; :class:`EgressRefused` (code
+    ``bad_url``) for anything else, credentials in the URL included."""
+    return _parse_url(url)
 
 
 def _bytes_per_s(policy: EgressPolicy) -> float:

@@ -187,3 +187,70 @@ class TrustedKey(SQLModel, table=True):
     public_key: str  # PEM
     added_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+
+
+class Webhook(SQLModel, table=True):
+    """An outside receiver of events: filters, an optional transformation, a retry policy.
+    The signing secret is kept encrypted (SecretBox)."""
+
+    __tablename__ = "webhooks"
+
+    id: str = Field(primary_key=True, max_length=32)
+    url: str = Field(max_length=2048)
+    description: str | None = Field(default=None, max_length=512)
+    types: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    predicates: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    transform: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    status: str = Field(max_length=16)  # active | paused | disabled
+    status_reason: str | None = None
+    max_attempts: int
+    backoff_base_s: float
+    backoff_cap_s: float
+    timeout_s: float
+    pause_after: int
+    consecutive_dead: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Delivery(SQLModel, table=True):
+    """One event owed to one target (``webhook:<id>`` or ``plugin:<id>``), written in the same
+    transaction as the event, so a crash never loses it. A sender leases it while sending."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_at"),
+        Index("ix_deliveries_target", "target", "status", "id"),
+        Index("ix_deliveries_webhook", "webhook_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    target: str = Field(max_length=160)
+    webhook_id: str | None = Field(default=None, max_length=32)
+    plugin_id: str | None = Field(default=None, max_length=128)
+    event_id: str = Field(max_length=40, index=True)
+    ordered: bool = False  # plugin targets get their events one at a time, in log order
+    status: str = Field(default="pending", max_length=16)  # pending|delivered|dead|cancelled
+    attempts: int = 0
+    next_at: datetime = Field(default_factory=utcnow)
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_until: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    latency_ms: float | None = None
+    replay_of: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    __tablename__ = "delivery_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(index=True)
+    attempt: int
+    at: datetime = Field(default_factory=utcnow)
+    status_code: int | None = None
+    error: str | None = None
+    latency_ms: float
