@@ -126,7 +126,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stream: EventStream | None = None
         if settings.redis_url:
             stream = EventStream(
-                settings.redis_url, bus=events, replica=replica, on_work=sender.wake
+                settings.redis_url,
+                bus=events,
+                replica=replica,
+                on_work=sender.wake,
+                prefix=settings.instance,
             )
             await stream.start()
         app.state.api_tokens = ApiTokens(engine)

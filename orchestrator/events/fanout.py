@@ -10,12 +10,13 @@ import fnmatch
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, col, select
 
 from orchestrator.events.bus import Event
 from orchestrator.events.webhooks import Filter
-from orchestrator.store.models import Delivery, EventRecord, Webhook
+from orchestrator.store.models import Delivery, Webhook, utcnow
 
 __all__ = ["Fanout", "PluginSubscriber"]
 
@@ -38,29 +39,50 @@ class Fanout:
             self._filters[hook.id] = (hook.updated_at, parsed)
             return parsed
 
-    def __call__(self, session: Session, rows: list[EventRecord]) -> None:
+    def __call__(self, session: Session, events: list[Event]) -> None:
         hooks = session.exec(select(Webhook).where(col(Webhook.status) == "active")).all()
         filters = [(hook.id, self._filter(hook)) for hook in hooks]
         plugins = list(self._plugins()) if self._plugins is not None else []
-        deliveries: list[Delivery] = []
-        for row in rows:
-            event = Event.of(row).to_json()
+        if not filters and not plugins:
+            return
+        now = utcnow()
+        rows: list[dict[str, Any]] = []
+        for event in events:
+            shape = event.to_json() if filters else {}
             for hook_id, flt in filters:
-                if flt.matches(event):
-                    deliveries.append(
-                        Delivery(target=f"webhook:{hook_id}", webhook_id=hook_id, event_id=row.id)
-                    )
+                if flt.matches(shape):
+                    rows.append(_row(f"webhook:{hook_id}", event.id, now, webhook_id=hook_id))
             for plugin_id, patterns in plugins:
-                if row.source == f"plugin:{plugin_id}":
+                if event.source == f"plugin:{plugin_id}":
                     continue  # its own publication is not echoed back
-                if any(fnmatch.fnmatchcase(row.type, p) for p in patterns):
-                    deliveries.append(
-                        Delivery(
-                            target=f"plugin:{plugin_id}",
-                            plugin_id=plugin_id,
-                            event_id=row.id,
-                            ordered=True,
+                if any(fnmatch.fnmatchcase(event.type, p) for p in patterns):
+                    rows.append(
+                        _row(
+                            f"plugin:{plugin_id}", event.id, now, plugin_id=plugin_id, ordered=True
                         )
                     )
-        if deliveries:
-            session.add_all(deliveries)
+        if rows:
+            # Core executemany, in event order: a plugin's deliveries are sent in id order.
+            session.execute(Delivery.__table__.insert(), rows)  # type: ignore[attr-defined]
+
+
+def _row(
+    target: str,
+    event_id: str,
+    now: datetime,
+    *,
+    webhook_id: str | None = None,
+    plugin_id: str | None = None,
+    ordered: bool = False,
+) -> dict[str, Any]:
+    return {
+        "target": target,
+        "webhook_id": webhook_id,
+        "plugin_id": plugin_id,
+        "event_id": event_id,
+        "ordered": ordered,
+        "status": "pending",
+        "attempts": 0,
+        "next_at": now,
+        "created_at": now,
+    }

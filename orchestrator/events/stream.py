@@ -1,4 +1,5 @@
-"""Events across orchestrator replicas, through one Redis Stream (``summit:events``).
+"""Events across orchestrator replicas, through one Redis Stream (``<instance>:events``;
+the replicas of one deployment share the instance name, as they share the job queue).
 
 Every committed event is appended to the stream (``XADD``, trimmed to about
 ``STREAM_MAXLEN`` entries). Two readers run in each replica:
@@ -32,7 +33,6 @@ __all__ = ["EventStream"]
 
 log = logging.getLogger(__name__)
 
-STREAM = "summit:events"
 GROUP = "summit-senders"
 STREAM_MAXLEN = 100_000
 CLAIM_IDLE_MS = 30_000
@@ -40,9 +40,16 @@ CLAIM_IDLE_MS = 30_000
 
 class EventStream:
     def __init__(
-        self, url: str, *, bus: EventBus, replica: str, on_work: Callable[[], None]
+        self,
+        url: str,
+        *,
+        bus: EventBus,
+        replica: str,
+        on_work: Callable[[], None],
+        prefix: str = "summit",
     ) -> None:
         self.url = url
+        self.stream = f"{prefix}:events"
         self.bus = bus
         self.replica = replica
         self.on_work = on_work
@@ -57,7 +64,7 @@ class EventStream:
                 for event in events:
                     data = json.dumps(event.to_json(), separators=(",", ":"), default=str)
                     pipe.xadd(
-                        STREAM,
+                        self.stream,
                         {"origin": self.replica, "event": data},
                         maxlen=STREAM_MAXLEN,
                         approximate=True,
@@ -65,12 +72,12 @@ class EventStream:
                 pipe.execute()
         except redis.RedisError as exc:
             # The event and its deliveries are in the database: the senders' poll finds them.
-            log.warning("could not append %d events to %s: %s", len(events), STREAM, exc)
+            log.warning("could not append %d events to %s: %s", len(events), self.stream, exc)
 
     async def start(self) -> None:
         self._async = aredis.Redis.from_url(self.url)
         with contextlib.suppress(redis.ResponseError):  # BUSYGROUP: it exists already
-            await self._async.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
+            await self._async.xgroup_create(self.stream, GROUP, id="$", mkstream=True)
         self.bus.on_committed(self.publish)
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -98,12 +105,12 @@ class EventStream:
                 if loop.time() >= next_claim:
                     next_claim = loop.time() + CLAIM_IDLE_MS / 1000
                     reply: Any = await client.xautoclaim(
-                        STREAM, GROUP, self.replica, min_idle_time=CLAIM_IDLE_MS, count=100
+                        self.stream, GROUP, self.replica, min_idle_time=CLAIM_IDLE_MS, count=100
                     )
                     claimed = reply[1]
                     await self._handle(client, [entry_id for entry_id, _ in claimed])
                 answer: Any = await client.xreadgroup(
-                    GROUP, self.replica, {STREAM: ">"}, count=500, block=1000
+                    GROUP, self.replica, {self.stream: ">"}, count=500, block=1000
                 )
                 for _stream, entries in answer or []:
                     await self._handle(client, [entry_id for entry_id, _ in entries])
@@ -112,19 +119,19 @@ class EventStream:
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     with contextlib.suppress(redis.ResponseError):
-                        await client.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
+                        await client.xgroup_create(self.stream, GROUP, id="$", mkstream=True)
                     continue
-                log.warning("reading %s failed: %s", STREAM, exc)
+                log.warning("reading %s failed: %s", self.stream, exc)
                 await asyncio.sleep(1.0)
             except redis.RedisError as exc:
-                log.warning("reading %s failed: %s", STREAM, exc)
+                log.warning("reading %s failed: %s", self.stream, exc)
                 await asyncio.sleep(1.0)
 
     async def _handle(self, client: aredis.Redis, entry_ids: list[Any]) -> None:
         if not entry_ids:
             return
         self.on_work()
-        await client.xack(STREAM, GROUP, *entry_ids)
+        await client.xack(self.stream, GROUP, *entry_ids)
 
     async def _follow(self) -> None:
         assert self._async is not None
@@ -132,11 +139,11 @@ class EventStream:
         last = "$"
         while True:
             try:
-                answer: Any = await client.xread({STREAM: last}, count=500, block=1000)
+                answer: Any = await client.xread({self.stream: last}, count=500, block=1000)
             except asyncio.CancelledError:
                 raise
             except redis.RedisError as exc:
-                log.warning("following %s failed: %s", STREAM, exc)
+                log.warning("following %s failed: %s", self.stream, exc)
                 await asyncio.sleep(1.0)
                 continue
             for _stream, entries in answer or []:
@@ -155,6 +162,6 @@ class EventStream:
                             raw["payload"],
                         )
                     except (KeyError, ValueError, TypeError):
-                        log.warning("skipping malformed entry %s in %s", entry_id, STREAM)
+                        log.warning("skipping malformed entry %s in %s", entry_id, self.stream)
                         continue
                     self.bus.dispatch(event)
