@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import sqlite3
 import sys
 import tempfile
 import time
@@ -34,7 +33,9 @@ from _harness import REPO, Orchestrator, machine_line, nproc, percentile, proces
 sys.path.insert(0, str(REPO))
 
 import docker
+import sqlalchemy as sa
 
+from tests.conftest import temp_database
 from tests.fixtures.receiver import Receiver
 
 
@@ -44,17 +45,28 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--subscriptions", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--postgres", action="store_true", help="a throw-away PostgreSQL database, not SQLite"
+    )
     args = parser.parse_args()
 
     dk = docker.from_env()
     print(machine_line(dk), f"cores={nproc()}")
-    with tempfile.TemporaryDirectory(prefix="summit-bench-events-") as tmp, Receiver() as rx:
+    with (
+        tempfile.TemporaryDirectory(prefix="summit-bench-events-") as tmp,
+        temp_database("postgres" if args.postgres else "sqlite", Path(tmp)) as database_url,
+        Receiver() as rx,
+    ):
         rx.record_bodies = False
         orch = Orchestrator(
             Path(tmp),
             f"summit-bench-{secrets.token_hex(3)}",
             secrets.token_urlsafe(16),
-            {"SUMMIT_WEBHOOK_ALLOW_PRIVATE": '["127.0.0.0/8"]', "SUMMIT_DELIVERY_POLL_S": "0.2"},
+            {
+                "SUMMIT_DATABASE_URL": database_url,
+                "SUMMIT_WEBHOOK_ALLOW_PRIVATE": '["127.0.0.0/8"]',
+                "SUMMIT_DELIVERY_POLL_S": "0.2",
+            },
         )
         orch.start()
         try:
@@ -85,15 +97,23 @@ def main() -> int:
             time.sleep(1.0)  # let the last results reach the database
         finally:
             orch.stop()
-        db = sqlite3.connect(Path(tmp) / "summit.db")
-        latencies = [r[0] for r in db.execute("SELECT latency_ms FROM delivery_attempts")]
-        retried = db.execute("SELECT count(*) FROM deliveries WHERE attempts > 1").fetchone()[0]
-        errors = db.execute(
-            "SELECT last_error, count(*) FROM delivery_attempts a JOIN deliveries d "
-            "ON d.id = a.delivery_id WHERE a.error IS NOT NULL GROUP BY 1 LIMIT 5"
-        ).fetchall()
-        db.close()
+        engine = sa.create_engine(database_url)
+        with engine.connect() as db:
+            latencies = [
+                r[0] for r in db.execute(sa.text("SELECT latency_ms FROM delivery_attempts"))
+            ]
+            retried = db.execute(
+                sa.text("SELECT count(*) FROM deliveries WHERE attempts > 1")
+            ).scalar_one()
+            errors = db.execute(
+                sa.text(
+                    "SELECT a.error, count(*) FROM delivery_attempts a "
+                    "WHERE a.error IS NOT NULL GROUP BY 1 LIMIT 5"
+                )
+            ).all()
+        engine.dispose()
 
+    print(f"database: {'PostgreSQL' if args.postgres else 'SQLite'}")
     print(f"events {args.events} x subscriptions {len(paths)} = {owed} deliveries owed")
     print(f"accepted in {accepted:.2f} s ({args.events / accepted:,.0f} events/s)")
     print(

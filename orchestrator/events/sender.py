@@ -1,7 +1,7 @@
 """Sends the deliveries :mod:`orchestrator.events.fanout` wrote, to webhooks and to plugins.
 
-Claiming: a sender leases due rows (``UPDATE ... RETURNING`` over a ``FOR UPDATE SKIP
-LOCKED`` pick where the database has it), so with several orchestrators on one database every
+Claiming: a sender leases due rows (a ``FOR UPDATE SKIP LOCKED`` pick where the database has
+it, then ``UPDATE ... RETURNING``), so with several orchestrators on one database every
 delivery is sent by one of them; leases are renewed while a send is in flight, and a replica
 that dies leaves leases that expire and are taken over. Results are written back in batches.
 
@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import tenacity
-from sqlalchemy import and_, bindparam, exists, func, or_, update
+from sqlalchemy import and_, bindparam, exists, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
@@ -46,7 +46,7 @@ from orchestrator.domain.errors import SummitError
 from orchestrator.events.bus import Event, EventBus
 from orchestrator.events.webhooks import SIGNATURE_HEADER, Transform, sign
 from orchestrator.security.egress import EgressRefused, address_allowed, parse_url
-from orchestrator.security.secretbox import SecretBox
+from orchestrator.security.secretbox import SecretBox, SecretUnreadable
 from orchestrator.store.db import session_scope
 from orchestrator.store.models import (
     Delivery,
@@ -62,7 +62,7 @@ __all__ = ["DeliverySender", "backoff_s"]
 log = logging.getLogger(__name__)
 
 TARGET_BUFFER = 128  # deliveries of one target claimed and not yet finished, at most
-CLAIM_BATCH = 512
+CLAIM_BATCH = 256
 RESPONSE_PEEK_BYTES = 64 * 1024
 RESOLVE_TTL_S = 60.0
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -306,29 +306,25 @@ class DeliverySender:
             col(Delivery.webhook_id).is_(None),
             col(Delivery.webhook_id).in_(select(Webhook.id).where(col(Webhook.status) == "active")),
         )
-        ranked = (
-            select(
-                col(Delivery.id).label("id"),
-                func.row_number()
-                .over(partition_by=col(Delivery.target), order_by=col(Delivery.id))
-                .label("rank"),
-            )
+        # The usual queue pick: oldest due first, rows another replica holds are skipped
+        # rather than waited for (SKIP LOCKED; SQLite, one writer at a time, has no need).
+        pick = (
+            select(col(Delivery.id))
             .where(due, head_of_line, live_hook)
             .where(col(Delivery.target).not_in(saturated) if saturated else True)
-            .subquery()
-        )
-        pick = (
-            select(ranked.c.id)
-            .where(ranked.c.rank <= TARGET_BUFFER)
-            .order_by(ranked.c.id)
+            .order_by(col(Delivery.id))
             .limit(CLAIM_BATCH)
+            .with_for_update(skip_locked=True, of=Delivery)
         )
         with session_scope(self.engine) as session:
+            picked = list(session.exec(pick).all())
+            if not picked:
+                return []
             ids = [
                 row[0]
                 for row in session.execute(
                     update(Delivery)
-                    .where(col(Delivery.id).in_(pick), due)
+                    .where(col(Delivery.id).in_(picked), due)
                     .values(
                         lease_owner=self.owner, lease_until=now + timedelta(seconds=self.lease_s)
                     )
@@ -469,7 +465,26 @@ class DeliverySender:
         delivery = item.delivery
         assert delivery.id is not None
         attempt = delivery.attempts + 1
-        transform, secret = self._transform(hook)
+        try:
+            transform, secret = self._transform(hook)
+        except SecretUnreadable:
+            # A replica with another SUMMIT_SECRETS_KEY: not the delivery's fault. Left for a
+            # replica that can sign it; the attempt is not counted against the delivery.
+            log.error(
+                "cannot decrypt the secret of webhook %s: replicas must share SUMMIT_SECRETS_KEY",
+                hook.id,
+            )
+            return _Result(
+                delivery.id,
+                delivery.attempts,
+                "pending",
+                utcnow() + timedelta(seconds=5),
+                None,
+                "this orchestrator cannot decrypt the webhook's secret (SUMMIT_SECRETS_KEY "
+                "differs between replicas)",
+                0.0,
+                record_attempt=False,
+            )
         try:
             shaped = transform.apply(item.event.to_json())
         except Exception as exc:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from cryptography.fernet import Fernet
 
 from orchestrator.events.webhooks import verify_signature
 from tests.conftest import temp_database
@@ -26,6 +27,7 @@ from tests.integration.conftest import sqlite_orchestrator, start_orchestrator
 
 pytestmark = [pytest.mark.docker]
 
+KEY = Fernet.generate_key().decode()
 REDIS_URL = os.environ.get("SUMMIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 FAST_RETRIES = {"max_attempts": 3, "backoff_base_s": 0.05, "backoff_cap_s": 0.2}
 SETTINGS = {
@@ -369,8 +371,8 @@ def test_pending_deliveries_survive_sigkill(
 
 def replica(tmp: Path, database_url: str, instance: str) -> OrchestratorProcess:
     """One replica of a deployment: the replicas share the database, Redis and the instance
-    name, each has its own state folder."""
-    env = {**SETTINGS, "redis_url": REDIS_URL, "scan_fail_on": "never"}
+    name and the key of secrets at rest; each has its own state folder."""
+    env = {**SETTINGS, "redis_url": REDIS_URL, "scan_fail_on": "never", "secrets_key": KEY}
     orch = OrchestratorProcess(
         database_url=database_url,
         state_dir=tmp / "state",
