@@ -20,6 +20,7 @@ from orchestrator.events.bus import EventBus
 from orchestrator.events.fanout import Fanout
 from orchestrator.events.sender import DeliverySender, default_owner
 from orchestrator.events.stream import EventStream
+from orchestrator.events.summaries import BrokerSummaries
 from orchestrator.jobs.setup import make_queue, start_embedded_worker
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.security.access import ApiTokens
@@ -123,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_change=sender.wake,
         )
         app.state.secretbox = secretbox
+        summaries = BrokerSummaries(broker, events, interval_s=settings.event_summary_interval_s)
+        summaries.start()
         stream: EventStream | None = None
         if settings.redis_url:
             stream = EventStream(
@@ -153,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.jobs.close()
             if stream is not None:
                 await stream.aclose()
+            await summaries.aclose()
             await sender.aclose()
             await host_server.aclose()
             await egress.aclose()

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
         description="Name of this orchestrator's delivery leases (default: host name and a "
         "hash of STATE_DIR, so a restart takes its own leases back)",
     )
+    event_summary_interval_s: float = Field(
+        60.0, gt=0, description="Period of the extension.executed and quota.rate_limited summaries"
+    )
     event_max_payload_bytes: int = Field(256 * 1024, description="Largest event payload")
     webhook_allow_private: list[str] = Field(
         default_factory=list,

@@ -152,6 +152,16 @@ class Broker:
         self._validators: dict[tuple[str, str, str, str, str], _SchemaCheck] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # (point, plugin) -> [calls, errors, total ms, max ms]; plugin -> rate-limit refusals.
+        # Taken and reset by the periodic extension.executed / quota.rate_limited summaries.
+        self._tally: dict[tuple[str, str], list[float]] = {}
+        self._refused: dict[str, int] = {}
+
+    def take_tally(self) -> tuple[dict[tuple[str, str], list[float]], dict[str, int]]:
+        """The calls and rate-limit refusals counted since the last take (loop thread)."""
+        tally, self._tally = self._tally, {}
+        refused, self._refused = self._refused, {}
+        return tally, refused
 
     @property
     def max_response_bytes(self) -> int:
@@ -326,6 +336,7 @@ class Broker:
         window = route.rate_limit_window_s or self.limits.rate_limit_window_s
         wait = await self.rate_limiter.acquire(route.plugin_id, limit=limit, window_s=window)
         if wait > 0:
+            self._refused[route.plugin_id] = self._refused.get(route.plugin_id, 0) + 1
             raise TooManyRequests(
                 f"plugin {route.plugin_id} is limited to {limit} calls per {window:g}s",
                 plugin_id=route.plugin_id,
@@ -491,7 +502,15 @@ class Broker:
                 failures.append(exc)
                 entry["error"] = {"code": exc.code, "message": exc.message}
                 entry["status"] = exc.status_code
-            entry["ms"] = round((time.perf_counter() - started) * 1000, 3)
+            ms = (time.perf_counter() - started) * 1000
+            entry["ms"] = round(ms, 3)
+            counts = self._tally.get((point, route.plugin_id))
+            if counts is None:
+                counts = self._tally[(point, route.plugin_id)] = [0, 0, 0.0, 0.0]
+            counts[0] += 1
+            counts[1] += "error" in entry
+            counts[2] += ms
+            counts[3] = max(counts[3], ms)
             return entry
 
         if mode == "all":

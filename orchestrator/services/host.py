@@ -126,6 +126,22 @@ class HostService:
                 permission=permission,
                 detail=detail,
             )
+            # Every audited outcome is a refusal: operators and webhooks hear of it too, in
+            # the same transaction as the audit record.
+            kind = "quota.exceeded" if "quota" in outcome else "security.refused"
+            self.events.record(
+                session,
+                kind,
+                source="orchestrator",
+                subject=plugin_id,
+                payload={
+                    "plugin_id": plugin_id,
+                    "operation": operation,
+                    "outcome": outcome,
+                    "permission": permission,
+                    "detail": detail,
+                },
+            )
 
     def refuse(self, caller: Caller, operation: str, error: Forbidden) -> Forbidden:
         """Record a refusal decided after authorization (e.g. an undeclared event type)."""

@@ -27,7 +27,11 @@ def orch_events(
     base_image: str, docker_client: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OrchestratorProcess]:
     with sqlite_orchestrator(
-        tmp_path_factory, docker_client, "orch-events", restart_backoff_s="30"
+        tmp_path_factory,
+        docker_client,
+        "orch-events",
+        restart_backoff_s="30",
+        event_summary_interval_s="1",
     ) as o:
         yield o
 
@@ -145,6 +149,25 @@ def test_plugin_publications_are_logged_with_their_source(
     try:
         published = spy(orch_events, pid, "events.publish", "spy.done", {"ok": True})
         assert published["ok"], published
+        # An undeclared type is refused, audited, and announced as a security event.
+        undeclared = spy(orch_events, pid, "events.publish", "spy.other", {})
+        assert not undeclared["ok"], undeclared
+        deadline = time.monotonic() + 5
+        while not (refusals := events(orch_events, type="security.refused", subject=pid)):
+            assert time.monotonic() < deadline, "no security.refused event"
+            time.sleep(0.1)
+        assert refusals[0]["payload"]["operation"] == "events.publish"
+        # The broker's calls are summarised per point (every second here).
+        while not (
+            summaries := [
+                e
+                for e in events(orch_events, type="extension.executed", subject="workflow")
+                if pid in e["payload"]["plugins"]
+            ]
+        ):
+            assert time.monotonic() < deadline + 5, "no extension.executed summary"
+            time.sleep(0.2)
+        assert summaries[0]["payload"]["plugins"][pid]["calls"] >= 1
         deadline = time.monotonic() + 5
         while not (log := events(orch_events, type="spy.done")) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -1,0 +1,80 @@
+"""Periodic summaries of what the broker did, as events: one ``extension.executed`` per
+extension point that was called (calls, errors and timings per plugin) and one
+``quota.rate_limited`` per plugin whose callers were refused by its rate limit. Summaries,
+not one event per call: the broker's hot path never writes to the database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from orchestrator.broker.pool import Broker
+from orchestrator.events.bus import EventBus
+
+__all__ = ["BrokerSummaries"]
+
+log = logging.getLogger(__name__)
+
+
+class BrokerSummaries:
+    def __init__(self, broker: Broker, bus: EventBus, *, interval_s: float) -> None:
+        self.broker = broker
+        self.bus = bus
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="summaries")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("could not log the broker summaries")
+
+    async def flush(self) -> None:
+        tally, refused = self.broker.take_tally()
+        items: list[tuple[str, str | None, Any]] = []
+        points: dict[str, dict[str, Any]] = {}
+        for (point, plugin_id), (calls, errors, total_ms, max_ms) in sorted(tally.items()):
+            entry = points.setdefault(
+                point,
+                {
+                    "point": point,
+                    "period_s": self.interval_s,
+                    "calls": 0,
+                    "errors": 0,
+                    "plugins": {},
+                },
+            )
+            entry["calls"] += int(calls)
+            entry["errors"] += int(errors)
+            entry["plugins"][plugin_id] = {
+                "calls": int(calls),
+                "errors": int(errors),
+                "mean_ms": round(total_ms / calls, 3) if calls else 0.0,
+                "max_ms": round(max_ms, 3),
+            }
+        items += [("extension.executed", point, entry) for point, entry in points.items()]
+        items += [
+            (
+                "quota.rate_limited",
+                plugin_id,
+                {"plugin_id": plugin_id, "refused": n, "period_s": self.interval_s},
+            )
+            for plugin_id, n in sorted(refused.items())
+        ]
+        if items:
+            await asyncio.to_thread(self.bus.emit_many_sync, items, source="orchestrator")
