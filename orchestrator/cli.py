@@ -925,6 +925,11 @@ trust_app = typer.Typer(help="Publisher keys trusted to sign plugins.", no_args_
 app.add_typer(token_app, name="token")
 app.add_typer(trust_app, name="trust")
 app.add_typer(secret_app, name="secret")
+webhook_app = typer.Typer(
+    help="Webhooks: outside receivers of events (signed, retried, replayable).",
+    no_args_is_help=True,
+)
+app.add_typer(webhook_app, name="webhook")
 
 
 @token_app.command("create")
@@ -1080,6 +1085,206 @@ def audit(
     for r in records:
         table.add_row(r["at"], r["actor"], r["action"], r["outcome"], r.get("permission") or "")
     _stdout().print(table)
+
+
+def _json_option(value: str | None, what: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise CliError("bad_input", f"{what} is not JSON: {exc}") from None
+
+
+@webhook_app.command("add")
+@_handle_errors
+def webhook_add(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="URL", help="The receiver (http or https).")],
+    types: Annotated[
+        list[str], typer.Option("--type", help="Event type pattern (repeatable), e.g. plugin.*")
+    ],
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--where",
+            help='JSON list of predicates, e.g. \'[{"field": "payload.total", "op": "gt", '
+            '"value": 100}]\'',
+            show_default=False,
+        ),
+    ] = None,
+    jmespath: Annotated[
+        str | None,
+        typer.Option(
+            "--jmespath", help="Reshape each event with this expression.", show_default=False
+        ),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="JSON, e.g. '{\"max_attempts\": 5}'", show_default=False),
+    ] = None,
+    description: Annotated[str | None, typer.Option("--description", show_default=False)] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Register a receiver; its signing secret is printed once (store it now)."""
+    spec: dict[str, Any] = {"url": target, "types": types}
+    if where is not None:
+        spec["where"] = _json_option(where, "--where")
+    if jmespath is not None:
+        spec["transform"] = {"jmespath": jmespath}
+    if policy is not None:
+        spec["policy"] = _json_option(policy, "--policy")
+    if description is not None:
+        spec["description"] = description
+    created = _api(ctx, url, token).post("/v1/webhooks", json=spec)
+    _stderr().print(f"created {created['id']}; its signing secret is shown only once:")
+    typer.echo(created["secret"])
+
+
+@webhook_app.command("list")
+@_handle_errors
+def webhook_list(
+    ctx: typer.Context,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Subscriptions with their status and delivery counts."""
+    hooks = _api(ctx, url, token).get("/v1/webhooks")["webhooks"]
+    if as_json:
+        _print_json(hooks)
+        return
+    table = Table("id", "status", "types", "url", "delivered", "pending", "dead", box=None)
+    for h in hooks:
+        counts = h["deliveries"]
+        table.add_row(
+            h["id"],
+            h["status"],
+            ",".join(h["types"]),
+            h["url"],
+            str(counts["delivered"]),
+            str(counts["pending"]),
+            str(counts["dead"]),
+        )
+    _stdout().print(table)
+
+
+@webhook_app.command("deliveries")
+@_handle_errors
+def webhook_deliveries(
+    ctx: typer.Context,
+    webhook_id: Annotated[str, typer.Argument(metavar="ID")],
+    dead: Annotated[bool, typer.Option("--dead", help="Only dead letters.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delivery history, newest first."""
+    path = f"/v1/webhooks/{webhook_id}/" + ("dead-letters" if dead else "deliveries")
+    found = _api(ctx, url, token).get(path, params={"limit": limit})["deliveries"]
+    if as_json:
+        _print_json(found)
+        return
+    table = Table("id", "event", "type", "status", "attempts", "code", "ms", "error", box=None)
+    for d in found:
+        table.add_row(
+            str(d["id"]),
+            d["event_id"],
+            d.get("event_type") or "",
+            d["status"],
+            str(d["attempts"]),
+            str(d.get("last_status") or ""),
+            str(d.get("latency_ms") or ""),
+            d.get("last_error") or "",
+        )
+    _stdout().print(table)
+
+
+@webhook_app.command("replay")
+@_handle_errors
+def webhook_replay(
+    ctx: typer.Context,
+    webhook_id: Annotated[str, typer.Argument(metavar="ID")],
+    delivery: Annotated[
+        int | None, typer.Option("--delivery", help="One delivery.", show_default=False)
+    ] = None,
+    dead: Annotated[bool, typer.Option("--dead", help="Every dead letter.")] = False,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Every matching event from (ISO time).", show_default=False),
+    ] = None,
+    until: Annotated[str | None, typer.Option("--until", show_default=False)] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Send again: one delivery, every dead letter, or a time range of events."""
+    body: dict[str, Any] = {"dead_letters": dead}
+    if delivery is not None:
+        body["delivery_id"] = delivery
+    if since is not None:
+        body["since"] = since
+    if until is not None:
+        body["until"] = until
+    answer = _api(ctx, url, token).post(f"/v1/webhooks/{webhook_id}/replay", json=body)
+    _stdout().print(
+        f"queued {answer['queued']} deliveries"
+        + (f" ({answer['note']})" if answer.get("note") else "")
+    )
+
+
+def _set_status(
+    ctx: typer.Context, webhook_id: str, status: str, url: str | None, token: str | None
+) -> None:
+    changed = _api(ctx, url, token).request(
+        "PATCH", f"/v1/webhooks/{webhook_id}", json={"status": status}
+    )
+    _stdout().print(f"{changed['id']} is {changed['status']}")
+
+
+@webhook_app.command("pause")
+@_handle_errors
+def webhook_pause(
+    ctx: typer.Context,
+    webhook_id: Annotated[str, typer.Argument(metavar="ID")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Stop sending (deliveries wait); resume sends them."""
+    _set_status(ctx, webhook_id, "paused", url, token)
+
+
+@webhook_app.command("resume")
+@_handle_errors
+def webhook_resume(
+    ctx: typer.Context,
+    webhook_id: Annotated[str, typer.Argument(metavar="ID")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Send again after a pause (automatic or not)."""
+    _set_status(ctx, webhook_id, "active", url, token)
+
+
+@webhook_app.command("rm")
+@_handle_errors
+def webhook_rm(
+    ctx: typer.Context,
+    webhook_id: Annotated[str, typer.Argument(metavar="ID")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Remove a subscription with its deliveries and history."""
+    _api(ctx, url, token).delete(f"/v1/webhooks/{webhook_id}")
+    _stdout().print(f"removed {webhook_id}")
 
 
 if __name__ == "__main__":  # pragma: no cover

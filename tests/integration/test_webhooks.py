@@ -446,3 +446,52 @@ def test_a_burst_of_ten_thousand_events_is_delivered(
     assert sorted(set(receiver.event_ids("/burst"))) == sorted(ids), f"after {elapsed:.1f} s"
     assert receiver.duplicates("/burst") == {}
     orch_hooks.client.delete(f"/v1/webhooks/{hook['id']}")
+
+
+def test_the_cli_manages_webhooks(orch_hooks: OrchestratorProcess, receiver: Receiver) -> None:
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    runner = CliRunner()
+    env = {"SUMMIT_URL": orch_hooks.url, "SUMMIT_ADMIN_TOKEN": TOKEN}
+
+    def summit(*args: str, code: int = 0) -> str:
+        result = runner.invoke(app, list(args), env=env)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    receiver.behave("/cli", status=500)
+    out = summit(
+        "webhook",
+        "add",
+        receiver.url("/cli"),
+        "--type",
+        "cli.*",
+        "--policy",
+        '{"max_attempts": 1}',
+        "--jmespath",
+        "payload",
+    )
+    hook_id = out.split()[1].rstrip(";")
+    assert hook_id.startswith("wh_") and "whsec_" in out
+    assert hook_id in [h["id"] for h in json.loads(summit("webhook", "list", "--json"))]
+    emit(orch_hooks, "cli.one", {"n": 1})
+    wait_until(lambda: hook_view(orch_hooks, hook_id)["deliveries"]["dead"] == 1, what="dead")
+    (letter,) = json.loads(summit("webhook", "deliveries", hook_id, "--dead", "--json"))
+    assert letter["status"] == "dead" and letter["last_status"] == 500
+    receiver.behave("/cli", status=200)
+    assert "queued 1" in summit("webhook", "replay", hook_id, "--dead")
+    (hit,) = receiver.wait_for("/cli", 1)
+    assert hit.json() == {"n": 1}
+    assert "paused" in summit("webhook", "pause", hook_id)
+    assert "active" in summit("webhook", "resume", hook_id)
+    # Bad input: one line, exit code 2.
+    bad = runner.invoke(app, ["webhook", "add", "http://10.0.0.1/x", "--type", "*"], env=env)
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1, bad.output
+    bad = runner.invoke(
+        app, ["webhook", "add", receiver.url(), "--type", "*", "--where", "{"], env=env
+    )
+    assert bad.exit_code == 2 and "not JSON" in bad.output, bad.output
+    assert "removed" in summit("webhook", "rm", hook_id)
+    assert runner.invoke(app, ["webhook", "rm", hook_id], env=env).exit_code == 2
