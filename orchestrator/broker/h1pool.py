@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import h11
 
-__all__ = ["BodyTooLarge", "H1Pool", "H1Response", "ProtocolFailure"]
+__all__ = ["BodyTooLarge", "Connector", "H1Pool", "H1Response", "ProtocolFailure"]
 
 Connector = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 READ_CHUNK = 64 * 1024
@@ -138,8 +138,10 @@ class H1Pool:
         host_header: bytes,
         max_connections: int = 64,
         keepalive_expiry_s: float = 4.0,
+        retry_stale: bool = True,
     ) -> None:
         self._connect = connect
+        self._retry_stale = retry_stale
         self.host_header = host_header
         self._expiry = keepalive_expiry_s
         self._idle: list[_Connection] = []
@@ -189,7 +191,12 @@ class H1Pool:
                 except BaseException as exc:
                     self._drop(connection)
                     stale = isinstance(exc, ProtocolFailure | ConnectionError)
-                    if connection.reused and stale and not connection.answer_started:
+                    if (
+                        self._retry_stale
+                        and connection.reused
+                        and stale
+                        and not connection.answer_started
+                    ):
                         continue  # the keep-alive race: the server never saw it
                     raise
                 if not self._closed and connection.recycle():

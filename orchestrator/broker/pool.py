@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fastjsonschema
-import httpcore
 import jsonschema
-from summit_sdk.unixsock import NoFollowAsyncBackend
+from summit_sdk.unixsock import checked_socket
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -34,6 +33,7 @@ from tenacity import (
 
 from orchestrator.broker.breaker import Breakers
 from orchestrator.broker.client import PluginCallError, base_url_for
+from orchestrator.broker.h1pool import BodyTooLarge, Connector, H1Pool
 from orchestrator.broker.limits import (
     ConcurrencyLimits,
     MemoryRateLimiter,
@@ -90,9 +90,31 @@ class BrokerLimits:
     breaker_cooldown_s: float = 30.0
 
 
+_JSON = [(b"content-type", b"application/json")]
+
+
+def _connector(endpoint: str) -> Connector:
+    """How to open a connection to a plugin: its unix socket, opened without following a link
+    the plugin may have planted in its socket folder, or ``tcp://host:port``."""
+    if endpoint.startswith("unix://"):
+        path = endpoint.removeprefix("unix://")
+
+        async def unix() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            with checked_socket(path) as safe:
+                return await asyncio.open_unix_connection(safe)
+
+        return unix
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+
+    async def tcp() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(host.strip("[]"), int(port))
+
+    return tcp
+
+
 @dataclass
 class _Pool:
-    client: httpcore.AsyncConnectionPool
+    client: H1Pool
     base_url: str
     inflight: int = 0
     retired: bool = False
@@ -205,7 +227,7 @@ class Broker:
         self._close_later(pool.client)
         return drained
 
-    def _close_later(self, client: httpcore.AsyncConnectionPool) -> None:
+    def _close_later(self, client: H1Pool) -> None:
         loop = self._loop
         if loop is not None and loop.is_running():
             asyncio.run_coroutine_threadsafe(client.aclose(), loop)
@@ -216,16 +238,14 @@ class Broker:
         with self._lock:
             pool = self._pools.get(endpoint)
             if pool is None or pool.retired:
-                # httpcore directly: httpx's request/response models cost more CPU than the
-                # plugin's own work on small calls, and the broker needs none of them.
-                uds = endpoint.removeprefix("unix://") if endpoint.startswith("unix://") else None
-                client = httpcore.AsyncConnectionPool(
-                    uds=uds,
+                # h11 on asyncio streams (H1Pool): httpx's models and httpcore's pool cost
+                # more CPU than the plugin's own work on small calls. A call that fails on a
+                # reused connection is not sent again: only idempotent extensions are retried.
+                client = H1Pool(
+                    _connector(endpoint),
+                    host_header=b"plugin",
                     max_connections=256,
-                    keepalive_expiry=60.0,
-                    retries=0,
-                    # Never follow a link the plugin planted in its socket folder.
-                    network_backend=NoFollowAsyncBackend() if uds else None,
+                    retry_stale=False,
                 )
                 pool = _Pool(client=client, base_url=base_url_for(endpoint))
                 if endpoint not in self._pools:
@@ -376,43 +396,24 @@ class Broker:
         }
         cap = self.limits.max_response_bytes
         content = json.dumps(body).encode()
-        headers = [
-            (b"host", b"plugin"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(content)).encode()),
-        ]
         pool = self._acquire(route.endpoint)
-        url = f"{pool.base_url}/summit/v1/extensions/{ext.point.value}/{ext.name}"
+        target = f"/summit/v1/extensions/{ext.point.value}/{ext.name}".encode()
         try:
-            async with (
-                asyncio.timeout(remaining),
-                pool.client.stream("POST", url, headers=headers, content=content) as r,
-            ):
-                declared = _header(r.headers, b"content-length")
-                if declared and declared.isdigit() and int(declared) > cap:
-                    raise ResponseTooLarge(
-                        f"plugin {plugin} answered {declared} bytes (cap {cap})",
-                        details={"plugin": plugin, "cap_bytes": cap},
-                    )
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in r.aiter_stream():
-                    size += len(chunk)
-                    if size > cap:
-                        raise ResponseTooLarge(
-                            f"plugin {plugin} answered more than {cap} bytes",
-                            details={"plugin": plugin, "cap_bytes": cap},
-                        )
-                    chunks.append(chunk)
-                status = r.status
+            async with asyncio.timeout(remaining):
+                answer = await pool.client.request(
+                    b"POST", target, headers=_JSON, content=content, max_body=cap
+                )
         except TimeoutError:
             raise PluginTimeout(
                 f"plugin {plugin} did not answer within the deadline",
                 details={"plugin": plugin},
             ) from None
-        except SummitError:
-            raise
-        except Exception as exc:  # httpcore's connect/read/protocol errors share no base
+        except BodyTooLarge:
+            raise ResponseTooLarge(
+                f"plugin {plugin} answered more than {cap} bytes",
+                details={"plugin": plugin, "cap_bytes": cap},
+            ) from None
+        except Exception as exc:  # connect, read and protocol errors share no base
             raise PluginCallError(
                 f"plugin {plugin} could not be reached or broke the connection: "
                 f"{type(exc).__name__}",
@@ -420,21 +421,17 @@ class Broker:
             ) from None
         finally:
             self._release(pool)
+        status, chunks = answer.status, [answer.body]
         return _decode_answer(plugin, status, b"".join(chunks))
 
     async def deliver_event(self, route: Route, event: dict[str, Any], *, timeout_s: float) -> None:
         """POST one event to the plugin's ``/summit/v1/events``; raises unless it answers 2xx."""
         content = json.dumps({"event": event}).encode()
-        headers = [
-            (b"host", b"plugin"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(content)).encode()),
-        ]
         pool = self._acquire(route.endpoint)
         try:
             async with asyncio.timeout(timeout_s):
                 r = await pool.client.request(
-                    "POST", f"{pool.base_url}/summit/v1/events", headers=headers, content=content
+                    b"POST", b"/summit/v1/events", headers=_JSON, content=content
                 )
         except TimeoutError:
             raise PluginTimeout(
@@ -561,13 +558,6 @@ def _with_results(
     if failed_at is not None:
         exc.details["failed_at"] = failed_at
     return exc
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
 
 
 def _decode_answer(plugin: str, status: int, raw: bytes) -> Any:
