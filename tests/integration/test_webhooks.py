@@ -495,3 +495,27 @@ def test_the_cli_manages_webhooks(orch_hooks: OrchestratorProcess, receiver: Rec
     assert bad.exit_code == 2 and "not JSON" in bad.output, bad.output
     assert "removed" in summit("webhook", "rm", hook_id)
     assert runner.invoke(app, ["webhook", "rm", hook_id], env=env).exit_code == 2
+
+
+def test_a_receiver_that_does_not_answer_in_time_is_retried(
+    orch_hooks: OrchestratorProcess, receiver: Receiver
+) -> None:
+    receiver.behave("/late", delay_s=1.0)
+    policy = {"max_attempts": 20, "backoff_base_s": 0.05, "backoff_cap_s": 0.2, "timeout_s": 0.2}
+    hook = subscribe(orch_hooks, receiver.url("/late"), types=["late.*"], policy=policy)
+    event_id = emit(orch_hooks, "late.one")
+
+    def timed_out() -> dict[str, Any] | None:
+        page = orch_hooks.client.get(f"/v1/webhooks/{hook['id']}/deliveries").json()
+        first = page["deliveries"][0] if page["deliveries"] else None
+        return first if first and first["attempts"] >= 2 else None
+
+    late = wait_until(timed_out, what="two timed-out attempts")
+    assert late["status"] == "pending" and "no answer within 0.2 s" in late["last_error"]
+    receiver.behave("/late", delay_s=0.0)
+    wait_until(
+        lambda: hook_view(orch_hooks, hook["id"])["deliveries"]["delivered"] == 1,
+        what="delivered once the receiver is quick again",
+    )
+    assert event_id in receiver.event_ids("/late")
+    orch_hooks.client.delete(f"/v1/webhooks/{hook['id']}")
