@@ -641,6 +641,13 @@ class DeliverySender:
         now = utcnow()
         announcements: list[tuple[str, str, dict[str, Any]]] = []
         with session_scope(self.engine) as session:
+            # A subscription removed while its deliveries were in flight took them along:
+            # their results have nothing left to update, and no history to add to.
+            ids = [r.delivery_id for r in results]
+            alive = set(session.exec(select(Delivery.id).where(col(Delivery.id).in_(ids))).all())
+            results = [r for r in results if r.delivery_id in alive]
+            if not results:
+                return []
             # Core executemany statements: the ORM's unit of work costs more than the sending.
             table = Delivery.__table__  # type: ignore[attr-defined]
             session.execute(

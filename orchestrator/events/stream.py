@@ -76,8 +76,14 @@ class EventStream:
 
     async def start(self) -> None:
         self._async = aredis.Redis.from_url(self.url)
-        with contextlib.suppress(redis.ResponseError):  # BUSYGROUP: it exists already
+        try:
             await self._async.xgroup_create(self.stream, GROUP, id="$", mkstream=True)
+        except redis.ResponseError:
+            pass  # BUSYGROUP: it exists already
+        except redis.RedisError as exc:
+            # Redis is away: the readers keep trying (and create the group on NOGROUP), and
+            # deliveries do not wait for it; the senders' poll finds them in the database.
+            log.warning("Redis is not reachable at start-up (%s); events follow when it is", exc)
         self.bus.on_committed(self.publish)
         loop = asyncio.get_running_loop()
         self._tasks = [
