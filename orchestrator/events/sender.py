@@ -424,6 +424,17 @@ class DeliverySender:
             async with target.sem:
                 if item.hook is not None:
                     result = await self._send_webhook(item, item.hook)
+                elif delivery.webhook_id is not None:  # its subscription was just removed
+                    result = _Result(
+                        delivery.id,
+                        delivery.attempts,
+                        "cancelled",
+                        None,
+                        None,
+                        "the subscription was removed",
+                        0.0,
+                        record_attempt=False,
+                    )
                 else:
                     result = await self._send_plugin(item)
         except asyncio.CancelledError:

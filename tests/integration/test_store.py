@@ -16,7 +16,17 @@ from orchestrator.store.models import Container, Plugin, PluginVersion, utcnow
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 
-TABLES = {"plugins", "plugin_versions", "state_transitions", "grants", "containers"}
+TABLES = {
+    "plugins",
+    "plugin_versions",
+    "state_transitions",
+    "grants",
+    "containers",
+    "events",
+    "webhooks",
+    "deliveries",
+    "delivery_attempts",
+}
 
 
 @pytest.fixture
@@ -75,7 +85,7 @@ def test_migrate_creates_tables_and_records_revision_and_is_idempotent(engine: E
     assert set(sa.inspect(engine).get_table_names()) >= TABLES
     with engine.connect() as conn:
         revisions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-    assert [r[0] for r in revisions] == ["0002"]
+    assert [r[0] for r in revisions] == ["0003"]
 
 
 def test_plugin_version_grants_and_container_round_trip(engine: Engine) -> None:
