@@ -268,7 +268,8 @@ class DeliverySender:
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
             self._wake.clear()
             try:
-                claimed = await asyncio.to_thread(self._claim, self._saturated())
+                inflight = [i for t in self._targets.values() for i in t.inflight]
+                claimed = await asyncio.to_thread(self._claim, self._saturated(), inflight)
             except Exception:
                 log.exception("claiming deliveries failed")
                 await asyncio.sleep(1.0)
@@ -286,7 +287,9 @@ class DeliverySender:
                 full.append(name)
         return full
 
-    def _claim(self, saturated: list[str]) -> list[_Claimed]:
+    def _claim(self, saturated: list[str], inflight: list[int]) -> list[_Claimed]:
+        """Lease due deliveries. What this sender has in flight is never taken again, even
+        if its lease ran out (renewals failing under a locked database, say)."""
         now = utcnow()
         later = aliased(Delivery)
         due = and_(
@@ -312,6 +315,7 @@ class DeliverySender:
             select(col(Delivery.id))
             .where(due, head_of_line, live_hook)
             .where(col(Delivery.target).not_in(saturated) if saturated else True)
+            .where(col(Delivery.id).not_in(inflight) if inflight else True)
             .order_by(col(Delivery.id))
             .limit(CLAIM_BATCH)
             .with_for_update(skip_locked=True, of=Delivery)

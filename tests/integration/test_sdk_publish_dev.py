@@ -90,18 +90,29 @@ def test_publish_pushes_then_installs_from_the_registry(
     assert httpx.get(f"http://{REGISTRY}/v2/{repo}/tags/list", timeout=10).status_code == 404
 
     published = cli("publish", tag, ref, *_remote(orch1), "--approve-all", "--enable")
-    assert published.returncode == 0, published.stdout + published.stderr
-    assert f"pushed {ref}" in published.stdout and f"{plugin_id} is ACTIVE" in published.stdout
-    assert orch1.plugin(plugin_id)["state"] == "ACTIVE"
-    answer = orch1.client.post(
-        "/v1/extension-points/workflow/execute",
-        json={"input": {"action": "count", "params": {"a": 1, "b": 2}}, "plugins": [plugin_id]},
-    )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["results"][0]["output"] == {"status": "done", "result": 2}
+    try:
+        assert published.returncode == 0, published.stdout + published.stderr
+        assert f"pushed {ref}" in published.stdout
+        assert f"{plugin_id} is ACTIVE" in published.stdout
+        assert orch1.plugin(plugin_id)["state"] == "ACTIVE"
+        answer = orch1.client.post(
+            "/v1/extension-points/workflow/execute",
+            json={
+                "input": {"action": "count", "params": {"a": 1, "b": 2}},
+                "plugins": [plugin_id],
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["results"][0]["output"] == {"status": "done", "result": 2}
 
-    again = cli("publish", tag, ref, *_remote(orch1))
-    assert again.returncode == 2 and "already_installed" in again.stderr
+        again = cli("publish", tag, ref, *_remote(orch1))
+        assert again.returncode == 2 and "already_installed" in again.stderr
+    finally:
+        # Its container uses the pulled image: gone first, the image can then be removed
+        # (with a container still on it, removing the tags would leave it dangling).
+        with contextlib.suppress(httpx.HTTPError):
+            orch1.client.post(f"/v1/plugins/{plugin_id}/disable")
+            orch1.client.delete(f"/v1/plugins/{plugin_id}")
 
 
 def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
