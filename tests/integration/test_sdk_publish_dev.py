@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.fixtures.orchestrator import TOKEN, OrchestratorProcess
+from tests.fixtures.waiting import wait_until
 from tests.integration.conftest import sqlite_orchestrator
 from tests.integration.test_sdk_cli import REGISTRY, _cli, cli, images, registry_tags
 
@@ -115,17 +116,6 @@ def test_publish_pushes_then_installs_from_the_registry(
             orch1.client.delete(f"/v1/plugins/{plugin_id}")
 
 
-def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last})")
-
-
 def test_dev_deploys_and_hot_reloads_on_every_change(
     tmp_path: Path, orch1: OrchestratorProcess, docker_client: Any
 ) -> None:
@@ -158,7 +148,7 @@ def test_dev_deploys_and_hot_reloads_on_every_change(
         return result["output"]
 
     try:
-        first = _wait(
+        first = wait_until(
             lambda: (s := state()) and s["state"] == "ACTIVE" and s, 120, "the first deploy"
         )
         assert first["version"].startswith("0.1.0-dev.")
@@ -167,10 +157,10 @@ def test_dev_deploys_and_hot_reloads_on_every_change(
         # A broken plugin.yaml is reported and the running version keeps serving.
         manifest = (project / "plugin.yaml").read_text()
         (project / "plugin.yaml").write_text(manifest.replace("version: 0.1.0", "version: nope"))
-        _wait(lambda: "deploy failed" in _read(log), 30, "the failed deploy to be reported")
+        wait_until(lambda: "deploy failed" in _read(log), 30, "the failed deploy to be reported")
         assert state()["version"] == first["version"]  # type: ignore[index]
         (project / "plugin.yaml").write_text(manifest)
-        second = _wait(
+        second = wait_until(
             lambda: (s := state()) and s["version"] != first["version"] and s, 120, "redeploy"
         )
 

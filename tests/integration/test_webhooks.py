@@ -10,7 +10,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from orchestrator.events.webhooks import verify_signature
 from tests.conftest import temp_database
 from tests.fixtures.orchestrator import TOKEN, OrchestratorProcess
 from tests.fixtures.receiver import Receiver
+from tests.fixtures.waiting import wait_until
 from tests.integration.conftest import sqlite_orchestrator, start_orchestrator
 
 pytestmark = [pytest.mark.docker]
@@ -81,16 +82,6 @@ def emit_many(orch: OrchestratorProcess, event_type: str, n: int) -> list[str]:
         assert r.status_code == 201, r.text
         ids += r.json()["ids"]
     return ids
-
-
-def wait_until(check: Callable[[], Any], timeout_s: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def hook_view(orch: OrchestratorProcess, hook_id: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import pytest
 
 from tests.fixtures.orchestrator import TOKEN, OrchestratorProcess
 from tests.fixtures.plugins import make_plugin
+from tests.fixtures.waiting import wait_until
 
 from .conftest import (
     ESCAPE,
@@ -131,16 +132,6 @@ def first_request(server: socket.socket, timeout_s: float) -> bytes | None:
 def transitions_to_failed(orch: OrchestratorProcess, plugin_id: str) -> list[str]:
     events = orch.client.get(f"/v1/plugins/{plugin_id}/events").json()
     return [e["reason"] for e in events if e["to_state"] == "FAILED"]
-
-
-def wait_for(condition: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 # -- filesystem -----------------------------------------------------------------------------
@@ -252,13 +243,13 @@ def test_memory_bomb_is_oom_killed_and_the_plugin_failed(
         r = bomb.execute({"attack": "memory_bomb"})
         assert r.status_code == 502, r.text
         assert r.json()["error"]["details"]["plugin"] == plugin_id
-        reasons = wait_for(
+        reasons = wait_until(
             lambda: transitions_to_failed(orch, plugin_id), 20, "the plugin to go FAILED"
         )
         assert reasons == ["OOMKilled"]
         assert orch.client.get("/healthz").status_code == 200
         # The killed container is removed with everything that ran in it; a new one serves.
-        wait_for(lambda: container_gone(docker_client, killed), 15, "the killed container to go")
+        wait_until(lambda: container_gone(docker_client, killed), 15, "the killed container to go")
         orch.wait_state(plugin_id, "ACTIVE", timeout_s=15)
         assert bomb.container_id != killed
         assert bomb.attack("ping")["detail"] == "pong"
@@ -419,7 +410,7 @@ def test_log_flood_is_capped_on_disk(
     report = escape.attack("log_flood", mb=24, marker=marker)
     assert report["evidence"]["written"] >= 24 * MIB
     container = escape.container(docker_client)
-    wait_for(lambda: marker.encode() in container.logs(tail=3), 30, "the flood to be logged")
+    wait_until(lambda: marker.encode() in container.logs(tail=3), 30, "the flood to be logged")
     log_path = Path(container.attrs["LogPath"])
     files = sorted(log_path.parent.glob(f"{log_path.name}*"))
     sizes = {f.name: f.stat().st_size for f in files}
