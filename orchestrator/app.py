@@ -19,6 +19,7 @@ from orchestrator.broker.setup import close_rate_limiter, make_broker
 from orchestrator.config import Settings, get_settings
 from orchestrator.events.bus import EventBus
 from orchestrator.events.fanout import Fanout
+from orchestrator.events.retention import Retention
 from orchestrator.events.sender import DeliverySender, default_owner
 from orchestrator.events.stream import EventStream
 from orchestrator.events.summaries import BrokerSummaries
@@ -127,6 +128,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.secretbox = secretbox
         summaries = BrokerSummaries(broker, events, interval_s=settings.event_summary_interval_s)
         summaries.start()
+        retention = Retention(
+            engine, keep_s=settings.event_retention_s, interval_s=settings.event_prune_interval_s
+        )
+        retention.start()
         stream: EventStream | None = None
         if settings.redis_url:
             stream = EventStream(
@@ -157,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.jobs.close()
             if stream is not None:
                 await stream.aclose()
+            await retention.aclose()
             await summaries.aclose()
             await sender.aclose()
             await host_server.aclose()

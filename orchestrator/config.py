@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     event_summary_interval_s: float = Field(
         60.0, gt=0, description="Period of the extension.executed and quota.rate_limited summaries"
     )
+    event_retention_s: float = Field(
+        30 * 24 * 3600.0,
+        ge=0,
+        description="Age after which events and finished deliveries are pruned (0 = keep all); "
+        "dead letters and events still owed are kept",
+    )
+    event_prune_interval_s: float = Field(3600.0, gt=0, description="Period of that pruning")
     event_max_payload_bytes: int = Field(256 * 1024, description="Largest event payload")
     webhook_allow_private: list[str] = Field(
         default_factory=list,

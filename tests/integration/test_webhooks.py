@@ -532,3 +532,45 @@ def test_a_receiver_that_does_not_answer_in_time_is_retried(
     )
     assert event_id in receiver.event_ids("/late")
     orch_hooks.client.delete(f"/v1/webhooks/{hook['id']}")
+
+
+def test_old_events_and_finished_deliveries_are_pruned_but_dead_letters_stay(
+    base_image: str,
+    docker_client: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    receiver: Receiver,
+) -> None:
+    with sqlite_orchestrator(
+        tmp_path_factory,
+        docker_client,
+        "orch-retention",
+        event_retention_s="2",
+        event_prune_interval_s="0.5",
+        **SETTINGS,
+    ) as orch:
+        receiver.behave("/dead", status=500)
+        ok = subscribe(orch, receiver.url("/ok"), types=["keep.*", "gone.*"])
+        dead = subscribe(orch, receiver.url("/dead"), types=["keep.*"], policy={"max_attempts": 1})
+        gone = emit(orch, "gone.one")
+        kept = emit(orch, "keep.one")
+        emit(orch, "plain.one")  # owed to no one
+        receiver.wait_for("/ok", 2)
+
+        def logged(pattern: str) -> list[str]:
+            page = orch.client.get("/v1/events", params={"type": pattern}).json()
+            return [e["id"] for e in page["events"]]
+
+        wait_until(lambda: logged("gone.*") == [] and logged("plain.*") == [], 15, "pruning")
+        assert logged("keep.*") == [kept]  # a dead letter still needs it
+        assert gone not in logged("*")
+        history = orch.client.get(f"/v1/webhooks/{ok['id']}/deliveries").json()["deliveries"]
+        assert history == []
+        (letter,) = orch.client.get(f"/v1/webhooks/{dead['id']}/dead-letters").json()["deliveries"]
+        assert letter["event_id"] == kept
+        receiver.behave("/dead", status=200)
+        replayed = orch.client.post(
+            f"/v1/webhooks/{dead['id']}/replay", json={"delivery_id": letter["id"]}
+        )
+        assert replayed.json()["queued"] == 1
+        (hit,) = receiver.wait_for("/dead", 1)
+        assert hit.headers["summit-event-id"] == kept
