@@ -12,7 +12,6 @@ Several replicas may run it at once: every statement is a plain conditional dele
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from sqlalchemy import delete, exists
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from orchestrator.events.periodic import Periodic
 from orchestrator.store.db import session_scope
 from orchestrator.store.models import Delivery, DeliveryAttempt, EventRecord, utcnow
 
@@ -30,33 +30,22 @@ log = logging.getLogger(__name__)
 FINISHED = ("delivered", "cancelled", "replayed")
 
 
-class Retention:
+class Retention(Periodic):
+    name = "event log pruning"
+
     def __init__(self, engine: Engine, *, keep_s: float, interval_s: float) -> None:
+        super().__init__(interval_s)
         self.engine = engine
         self.keep_s = keep_s
-        self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self.keep_s > 0:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="retention")
+            super().start()
 
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                removed = await asyncio.to_thread(self.prune)
-            except Exception:
-                log.exception("pruning the event log failed")
-                continue
-            if any(removed.values()):
-                log.info("pruned %s", ", ".join(f"{n} {what}" for what, n in removed.items()))
+    async def tick(self) -> None:
+        removed = await asyncio.to_thread(self.prune)
+        if any(removed.values()):
+            log.info("pruned %s", ", ".join(f"{n} {what}" for what, n in removed.items()))
 
     def prune(self) -> dict[str, int]:
         cutoff = utcnow() - timedelta(seconds=self.keep_s)

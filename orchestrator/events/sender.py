@@ -45,7 +45,7 @@ from orchestrator.broker.pool import Broker
 from orchestrator.domain.errors import SummitError
 from orchestrator.events.bus import Event, EventBus
 from orchestrator.events.webhooks import SIGNATURE_HEADER, Transform, sign
-from orchestrator.security.egress import EgressRefused, address_allowed, parse_url
+from orchestrator.security.egress import EgressError, parse_url, resolve_allowed
 from orchestrator.security.secretbox import SecretBox, SecretUnreadable
 from orchestrator.store.db import session_scope
 from orchestrator.store.models import (
@@ -127,21 +127,9 @@ class _Endpoint:
         fresh = time.monotonic() - self._resolved_at < RESOLVE_TTL_S
         if self._pool is not None and fresh:
             return self._pool
-        if target.literal is not None:
-            candidates = [target.literal]
-        else:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                target.host, target.port, type=socket.SOCK_STREAM
-            )
-            candidates = [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]
-            if not candidates:
-                raise EgressRefused("unresolvable", f"{target.host} has no address")
-        for candidate in candidates:
-            if not address_allowed(candidate, self.allow_private):
-                raise EgressRefused(
-                    "address_not_allowed",
-                    f"{target.host} resolves to an address webhooks may not reach",
-                )
+        candidates = await resolve_allowed(
+            target, allow_private=self.allow_private, timeout_s=10.0, reaching="webhooks"
+        )
         address = str(candidates[0])
         if self._pool is None or address != self._address:
             if self._pool is not None:
@@ -536,7 +524,7 @@ class DeliverySender:
                 code = await self._endpoint(hook).post(body, headers)
         except TimeoutError:
             error = f"no answer within {hook.timeout_s:g} s"
-        except EgressRefused as exc:
+        except EgressError as exc:
             error = exc.message
         except (ProtocolFailure, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")

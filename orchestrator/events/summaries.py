@@ -12,37 +12,28 @@ from typing import Any
 
 from orchestrator.broker.pool import Broker
 from orchestrator.events.bus import EventBus
+from orchestrator.events.periodic import Periodic
 
 __all__ = ["BrokerSummaries"]
 
 log = logging.getLogger(__name__)
 
 
-class BrokerSummaries:
+class BrokerSummaries(Periodic):
+    name = "broker summaries"
+
     def __init__(self, broker: Broker, bus: EventBus, *, interval_s: float) -> None:
+        super().__init__(interval_s)
         self.broker = broker
         self.bus = bus
-        self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="summaries")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().aclose()
         with contextlib.suppress(Exception):
-            await self.flush()
+            await self.flush()  # what was counted since the last tick
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("could not log the broker summaries")
+    async def tick(self) -> None:
+        await self.flush()
 
     async def flush(self) -> None:
         tally, refused = self.broker.take_tally()

@@ -42,6 +42,7 @@ __all__ = [
     "Resolver",
     "address_allowed",
     "parse_url",
+    "resolve_allowed",
 ]
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -318,43 +319,12 @@ class EgressProxy:
         return verb.encode("ascii"), sent
 
     async def _addresses(self, target: _Target) -> list[_Address]:
-        if target.literal is not None:
-            candidates = [target.literal]
-        else:
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    answers = await self._resolver(target.host, target.port)
-            except TimeoutError:
-                raise EgressFailed(
-                    "upstream_timeout", f"resolving {target.host} timed out"
-                ) from None
-            except OSError as exc:
-                raise EgressFailed(
-                    "upstream_unreachable", f"{target.host} does not resolve: {exc}"
-                ) from None
-            candidates = []
-            for answer in answers:
-                try:
-                    candidates.append(ipaddress.ip_address(answer))
-                except ValueError:
-                    raise EgressRefused(
-                        "address_not_allowed", f"{target.host} resolved to a non-address"
-                    ) from None
-        if not candidates:
-            raise EgressFailed("upstream_unreachable", f"{target.host} has no address")
-        addresses: list[_Address] = []
-        for candidate in candidates:
-            address = _unmapped(candidate)
-            if not self._address_allowed(address):
-                # The address stays out of the message: the plugin must not learn internal
-                # DNS through the proxy.
-                raise EgressRefused(
-                    "address_not_allowed",
-                    f"{target.host} resolves to an address plugins may not reach",
-                )
-            if address not in addresses:
-                addresses.append(address)
-        return addresses
+        return await resolve_allowed(
+            target,
+            allow_private=self._allow_private,
+            resolver=self._resolver,
+            timeout_s=self._timeout_s,
+        )
 
     def _address_allowed(self, address: _Address) -> bool:
         return address_allowed(address, self._allow_private)
@@ -505,6 +475,53 @@ def address_allowed(address: _Address, allow_private: Sequence[_Network] = ()) -
         any(inner in network for network in allow_private) or _is_public(inner)
         for inner in _embedded(address)
     )
+
+
+async def resolve_allowed(
+    target: _Target,
+    *,
+    allow_private: Sequence[_Network] = (),
+    resolver: Resolver = _system_resolver,
+    timeout_s: float = 30.0,
+    reaching: str = "plugins",
+) -> list[_Address]:
+    """The addresses ``target``'s host resolves to, each checked with :func:`address_allowed`
+    (the connection must then go to one of exactly these). :class:`EgressFailed` when the name
+    does not resolve, :class:`EgressRefused` when any address is not allowed; the address stays
+    out of that message, so ``reaching`` (who asked) cannot learn internal DNS through it."""
+    if target.literal is not None:
+        candidates = [target.literal]
+    else:
+        try:
+            async with asyncio.timeout(timeout_s):
+                answers = await resolver(target.host, target.port)
+        except TimeoutError:
+            raise EgressFailed("upstream_timeout", f"resolving {target.host} timed out") from None
+        except OSError as exc:
+            raise EgressFailed(
+                "upstream_unreachable", f"{target.host} does not resolve: {exc}"
+            ) from None
+        candidates = []
+        for answer in answers:
+            try:
+                candidates.append(ipaddress.ip_address(answer))
+            except ValueError:
+                raise EgressRefused(
+                    "address_not_allowed", f"{target.host} resolved to a non-address"
+                ) from None
+    if not candidates:
+        raise EgressFailed("upstream_unreachable", f"{target.host} has no address")
+    addresses: list[_Address] = []
+    for candidate in candidates:
+        address = _unmapped(candidate)
+        if not address_allowed(address, allow_private):
+            raise EgressRefused(
+                "address_not_allowed",
+                f"{target.host} resolves to an address {reaching} may not reach",
+            )
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
 
 
 def parse_url(url: str) -> _Target:
