@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from orchestrator import __version__
 from orchestrator.api.errors import install_error_handlers
-from orchestrator.api.fastpath import ExecuteFastPath
+from orchestrator.api.fastpath import FastPathAPI
 from orchestrator.api.host import HostGateway, HostServer, create_host_app
 from orchestrator.api.routes import events as event_routes
 from orchestrator.api.routes import extensions, jobs, plugins, security, system, webhooks
@@ -171,7 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await close_rate_limiter(broker)
             engine.dispose()
 
-    app = FastAPI(
+    app = FastPathAPI(
         title="Summit plugin orchestrator",
         version=__version__,
         lifespan=lifespan,
@@ -179,7 +179,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "extensions. Authenticate with `Authorization: Bearer $SUMMIT_ADMIN_TOKEN`.",
     )
     install_error_handlers(app)
-    app.add_middleware(ExecuteFastPath)
     app.include_router(system.router)
     app.include_router(plugins.router)
     app.include_router(extensions.router)

@@ -8,11 +8,11 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.testclient import TestClient
 
 from orchestrator.api.errors import install_error_handlers
-from orchestrator.api.fastpath import ExecuteFastPath
+from orchestrator.api.fastpath import FastPathAPI
 from orchestrator.domain.errors import Conflict, SummitError
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -40,9 +40,8 @@ class Broker:
 
 
 def make() -> tuple[TestClient, Broker, list[bytes]]:
-    app = FastAPI()
+    app = FastPathAPI()
     install_error_handlers(app)
-    app.add_middleware(ExecuteFastPath)
     broker = Broker()
     app.state.broker = broker
     app.state.settings = SimpleNamespace(admin_token="admin-secret", max_request_bytes=64)
