@@ -21,7 +21,10 @@ serving, so ``create_app`` stays cheap for tests and embedding.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import dataclasses
+import functools
 import importlib
 import inspect
 import json
@@ -31,17 +34,9 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
-
-import anyio
-import anyio.to_thread
-from starlette.applications import Starlette
-from starlette.background import BackgroundTask
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from summit_sdk.builder import Handler, HostSource, Plugin, PluginBuilder, PluginContext
 from summit_sdk.builder import is_async_handler as _is_async
@@ -56,6 +51,7 @@ __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_MANIFEST",
     "EntrypointError",
+    "PluginApp",
     "create_app",
     "load_entrypoint",
     "main",
@@ -96,7 +92,8 @@ class _Failure(Exception):
 class _State:
     plugin: Plugin
     concurrency: int
-    limiter: anyio.CapacityLimiter
+    # Sync handlers get as many worker threads as calls may be in flight.
+    threads: ThreadPoolExecutor
     logger: logging.Logger
     on_exit: Callable[[], None] | None
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -128,8 +125,119 @@ class _State:
             self.exit_requested = True
             self.on_exit()
 
+    async def run(self, fn: Handler, *args: Any) -> Any:
+        """Await ``fn(*args)``: on the event loop if it is async, else on a worker thread.
+
+        A cancelled wait (a deadline) abandons the thread, which runs on; the answer goes out
+        at once. The caller's context variables go with the call.
+        """
+        if _is_async(fn):
+            return await fn(*args)
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        result = await loop.run_in_executor(self.threads, call)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
 
 # --------------------------------------------------------------------------- app
+
+_Answer = tuple[int, bytes, Callable[[], None] | None]  # status, JSON body, run after sending
+_Endpoint = Callable[["_Request"], Awaitable[_Answer]]
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Request:
+    body: bytes
+    params: tuple[str, ...]  # the extension route's point and name
+
+
+class PluginApp:
+    """The ASGI application answering ``summit.plugin/v1`` for one plugin.
+
+    Plain ASGI rather than a web framework: five fixed routes, and each call into a plugin pays
+    for every layer in front of its handler (a router, middleware and request objects cost
+    about as much as the handler hand-off itself). ``state`` is the runtime's view of the
+    plugin: its configuration, host access and calls in flight.
+    """
+
+    def __init__(self, state: _State, endpoints: dict[tuple[str, str], _Endpoint]) -> None:
+        self.state = state
+        self._endpoints = endpoints
+        self._methods: dict[str, list[str]] = {}
+        for method, path in endpoints:
+            self._methods.setdefault(path, []).append(method)
+        self._extension_endpoint = endpoints[("POST", _EXTENSIONS)]
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        params: tuple[str, ...] = ()
+        endpoint = self._endpoints.get((method, path))
+        if endpoint is None and path.startswith(_EXTENSIONS_PREFIX):
+            parts = path[len(_EXTENSIONS_PREFIX) :].split("/")
+            if len(parts) == 2 and all(parts):
+                if method == "POST":
+                    endpoint, params = self._extension_endpoint, (parts[0], parts[1])
+                else:
+                    path = _EXTENSIONS
+        extra: list[tuple[bytes, bytes]] = []
+        after: Callable[[], None] | None = None
+        try:
+            if endpoint is not None:
+                body = await _read_body(receive)
+                if body is None:
+                    return  # the caller went away
+                status, content, after = await endpoint(_Request(body, params))
+            elif path in self._methods:
+                allowed = ", ".join(sorted(self._methods[path]))
+                extra = [(b"allow", allowed.encode())]
+                raise _Failure("method_not_allowed", "Method Not Allowed")
+            else:
+                raise _Failure("not_found", "Not Found")
+        except _Failure as exc:
+            status, content = _error(exc.code, exc.message, exc.status, exc.details)
+        except Exception:
+            log.exception("runtime error answering %s %s", method, scope["path"])
+            status, content = _error("internal_error", "internal error in the plugin runtime")
+        headers = [_JSON_TYPE, (b"content-length", str(len(content)).encode()), *extra]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+        if after is not None:
+            after()
+
+
+_EXTENSIONS_PREFIX = f"{BASE_PATH}/extensions/"
+_EXTENSIONS = f"{_EXTENSIONS_PREFIX}{{point}}/{{name}}"
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    # Nothing to set up or tear down; answered so that servers and test clients may ask.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def create_app(
@@ -138,7 +246,7 @@ def create_app(
     on_exit: Callable[[], None] | None = None,
     concurrency: int | None = None,
     host_transport: Any = None,
-) -> Starlette:
+) -> PluginApp:
     """Build the ASGI app for ``plugin``.
 
     ``on_exit`` is called once, after the answer to ``/shutdown`` has been sent; :func:`serve`
@@ -154,8 +262,7 @@ def create_app(
     state = _State(
         plugin=plugin,
         concurrency=limit,
-        # Sync handlers get as many worker threads as calls may be in flight.
-        limiter=anyio.CapacityLimiter(limit),
+        threads=ThreadPoolExecutor(max_workers=limit, thread_name_prefix="summit-handler"),
         logger=logging.getLogger(f"summit.plugin.{plugin.id}"),
         on_exit=on_exit,
         host_transport=host_transport,
@@ -169,11 +276,11 @@ def create_app(
         }
     )
 
-    async def get_health(request: Request) -> Response:
-        return Response(health, media_type="application/json")
+    async def get_health(request: _Request) -> _Answer:
+        return 200, health, None
 
-    async def post_initialize(request: Request) -> Response:
-        body = _initialize_request(await request.body())
+    async def post_initialize(request: _Request) -> _Answer:
+        body = _initialize_request(request.body)
         source = HostSource(
             body["host_url"], body["host_token"], body["permissions"], state.host_transport
         )
@@ -187,7 +294,7 @@ def create_app(
         )
         if plugin.initialize_handler is not None:
             try:
-                await _run(plugin.initialize_handler, state.limiter, ctx)
+                await state.run(plugin.initialize_handler, ctx)
             except Exception as exc:
                 log.exception("on_initialize of %s failed", plugin.id)
                 raise _Failure("initialize_failed", _message(exc)) from exc
@@ -198,10 +305,10 @@ def create_app(
         old, state.host_source = state.host_source, source
         if old is not None:
             old.close()
-        return _json({"status": "ok"})
+        return 200, _OK, None
 
-    async def post_extension(request: Request) -> Response:
-        point, name = request.path_params["point"], request.path_params["name"]
+    async def post_extension(request: _Request) -> _Answer:
+        point, name = request.params
         fn = plugin.extension_handler(point, name)
         if fn is None:
             raise _Failure("unknown_extension", f"no extension {point}/{name} in {plugin.id}")
@@ -211,12 +318,12 @@ def create_app(
             raise _Failure("too_many_requests", f"more than {state.concurrency} calls in flight")
         state.in_flight += 1
         try:
-            return await _call_extension(state, request, point, name, fn)
+            return 200, await _call_extension(state, request.body, point, name, fn), None
         finally:
             state.in_flight -= 1
 
-    async def post_event(request: Request) -> Response:
-        event = _event_request(await request.body())
+    async def post_event(request: _Request) -> _Answer:
+        event = _event_request(request.body)
         event_type = event.get("type")
         handlers: tuple[Handler, ...] = ()
         if isinstance(event_type, str) and event_type != "*":
@@ -226,84 +333,65 @@ def create_app(
         ctx = state.context(request_id=event_id if isinstance(event_id, str) else None)
         for handler in handlers:
             try:
-                await _run(handler, state.limiter, event, ctx)
+                await state.run(handler, event, ctx)
             except PluginError as exc:
                 raise _Failure.of(exc) from exc
             except Exception as exc:
                 log.exception("event handler for %r of %s failed", event_type, plugin.id)
                 raise _Failure("handler_error", _message(exc)) from exc
-        return _json({"status": "ok"})
+        return 200, _OK, None
 
-    async def post_shutdown(request: Request) -> Response:
-        exit_task = BackgroundTask(state.request_exit)
+    async def post_shutdown(request: _Request) -> _Answer:
         first = not state.shutting_down
         state.shutting_down = True
         # A repeated /shutdown (e.g. a retry after a lost answer) must not rerun the handler.
         if first and plugin.shutdown_handler is not None:
             try:
-                await _run(plugin.shutdown_handler, state.limiter, state.context())
+                await state.run(plugin.shutdown_handler, state.context())
             except Exception as exc:
                 log.exception("on_shutdown of %s failed", plugin.id)
                 # Exit anyway: the orchestrator wants the container gone either way.
-                return _error("shutdown_failed", _message(exc), background=exit_task)
-        return _json({"status": "ok"}, background=exit_task)
+                status, content = _error("shutdown_failed", _message(exc))
+                return status, content, state.request_exit
+        return 200, _OK, state.request_exit
 
-    routes = [
-        Route(f"{BASE_PATH}/health", get_health, methods=["GET"]),
-        Route(f"{BASE_PATH}/initialize", post_initialize, methods=["POST"]),
-        Route(f"{BASE_PATH}/extensions/{{point}}/{{name}}", post_extension, methods=["POST"]),
-        Route(f"{BASE_PATH}/events", post_event, methods=["POST"]),
-        Route(f"{BASE_PATH}/shutdown", post_shutdown, methods=["POST"]),
-    ]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={
-            _Failure: _on_failure,
-            HTTPException: _on_http_exception,
-            Exception: _on_unexpected,
+    return PluginApp(
+        state,
+        {
+            ("GET", f"{BASE_PATH}/health"): get_health,
+            ("POST", f"{BASE_PATH}/initialize"): post_initialize,
+            ("POST", _EXTENSIONS): post_extension,
+            ("POST", f"{BASE_PATH}/events"): post_event,
+            ("POST", f"{BASE_PATH}/shutdown"): post_shutdown,
         },
     )
-    app.state.summit = state
-    return app
 
 
-async def _call_extension(
-    state: _State, request: Request, point: str, name: str, fn: Handler
-) -> Response:
-    payload, request_id, deadline_ms = _extension_request(await request.body())
+async def _call_extension(state: _State, raw: bytes, point: str, name: str, fn: Handler) -> bytes:
+    payload, request_id, deadline_ms = _extension_request(raw)
     if deadline_ms is not None and deadline_ms <= 0:
         raise _Failure("deadline_exceeded", "deadline already passed when the call arrived")
     ctx = state.context(request_id, deadline_ms)
+    deadline = asyncio.timeout(None if deadline_ms is None else deadline_ms / 1000)
     try:
-        with anyio.move_on_after(None if deadline_ms is None else deadline_ms / 1000) as scope:
-            output = await _run(fn, state.limiter, payload, ctx)
+        async with deadline:
+            output = await state.run(fn, payload, ctx)
     except PluginError as exc:
         raise _Failure.of(exc) from exc
     except Exception as exc:
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            raise _Failure(
+                "deadline_exceeded", f"{point}/{name} did not finish within {deadline_ms} ms"
+            ) from None
         # The traceback goes to the container log, never to the caller.
         log.exception("extension %s/%s failed (request %s)", point, name, ctx.request_id)
         raise _Failure("handler_error", _message(exc)) from exc
-    if scope.cancelled_caught:
-        raise _Failure(
-            "deadline_exceeded", f"{point}/{name} did not finish within {deadline_ms} ms"
-        )
     if callable(getattr(output, "model_dump", None)):  # a pydantic model, without importing it
         output = output.model_dump(mode="json")
     try:
-        content = _dumps({"output": output})
+        return _dumps({"output": output})
     except (TypeError, ValueError) as exc:
         raise _Failure("handler_error", f"output is not JSON serialisable: {exc}") from exc
-    return Response(content, media_type="application/json")
-
-
-async def _run(fn: Handler, limiter: anyio.CapacityLimiter, *args: Any) -> Any:
-    if _is_async(fn):
-        return await fn(*args)
-    # abandon_on_cancel: a deadline answers 504 at once even though the thread runs on.
-    result = await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True, limiter=limiter)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 def _json_object(raw: bytes, what: str, *, empty_ok: bool = False) -> dict[str, Any]:
@@ -387,41 +475,20 @@ def _message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
 
 
-def _json(obj: Any, status: int = 200, background: BackgroundTask | None = None) -> Response:
-    return Response(_dumps(obj), status, media_type="application/json", background=background)
+_OK = _dumps({"status": "ok"})
 
 
 def _error(
-    code: str,
-    message: str,
-    status: int | None = None,
-    background: BackgroundTask | None = None,
-    details: Any = None,
-) -> Response:
+    code: str, message: str, status: int | None = None, details: Any = None
+) -> tuple[int, bytes]:
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
-    body = {"error": error}
-    return _json(body, status or ERROR_CODES.get(code, 500), background)
-
-
-async def _on_failure(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, _Failure)
-    return _error(exc.code, exc.message, exc.status, details=exc.details)
-
-
-async def _on_http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _error(code, str(exc.detail), exc.status_code)
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    return _error("internal_error", "internal error in the plugin runtime", 500)
+    return status or ERROR_CODES.get(code, 500), _dumps({"error": error})
 
 
 def _env_concurrency() -> int:
@@ -521,6 +588,8 @@ def serve(plugin: Plugin, listen: str = DEFAULT_LISTEN) -> None:
     try:
         server.run(sockets=sockets)
     finally:
+        # Threads of handlers abandoned at their deadline are not waited for.
+        app.state.threads.shutdown(wait=False, cancel_futures=True)
         restore()
         if address[0] == "unix":
             _unlink(address[1])
