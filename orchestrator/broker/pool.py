@@ -172,6 +172,9 @@ class Broker:
         self._routes: dict[str, Route] = {}
         self._pools: dict[str, _Pool] = {}
         self._validators: dict[tuple[str, str, str, str, str], _SchemaCheck] = {}
+        # Identical schemas (copies of one plugin, shared input types) share one compiled
+        # check, and a fan-out checks its input once per distinct schema.
+        self._checks_by_schema: dict[str, _SchemaCheck] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         # (point, plugin) -> [calls, errors, total ms, max ms]; plugin -> rate-limit refusals.
@@ -278,7 +281,11 @@ class Broker:
         key = (route.plugin_id, route.version, ext.point.value, ext.name, which)
         check = self._validators.get(key)
         if check is None:
-            check = self._validators[key] = _SchemaCheck(schema)
+            text = json.dumps(schema, sort_keys=True)
+            check = self._checks_by_schema.get(text)
+            if check is None:
+                check = self._checks_by_schema[text] = _SchemaCheck(schema)
+            self._validators[key] = check
         return check
 
     def schema_errors(
@@ -287,6 +294,26 @@ class Broker:
         check = self._validator(route, ext, which)
         if check is None or check.is_valid(value):
             return []
+        return self._described(route, ext, check, value, which)
+
+    def _input_errors(self, providers: list[tuple[Route, Extension]], value: Any) -> list[Any]:
+        verdicts: dict[int, bool] = {}
+        errors: list[dict[str, str]] = []
+        for route, ext in providers:
+            check = self._validator(route, ext, "input")
+            if check is None:
+                continue
+            ok = verdicts.get(id(check))
+            if ok is None:
+                ok = verdicts[id(check)] = check.is_valid(value)
+            if not ok:
+                errors += self._described(route, ext, check, value, "input")
+        return errors
+
+    @staticmethod
+    def _described(
+        route: Route, ext: Extension, check: _SchemaCheck, value: Any, which: str
+    ) -> list[dict[str, str]]:
         return [
             {
                 "plugin": route.plugin_id,
@@ -298,9 +325,17 @@ class Broker:
         ]
 
     async def call(
-        self, route: Route, ext: Extension, payload: Any, *, timeout_ms: int | None = None
+        self,
+        route: Route,
+        ext: Extension,
+        payload: Any,
+        *,
+        timeout_ms: int | None = None,
+        encoded: bytes | None = None,
     ) -> Any:
-        """Call one extension of one plugin with every guard of the broker."""
+        """Call one extension of one plugin with every guard of the broker.
+
+        ``encoded`` is ``payload`` as JSON already (a fan-out encodes its input once)."""
         self._loop = asyncio.get_running_loop()
         plugin, point = route.plugin_id, ext.point.value
         started = time.perf_counter()
@@ -314,7 +349,8 @@ class Broker:
             await self._check_rate(route)
             self.concurrency.enter(plugin, route.concurrency or self.limits.plugin_concurrency)
             try:
-                output = await self._call_with_retries(route, ext, payload, timeout_ms)
+                raw = encoded if encoded is not None else json.dumps(payload).encode()
+                output = await self._call_with_retries(route, ext, raw, timeout_ms)
             except BaseException as exc:
                 if _breaker_failure(exc):
                     self._breaker(plugin, ok=False)
@@ -365,7 +401,7 @@ class Broker:
             )
 
     async def _call_with_retries(
-        self, route: Route, ext: Extension, payload: Any, timeout_ms: int | None
+        self, route: Route, ext: Extension, payload: bytes, timeout_ms: int | None
     ) -> Any:
         budget_ms = timeout_ms or ext.timeout_ms or route.timeout_ms
         deadline = time.monotonic() + budget_ms / 1000
@@ -385,17 +421,18 @@ class Broker:
                 return await self._send(route, ext, payload, deadline)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def _send(self, route: Route, ext: Extension, payload: Any, deadline: float) -> Any:
+    async def _send(self, route: Route, ext: Extension, payload: bytes, deadline: float) -> Any:
+        """POST the ExtensionRequest with ``payload`` (JSON) as its input."""
         plugin = route.plugin_id
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise PluginTimeout(f"no time left to call plugin {plugin}", details={"plugin": plugin})
-        body = {
-            "input": payload,
-            "context": {"request_id": uuid.uuid4().hex, "deadline_ms": int(remaining * 1000)},
-        }
+        context = b'{"request_id":"%s","deadline_ms":%d}' % (
+            uuid.uuid4().hex.encode(),
+            int(remaining * 1000),
+        )
         cap = self.limits.max_response_bytes
-        content = json.dumps(body).encode()
+        content = b'{"input":' + payload + b',"context":' + context + b"}"
         pool = self._acquire(route.endpoint)
         target = f"/summit/v1/extensions/{ext.point.value}/{ext.name}".encode()
         try:
@@ -480,7 +517,7 @@ class Broker:
         if not providers:
             raise NotFound(f"no ACTIVE plugin provides {point}", code="no_provider")
         checked = providers if mode != "pipeline" else providers[:1]
-        errors = [e for r, x in checked for e in self.schema_errors(r, x, payload, "input")]
+        errors = self._input_errors(checked, payload)
         if errors:
             raise InvalidInput(
                 "the input does not match the provider's input_schema",
@@ -490,11 +527,15 @@ class Broker:
 
         failures: list[SummitError] = []
 
-        async def one(route: Route, ext: Extension, value: Any) -> dict[str, Any]:
+        async def one(
+            route: Route, ext: Extension, value: Any, raw: bytes | None = None
+        ) -> dict[str, Any]:
             started = time.perf_counter()
             entry: dict[str, Any] = {"plugin": route.plugin_id, "extension": ext.name}
             try:
-                entry["output"] = await self.call(route, ext, value, timeout_ms=timeout_ms)
+                entry["output"] = await self.call(
+                    route, ext, value, timeout_ms=timeout_ms, encoded=raw
+                )
             except SummitError as exc:
                 failures.append(exc)
                 entry["error"] = {"code": exc.code, "message": exc.message}
@@ -511,7 +552,8 @@ class Broker:
             return entry
 
         if mode == "all":
-            results = list(await asyncio.gather(*(one(r, e, payload) for r, e in providers)))
+            raw = json.dumps(payload).encode()
+            results = list(await asyncio.gather(*(one(r, e, payload, raw) for r, e in providers)))
             if failures and all("error" in entry for entry in results):
                 raise _with_results(failures[0], results)
             return {"mode": mode, "results": results}
