@@ -17,9 +17,14 @@ One run:
    ``POST /v1/extension-points/analyzer/execute`` with ``plugins: [id]``; each one client
    sequentially (keep-alive) and with 16 concurrent callers (asyncio + ``httpx.AsyncClient``);
 4. fan-out: ``execute`` mode ``all`` over the first 1, 5 and 20 copies, sequentially;
+
 5. prints p50/p99 latency, throughput, the CPU each party spent per call, and the ratios
    against the targets (added p50 <= 1 ms, brokered/direct throughput at c16 >= 60%,
    20-provider p50 <= 2x the 1-provider p50).
+
+The series compared with each other (direct and brokered; the fan-out sizes) take turns in
+0.5 s slices rather than running one after the other: on a shared host the machine's speed
+drifts by tens of percent within a minute, and turns spread that drift over every series.
 
 The load generator runs on the same machine as the orchestrator and the plugins, and competes
 with them for the CPUs; the output says so. Everything it creates is removed on exit, on error
@@ -174,89 +179,118 @@ def check_execute(r: httpx.Response, expected: int) -> str | None:
 # -- load loops ------------------------------------------------------------------------------
 
 
-def run_sequential(
-    name: str, send: Callable[[], str | None], meter: CpuMeter, seconds: float, warmup: float
-) -> Series:
-    series = Series(name)
-    end = time.perf_counter() + warmup
-    while time.perf_counter() < end:
-        err = send()
-        if err:
-            raise RuntimeError(f"{name}: warm-up call failed: {err}")
-    before = meter.sample()
-    start = time.perf_counter()
-    end = start + seconds
-    done = start
-    while done < end:
-        t0 = time.perf_counter()
-        err = send()
-        done = time.perf_counter()
-        if err is None:
-            series.latencies_ms.append((done - t0) * 1000)
-        else:
-            series.fail(err)
-    series.elapsed_s = done - start
-    series.cpu_s = CpuMeter.delta(before, meter.sample())
-    return series
+SLICE_S = 0.5  # series compared with each other take turns in slices this long
 
 
-async def _run_concurrent(
-    name: str,
-    clients: list[httpx.AsyncClient],
-    send: Callable[[httpx.AsyncClient], Awaitable[str | None]],
-    meter: CpuMeter,
+def _add_cpu(series: Series, used: dict[str, float | None]) -> None:
+    for who, v in used.items():
+        old = series.cpu_s.get(who, 0.0)
+        series.cpu_s[who] = None if v is None or old is None else old + v
+
+
+@dataclass
+class Load:
+    """One series of a comparison: its name, one call (error text or None) and what to meter."""
+
+    name: str
+    send: Callable[[], str | None]
+    meter: CpuMeter
+
+
+def run_sequential(loads: list[Load], seconds: float, warmup: float) -> list[Series]:
+    """Each load for ``seconds`` of one caller, the loads taking turns in ``SLICE_S`` slices.
+
+    Taking turns, not one after the other, so that a machine that slows down or speeds up
+    during the run (a shared host) weighs on every series of the comparison alike.
+    """
+    out = [Series(load.name) for load in loads]
+    for load in loads:
+        end = time.perf_counter() + warmup
+        while time.perf_counter() < end:
+            err = load.send()
+            if err:
+                raise RuntimeError(f"{load.name}: warm-up call failed: {err}")
+    for _ in range(max(1, round(seconds / SLICE_S))):
+        for load, series in zip(loads, out, strict=True):
+            before = load.meter.sample()
+            start = time.perf_counter()
+            end = start + SLICE_S
+            done = start
+            while done < end:
+                t0 = time.perf_counter()
+                err = load.send()
+                done = time.perf_counter()
+                if err is None:
+                    series.latencies_ms.append((done - t0) * 1000)
+                else:
+                    series.fail(err)
+            series.elapsed_s += done - start
+            _add_cpu(series, CpuMeter.delta(before, load.meter.sample()))
+    return out
+
+
+@dataclass
+class ConcurrentLoad:
+    name: str
+    make_client: Callable[[], httpx.AsyncClient]
+    send: Callable[[httpx.AsyncClient], Awaitable[str | None]]
+    meter: CpuMeter
+
+
+def run_concurrent(
+    loads: list[ConcurrentLoad],
     seconds: float,
     warmup: float,
-) -> Series:
-    series = Series(name)
+    concurrency: int = CONCURRENCY,
+) -> list[Series]:
+    """``concurrency`` callers per load on one event loop, each with its own keep-alive
+    connection; the loads take turns in ``SLICE_S`` slices as in :func:`run_sequential`.
 
-    async def loop(client: httpx.AsyncClient, until: float, record: bool) -> float:
+    One client per caller, not one shared pool: httpx's async pool spends far more CPU per call
+    when many requests wait on it, and that CPU would be taken from the servers under test.
+    """
+    out = [Series(load.name) for load in loads]
+
+    async def caller(
+        load: ConcurrentLoad, series: Series | None, client: httpx.AsyncClient, until: float
+    ) -> float:
         last = time.perf_counter()
         while last < until:
             t0 = time.perf_counter()
-            err = await send(client)
+            err = await load.send(client)
             last = time.perf_counter()
-            if not record:
+            if series is None:
                 if err:
-                    raise RuntimeError(f"{name}: warm-up call failed: {err}")
+                    raise RuntimeError(f"{load.name}: warm-up call failed: {err}")
             elif err is None:
                 series.latencies_ms.append((last - t0) * 1000)
             else:
                 series.fail(err)
         return last
 
-    warm_until = time.perf_counter() + warmup
-    await asyncio.gather(*(loop(c, warm_until, False) for c in clients))
-    before = meter.sample()
-    start = time.perf_counter()
-    ends = await asyncio.gather(*(loop(c, start + seconds, True) for c in clients))
-    # Calls still in flight at the end of the window finish and count; so does their time.
-    series.elapsed_s = max(ends) - start
-    series.cpu_s = CpuMeter.delta(before, meter.sample())
-    return series
-
-
-def run_concurrent(
-    name: str,
-    make_client: Callable[[], httpx.AsyncClient],
-    send: Callable[[httpx.AsyncClient], Awaitable[str | None]],
-    meter: CpuMeter,
-    seconds: float,
-    warmup: float,
-    concurrency: int = CONCURRENCY,
-) -> Series:
-    """``concurrency`` callers on one event loop, each with its own keep-alive connection.
-
-    One client per caller, not one shared pool: httpx's async pool spends far more CPU per call
-    when many requests wait on it, and that CPU would be taken from the servers under test.
-    """
-
-    async def main() -> Series:
+    async def main() -> None:
         async with contextlib.AsyncExitStack() as stack:
-            clients = [await stack.enter_async_context(make_client()) for _ in range(concurrency)]
-            return await _run_concurrent(name, clients, send, meter, seconds, warmup)
+            clients = [
+                [await stack.enter_async_context(load.make_client()) for _ in range(concurrency)]
+                for load in loads
+            ]
+            for load, group in zip(loads, clients, strict=True):
+                until = time.perf_counter() + warmup
+                await asyncio.gather(*(caller(load, None, c, until) for c in group))
+            for _ in range(max(1, round(seconds / SLICE_S))):
+                for load, series, group in zip(loads, out, clients, strict=True):
+                    before = load.meter.sample()
+                    start = time.perf_counter()
+                    ends = await asyncio.gather(
+                        *(caller(load, series, c, start + SLICE_S) for c in group)
+                    )
+                    # Calls in flight at the end of the slice finish and count; so does their
+                    # time.
+                    series.elapsed_s += max(ends) - start
+                    _add_cpu(series, CpuMeter.delta(before, load.meter.sample()))
 
-    return asyncio.run(main())
+    asyncio.run(main())
+    return out
 
 
 # -- plugins ---------------------------------------------------------------------------------
@@ -430,29 +464,26 @@ def main(argv: list[str] | None = None) -> int:
         def broker_async() -> httpx.AsyncClient:
             return httpx.AsyncClient(base_url=orch.url, headers=auth, timeout=30, limits=limits)
 
-        with direct_sync() as c:
-            rows.append(
-                run_sequential(
-                    "direct   sequential",
-                    lambda: check_direct(
-                        c.post(direct_url, content=DIRECT_BODY, headers=JSON_HEADERS)
+        with direct_sync() as dc, broker_sync() as bc:
+            rows += run_sequential(
+                [
+                    Load(
+                        "direct   sequential",
+                        lambda: check_direct(
+                            dc.post(direct_url, content=DIRECT_BODY, headers=JSON_HEADERS)
+                        ),
+                        one,
                     ),
-                    one,
-                    args.seconds,
-                    args.warmup,
-                )
-            )
-        with broker_sync() as c:
-            rows.append(
-                run_sequential(
-                    "brokered sequential",
-                    lambda: check_execute(
-                        c.post(execute_url, content=single_body, headers=JSON_HEADERS), 1
+                    Load(
+                        "brokered sequential",
+                        lambda: check_execute(
+                            bc.post(execute_url, content=single_body, headers=JSON_HEADERS), 1
+                        ),
+                        one,
                     ),
-                    one,
-                    args.seconds,
-                    args.warmup,
-                )
+                ],
+                args.seconds,
+                args.warmup,
             )
 
         async def direct_send(c: httpx.AsyncClient) -> str | None:
@@ -462,41 +493,36 @@ def main(argv: list[str] | None = None) -> int:
             r = await c.post(execute_url, content=single_body, headers=JSON_HEADERS)
             return check_execute(r, 1)
 
-        rows.append(
-            run_concurrent(
-                f"direct   c{CONCURRENCY}",
-                direct_async,
-                direct_send,
-                one,
-                args.seconds,
-                args.warmup,
-            )
-        )
-        rows.append(
-            run_concurrent(
-                f"brokered c{CONCURRENCY}",
-                broker_async,
-                broker_send,
-                one,
-                args.seconds,
-                args.warmup,
-            )
+        rows += run_concurrent(
+            [
+                ConcurrentLoad(f"direct   c{CONCURRENCY}", direct_async, direct_send, one),
+                ConcurrentLoad(f"brokered c{CONCURRENCY}", broker_async, broker_send, one),
+            ],
+            args.seconds,
+            args.warmup,
         )
 
         with broker_sync() as c:
-            for n in fanout:
+
+            def fan_send(n: int) -> Callable[[], str | None]:
                 body = execute_body(ids[:n])
-                meter = CpuMeter(orch.pid, [pids[p] for p in ids[:n]])
-                fan[n] = run_sequential(
-                    f"fan-out all x{n} sequential",
-                    lambda body=body, n=n: check_execute(
-                        c.post(execute_url, content=body, headers=JSON_HEADERS), n
-                    ),
-                    meter,
-                    args.seconds,
-                    args.warmup,
+                return lambda: check_execute(
+                    c.post(execute_url, content=body, headers=JSON_HEADERS), n
                 )
-                rows.append(fan[n])
+
+            loads = [
+                Load(
+                    f"fan-out all x{n} sequential",
+                    fan_send(n),
+                    CpuMeter(orch.pid, [pids[p] for p in ids[:n]]),
+                )
+                for n in fanout
+            ]
+            for n, series in zip(
+                fanout, run_sequential(loads, args.seconds, args.warmup), strict=True
+            ):
+                fan[n] = series
+                rows.append(series)
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)
         return 130

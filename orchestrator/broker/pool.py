@@ -553,7 +553,12 @@ class Broker:
 
         if mode == "all":
             raw = json.dumps(payload).encode()
-            results = list(await asyncio.gather(*(one(r, e, payload, raw) for r, e in providers)))
+            if len(providers) == 1:  # no task to spawn for a single provider
+                results = [await one(*providers[0], payload, raw)]
+            else:
+                results = list(
+                    await asyncio.gather(*(one(r, e, payload, raw) for r, e in providers))
+                )
             if failures and all("error" in entry for entry in results):
                 raise _with_results(failures[0], results)
             return {"mode": mode, "results": results}
