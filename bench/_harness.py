@@ -64,6 +64,37 @@ def machine_line(dk: docker.DockerClient) -> str:
     )
 
 
+def wakeup_round_trip_us(rounds: int = 5000) -> float:
+    """Median round trip of one byte between two processes over pipes, in microseconds.
+
+    Every brokered call wakes three processes in turn, so this is the machine's speed for what
+    the broker benchmark measures; on a shared virtual machine it drifts within minutes (seen
+    here: 20 to 80 us), and figures of runs far apart are only comparable next to it.
+    """
+    to_child, from_parent = os.pipe()
+    from_child, to_parent = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only echoes
+        try:
+            for _ in range(rounds):
+                os.read(to_child, 1)
+                os.write(to_parent, b"x")
+        finally:
+            os._exit(0)
+    times: list[float] = []
+    try:
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            os.write(from_parent, b"x")
+            os.read(from_child, 1)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.waitpid(pid, 0)
+        for fd in (to_child, from_parent, from_child, to_parent):
+            os.close(fd)
+    return percentile(times, 50) * 1e6
+
+
 def process_cpu_s(pid: int) -> float | None:
     """User + system CPU seconds used so far by process ``pid`` (all its threads), Linux only."""
     try:

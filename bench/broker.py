@@ -59,6 +59,7 @@ from _harness import (
     process_cpu_s,
     remove_owned_containers,
     sigterm_as_interrupt,
+    wakeup_round_trip_us,
 )
 
 from orchestrator.broker.client import base_url_for, transport_for
@@ -391,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("Summit broker benchmark")
     print(f"  {machine_line(dk)}")
+    wakeup_before = wakeup_round_trip_us()
     print(
         f"  load generator on the same machine ({nproc()} CPUs shared with the orchestrator "
         "and the plugins)"
@@ -529,11 +531,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cleanup(dk, orch, installed, root, instance)
 
-    report(rows, fan, args)
+    report(rows, fan, args, (wakeup_before, wakeup_round_trip_us()))
     return 0
 
 
-def report(rows: list[Series], fan: dict[int, Series], args: argparse.Namespace) -> None:
+def report(
+    rows: list[Series],
+    fan: dict[int, Series],
+    args: argparse.Namespace,
+    wakeup_us: tuple[float, float],
+) -> None:
     by = {s.name.split()[0] + " " + s.name.split()[-1]: s for s in rows}
     ds, bs = by["direct sequential"], by["brokered sequential"]
     dc, bc = by[f"direct c{CONCURRENCY}"], by[f"brokered c{CONCURRENCY}"]
@@ -565,6 +572,11 @@ def report(rows: list[Series], fan: dict[int, Series], args: argparse.Namespace)
         f"note: the load generator shares the {nproc()} CPUs with the orchestrator and the "
         "plugins; CPU ms/call is per call of the series (for fan-out: all its providers together)"
     )
+    print(
+        "machine: process wake-up round trip (pipe ping-pong, p50) "
+        f"{wakeup_us[0]:.0f} us before, {wakeup_us[1]:.0f} us after; every figure above "
+        "scales with it"
+    )
     print()
     print(
         f"Broker ({nproc()} CPUs, load generator on the same machine, word-count with a "
@@ -575,7 +587,8 @@ def report(rows: list[Series], fan: dict[int, Series], args: argparse.Namespace)
         f"(p50 {bc.p(50):.1f} / p99 {bc.p(99):.1f} ms), {share:.0%} of direct (target >= 60%); "
         f"fan-out `all` p50 "
         + ", ".join(f"{fan[n].p(50):.1f} ms over {n}" for n in sorted(fan))
-        + f", x{hi}/x{lo} = {fan_ratio:.2f} (target <= 2x)."
+        + f", x{hi}/x{lo} = {fan_ratio:.2f} (target <= 2x); process wake-up round trip "
+        f"{wakeup_us[0]:.0f}-{wakeup_us[1]:.0f} us."
     )
 
 
