@@ -241,7 +241,7 @@ class Broker:
         with self._lock:
             pool = self._pools.get(endpoint)
             if pool is None or pool.retired:
-                # h11 on asyncio streams (H1Pool): httpx's models and httpcore's pool cost
+                # H1Pool (httptools on asyncio streams): httpx's models and httpcore's pool cost
                 # more CPU than the plugin's own work on small calls. A call that fails on a
                 # reused connection is not sent again: only idempotent extensions are retried.
                 client = H1Pool(
