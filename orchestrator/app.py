@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 prefix=settings.instance,
             )
             await stream.start()
-        app.state.api_tokens = ApiTokens(engine)
+        app.state.api_tokens = ApiTokens(engine, cache_s=settings.api_token_cache_s)
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
         app.state.reconciled = supervisor.reconciled
         supervisor.start()

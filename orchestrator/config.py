@@ -18,6 +18,13 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(None, description="Redis URL; unset means in-process")
     admin_token: str = Field("dev-admin-token", description="Bearer token of the admin API")
+    api_token_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a verified API token's role is trusted without reading the "
+        "database again; a revocation reaches the other replicas within this time (0: read "
+        "every time)",
+    )
     instance: str = Field(
         "summit", description="Owner label put on every container so reconcile finds its own"
     )

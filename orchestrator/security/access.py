@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+import time
 from datetime import datetime
 from enum import IntEnum
 
@@ -92,9 +93,23 @@ class NewToken(TokenView):
     token: str
 
 
+_MAX_VERIFIED = 10_000  # distinct tokens remembered at once
+
+
 class ApiTokens:
-    def __init__(self, engine: Engine) -> None:
+    """Admin API tokens: stored as SHA-256 digests, each with one role.
+
+    A verified token's role is remembered for ``cache_s`` seconds, so a caller making many
+    calls does not cost a database read each time. Revoking on this process forgets it at
+    once; another replica sharing the database stops accepting it within ``cache_s``.
+    """
+
+    def __init__(self, engine: Engine, *, cache_s: float = 5.0) -> None:
         self.engine = engine
+        self.cache_s = cache_s
+        # digest -> (role, monotonic expiry); written from the thread pool, read on the event
+        # loop: single dict operations, atomic under the GIL.
+        self._verified: dict[str, tuple[Role, float]] = {}
 
     def create(self, *, name: str, role: str) -> NewToken:
         parsed = Role.parse(role)
@@ -131,7 +146,17 @@ class ApiTokens:
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
                 session.add(row)
+            self._verified.pop(row.token_hash, None)
             return TokenView.model_validate(row, from_attributes=True)
+
+    def cached_role(self, token: str) -> Role | None:
+        """The role of ``token`` if it was verified less than ``cache_s`` ago; no I/O."""
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        found = self._verified.get(hash_token(token))
+        if found is None or found[1] <= time.monotonic():
+            return None
+        return found[0]
 
     def role_of(self, token: str) -> Role | None:
         """The role of a valid, unrevoked token; None otherwise."""
@@ -144,5 +169,19 @@ class ApiTokens:
             if row is None or not hmac.compare_digest(row.token_hash, digest):
                 return None
             if row.revoked_at is not None:
+                self._verified.pop(digest, None)
                 return None
-            return Role.parse(row.role)
+            role = Role.parse(row.role)
+            if self.cache_s > 0:
+                if len(self._verified) >= _MAX_VERIFIED:
+                    self._forget_expired()
+                self._verified[digest] = (role, time.monotonic() + self.cache_s)
+            return role
+
+    def _forget_expired(self) -> None:
+        now = time.monotonic()
+        for digest, (_, expiry) in list(self._verified.items()):
+            if expiry <= now:
+                self._verified.pop(digest, None)
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.clear()

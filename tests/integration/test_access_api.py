@@ -49,6 +49,10 @@ def test_roles_allow_what_they_should_and_nothing_more(orch: OrchestratorProcess
         assert http.get("/v1/plugins/com.example.absent/secrets").status_code == 403
         assert http.put("/v1/plugins/com.example.absent/limits", json={}).status_code == 403
         assert http.get("/v1/tokens").status_code == 403
+        # Verified a moment ago, the token now takes the execute fast path: same answers.
+        for _ in range(2):
+            r = http.post("/v1/extension-points/workflow/execute", json={"input": {}})
+            assert (r.status_code, r.json()["error"]["code"]) == (404, "no_provider")
     with as_token(orch, admin["token"]) as http:
         assert http.get("/v1/audit").status_code == 200
         assert http.get("/v1/tokens").status_code == 200
@@ -62,6 +66,10 @@ def test_roles_allow_what_they_should_and_nothing_more(orch: OrchestratorProcess
     assert orch.client.delete("/v1/tokens/tok_missing").status_code == 404
     for t in (operator, admin):
         orch.client.delete(f"/v1/tokens/{t['id']}")
+    # Revoked here: refused at once, the fast path included.
+    with as_token(orch, operator["token"]) as http:
+        r = http.post("/v1/extension-points/workflow/execute", json={"input": {}})
+        assert r.status_code == 401
 
 
 @pytest.fixture(scope="module")

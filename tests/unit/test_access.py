@@ -1,11 +1,16 @@
-"""The admin API's role table: which role each request needs."""
+"""The admin API's role table (which role each request needs) and API tokens' role cache."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import pytest
+from sqlalchemy.engine import Engine
 
 from orchestrator.domain.errors import InvalidInput
-from orchestrator.security.access import Role, required_role
+from orchestrator.security.access import ApiTokens, Role, required_role
+from orchestrator.store.db import make_engine, migrate
 
 
 @pytest.mark.parametrize(
@@ -42,3 +47,41 @@ def test_roles_are_ordered_and_parsed() -> None:
     assert Role.parse("Operator") is Role.OPERATOR
     with pytest.raises(InvalidInput):
         Role.parse("root")
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_a_verified_token_is_remembered_and_forgotten_on_revoke(engine: Engine) -> None:
+    here, other = ApiTokens(engine, cache_s=0.5), ApiTokens(engine, cache_s=0.5)
+    token = here.create(name="ci", role="operator")
+    # Nothing is trusted before the database has said so.
+    assert here.cached_role(token.token) is None
+    assert here.role_of(token.token) is Role.OPERATOR
+    assert here.cached_role(token.token) is Role.OPERATOR
+    assert here.cached_role(token.token + "x") is None
+    assert here.cached_role("not-a-summit-token") is None
+    assert other.role_of(token.token) is Role.OPERATOR
+
+    here.revoke(token.id)
+    assert here.cached_role(token.token) is None  # at once on the revoking process
+    assert here.role_of(token.token) is None
+    # Another replica trusts what it verified until its cache runs out, then asks again.
+    assert other.cached_role(token.token) is Role.OPERATOR
+    time.sleep(0.6)
+    assert other.cached_role(token.token) is None
+    assert other.role_of(token.token) is None
+    assert other.cached_role(token.token) is None
+
+
+def test_a_zero_cache_reads_the_database_every_time(engine: Engine) -> None:
+    tokens = ApiTokens(engine, cache_s=0)
+    token = tokens.create(name="ci", role="admin")
+    assert tokens.role_of(token.token) is Role.ADMIN
+    assert tokens.cached_role(token.token) is None

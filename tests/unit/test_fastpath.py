@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.fastpath import FastPathAPI
 from orchestrator.domain.errors import Conflict, SummitError
+from orchestrator.security.access import Role
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 
@@ -45,6 +46,9 @@ def make() -> tuple[TestClient, Broker, list[bytes]]:
     broker = Broker()
     app.state.broker = broker
     app.state.settings = SimpleNamespace(admin_token="admin-secret", max_request_bytes=64)
+    # What ApiTokens.cached_role knows: tokens the route verified a moment ago.
+    verified = {"smt_operator": Role.OPERATOR, "smt_admin": Role.ADMIN, "smt_viewer": Role.VIEWER}
+    app.state.api_tokens = SimpleNamespace(cached_role=verified.get)
     routed: list[bytes] = []
 
     @app.post("/v1/extension-points/{point}/execute")
@@ -75,6 +79,20 @@ def test_the_admin_s_sync_call_goes_straight_to_the_broker() -> None:
     ((point, payload, options),) = broker.calls
     assert point == "analyzer" and payload == {"text": "a b"}
     assert options == {"mode": "first", "plugins": None, "timeout_ms": 50}
+
+
+def test_recently_verified_operator_and_admin_api_tokens_take_the_fast_path() -> None:
+    client, broker, routed = make()
+    url = "/v1/extension-points/analyzer/execute"
+    for token in ("smt_operator", "smt_admin"):
+        r = client.post(url, json={"input": 1}, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and "results" in r.json()
+    assert len(broker.calls) == 2 and routed == []
+    # A viewer's token, one not verified lately, or another scheme: the route decides.
+    for credential in ("Bearer smt_viewer", "Bearer smt_unknown", "Basic smt_operator"):
+        r = client.post(url, json={"input": 1}, headers={"Authorization": credential})
+        assert r.json() == {"routed": "analyzer"}, credential
+    assert len(broker.calls) == 2
 
 
 def test_everything_else_reaches_the_route_with_its_body() -> None:
