@@ -179,6 +179,9 @@ class PluginApp:
         if kind != "http":
             return
         method, path = scope["method"], scope["path"]
+        head = method == "HEAD"  # a GET without the body, as HTTP has it
+        if head:
+            method = "GET"
         params: tuple[str, ...] = ()
         endpoint = self._endpoints.get((method, path))
         if endpoint is None and path.startswith(_EXTENSIONS_PREFIX):
@@ -197,7 +200,8 @@ class PluginApp:
                     return  # the caller went away
                 status, content, after = await endpoint(_Request(body, params))
             elif path in self._methods:
-                allowed = ", ".join(sorted(self._methods[path]))
+                methods = self._methods[path]
+                allowed = ", ".join(sorted([*methods, "HEAD"] if "GET" in methods else methods))
                 extra = [(b"allow", allowed.encode())]
                 raise _Failure("method_not_allowed", "Method Not Allowed")
             else:
@@ -209,7 +213,7 @@ class PluginApp:
             status, content = _error("internal_error", "internal error in the plugin runtime")
         headers = [_JSON_TYPE, (b"content-length", str(len(content)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
+        await send({"type": "http.response.body", "body": b"" if head else content})
         if after is not None:
             after()
 

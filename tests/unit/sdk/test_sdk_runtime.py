@@ -350,6 +350,11 @@ def test_unknown_route_and_method_answer_error_json() -> None:
         405,
         "method_not_allowed",
     )
+    assert wrong_method.headers["allow"] == "POST"
+    assert client.post(f"{BASE}/health").headers["allow"] == "GET, HEAD"
+    head = client.head(f"{BASE}/health")
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == len(client.get(f"{BASE}/health").content)
 
 
 # --------------------------------------------------------------------------- metadata
