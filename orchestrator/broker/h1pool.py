@@ -55,12 +55,14 @@ class H1Response:
 
 
 def encode_request(
-    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    method: bytes, target: bytes, host: bytes, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> bytes:
-    """The request head and body as one buffer; refuses fields that would break the framing."""
+    """The request (Host and Content-Length first) as one buffer; refuses a request line or
+    fields that would break the framing. ``host`` is the pool's own, checked once."""
     if not _TARGET.fullmatch(target) or not _FIELD_NAME.fullmatch(method):
         raise ValueError(f"invalid request line: {method!r} {target!r}")
-    lines = [method + b" " + target + b" HTTP/1.1"]
+    head = b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d"
+    lines = [head % (method, target, host, len(body))]
     for name, value in headers:
         if not _FIELD_NAME.fullmatch(name) or _FIELD_VALUE_BAD.search(value):
             raise ValueError(f"invalid header field {name!r}")
@@ -229,6 +231,8 @@ class H1Pool:
     ) -> None:
         self._connect = connect
         self._retry_stale = retry_stale
+        if not host_header or _FIELD_VALUE_BAD.search(host_header) or b" " in host_header:
+            raise ValueError(f"invalid host header {host_header!r}")
         self.host_header = host_header
         self._expiry = keepalive_expiry_s
         self._idle: list[_Connection] = []
@@ -263,16 +267,7 @@ class H1Pool:
     ) -> H1Response:
         """Send one request; ``max_body`` caps the answer (:class:`BodyTooLarge`, or cut to
         the cap with ``truncate``). Host and Content-Length are added here."""
-        request = encode_request(
-            method,
-            target,
-            [
-                (b"host", self.host_header),
-                (b"content-length", str(len(content)).encode()),
-                *headers,
-            ],
-            content,
-        )
+        request = encode_request(method, target, self.host_header, headers, content)
         async with self._slots:
             for _ in range(2):
                 connection = await self._take()

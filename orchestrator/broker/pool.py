@@ -374,12 +374,11 @@ class Broker:
                 self.metrics.refused.labels(plugin, exc.code).inc()
             raise
         finally:
-            self.metrics.calls.labels(plugin, point, outcome).inc()
-            self.metrics.latency.labels(plugin, point).observe(time.perf_counter() - started)
+            self.metrics.observe_call(plugin, point, outcome, time.perf_counter() - started)
 
     def _breaker(self, plugin_id: str, *, ok: bool) -> None:
         state = self.breakers.record(plugin_id, ok=ok)
-        self.metrics.breaker.labels(plugin_id).set(BREAKER_VALUES[state])
+        self.metrics.set_breaker(plugin_id, BREAKER_VALUES[state])
 
     async def _check_rate(self, route: Route) -> None:
         limit = (

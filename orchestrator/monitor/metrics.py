@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -56,6 +57,32 @@ class Metrics:
             ["plugin", "point"],
             registry=self.registry,
         )
+
+        # Labelled children looked up once: ``labels()`` validates and locks on every call,
+        # which the broker's hot path would pay three times per call.
+        self._call_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._breaker_values: dict[str, tuple[Any, int]] = {}
+
+    def observe_call(self, plugin: str, point: str, outcome: str, seconds: float) -> None:
+        """Count one brokered call and its time."""
+        key = (plugin, point, outcome)
+        children = self._call_children.get(key)
+        if children is None:
+            children = self._call_children[key] = (
+                self.calls.labels(plugin, point, outcome),
+                self.latency.labels(plugin, point),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def set_breaker(self, plugin: str, value: int) -> None:
+        """The breaker gauge of ``plugin``; written only when the value changes."""
+        known = self._breaker_values.get(plugin)
+        if known is not None and known[1] == value:
+            return
+        child = known[0] if known is not None else self.breaker.labels(plugin)
+        child.set(value)
+        self._breaker_values[plugin] = (child, value)
 
     def gauge_from(self, name: str, doc: str, read: Callable[[], float | None]) -> None:
         """Expose a value read at scrape time (e.g. the job queue's depth)."""

@@ -205,8 +205,8 @@ async def test_broken_answers_are_protocol_failures(answer: bytes, message: str)
 
 
 def test_fields_that_would_break_the_framing_are_refused() -> None:
-    assert encode_request(b"GET", b"/a?b=c", [(b"x-a", b"1 2")], b"") == (
-        b"GET /a?b=c HTTP/1.1\r\nx-a: 1 2\r\n\r\n"
+    assert encode_request(b"GET", b"/a?b=c", b"h", [(b"x-a", b"1 2")], b"") == (
+        b"GET /a?b=c HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\nx-a: 1 2\r\n\r\n"
     )
     for method, target, headers in [
         (b"POST", b"/a b", []),
@@ -217,4 +217,6 @@ def test_fields_that_would_break_the_framing_are_refused() -> None:
         (b"POST", b"/", [(b"x-a", b"\x00")]),
     ]:
         with pytest.raises(ValueError):
-            encode_request(method, target, headers, b"")
+            encode_request(method, target, b"h", headers, b"")
+    with pytest.raises(ValueError, match="host"):
+        H1Pool(asyncio.open_connection, host_header=b"a\r\nx: y")  # type: ignore[arg-type]
