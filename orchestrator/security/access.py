@@ -110,6 +110,7 @@ class ApiTokens:
         # digest -> (role, monotonic expiry); written from the thread pool, read on the event
         # loop: single dict operations, atomic under the GIL.
         self._verified: dict[str, tuple[Role, float]] = {}
+        self._revocations = 0  # a lookup overlapping a revoke does not cache its answer
 
     def create(self, *, name: str, role: str) -> NewToken:
         parsed = Role.parse(role)
@@ -146,8 +147,12 @@ class ApiTokens:
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
                 session.add(row)
-            self._verified.pop(row.token_hash, None)
-            return TokenView.model_validate(row, from_attributes=True)
+            digest = row.token_hash
+            view = TokenView.model_validate(row, from_attributes=True)
+        # After the commit: a lookup that read the row before it may not cache what it saw.
+        self._revocations += 1
+        self._verified.pop(digest, None)
+        return view
 
     def cached_role(self, token: str) -> Role | None:
         """The role of ``token`` if it was verified less than ``cache_s`` ago; no I/O."""
@@ -163,6 +168,7 @@ class ApiTokens:
         if not token.startswith(TOKEN_PREFIX):
             return None
         digest = hash_token(token)
+        revocations = self._revocations
         with session_scope(self.engine) as session:
             row = crud.get_api_token_by_hash(session, token_hash=digest)
             # The index lookup found the row; the final comparison still takes constant time.
@@ -172,7 +178,7 @@ class ApiTokens:
                 self._verified.pop(digest, None)
                 return None
             role = Role.parse(row.role)
-            if self.cache_s > 0:
+            if self.cache_s > 0 and revocations == self._revocations:
                 if len(self._verified) >= _MAX_VERIFIED:
                     self._forget_expired()
                 self._verified[digest] = (role, time.monotonic() + self.cache_s)

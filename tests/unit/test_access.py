@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
 
 from orchestrator.domain.errors import InvalidInput
 from orchestrator.security.access import ApiTokens, Role, required_role
-from orchestrator.store.db import make_engine, migrate
+from orchestrator.store import crud
+from orchestrator.store.db import make_engine, migrate, session_scope
+from orchestrator.store.models import utcnow
 
 
 @pytest.mark.parametrize(
@@ -85,3 +88,24 @@ def test_a_zero_cache_reads_the_database_every_time(engine: Engine) -> None:
     token = tokens.create(name="ci", role="admin")
     assert tokens.role_of(token.token) is Role.ADMIN
     assert tokens.cached_role(token.token) is None
+
+
+def test_a_lookup_overlapping_a_revoke_does_not_cache_its_answer(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = ApiTokens(engine, cache_s=60)
+    token = tokens.create(name="ci", role="operator")
+    lookup = crud.get_api_token_by_hash
+
+    def read_then_revoked_elsewhere(session: Any, **kw: Any) -> Any:
+        row = lookup(session, **kw)  # read before the revoke commits ...
+        with session_scope(engine) as other:  # ... which then commits on another connection
+            crud.get_api_token(other, token_id=token.id).revoked_at = utcnow()
+        tokens._revocations += 1  # what revoke() does after its commit
+        return row
+
+    monkeypatch.setattr(crud, "get_api_token_by_hash", read_then_revoked_elsewhere)
+    assert tokens.role_of(token.token) is Role.OPERATOR  # what it read
+    assert tokens.cached_role(token.token) is None  # but not remembered
+    monkeypatch.setattr(crud, "get_api_token_by_hash", lookup)
+    assert tokens.role_of(token.token) is None
