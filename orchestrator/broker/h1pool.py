@@ -198,6 +198,8 @@ class _Connection:
             self.answer_started = True
             try:
                 parser.feed_data(data)
+            except httptools.HttpParserUpgrade:  # 101 to a request that asked for none
+                raise ProtocolFailure("the peer switched protocols unasked") from None
             except httptools.HttpParserError as exc:
                 if isinstance(exc.__context__, ProtocolFailure):
                     raise exc.__context__ from None

@@ -281,7 +281,7 @@ class Broker:
         key = (route.plugin_id, route.version, ext.point.value, ext.name, which)
         check = self._validators.get(key)
         if check is None:
-            text = json.dumps(schema, sort_keys=True)
+            text = json.dumps(schema, sort_keys=True, default=str)
             check = self._checks_by_schema.get(text)
             if check is None:
                 check = self._checks_by_schema[text] = _SchemaCheck(schema)

@@ -190,6 +190,10 @@ async def test_the_body_cap_refuses_or_truncates_and_drops_the_connection() -> N
         (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", "mid-answer"),
         (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab", "bad HTTP"),
         (b"HTTP/1.1 200 OK\r\nx: " + b"a" * 70_000 + b"\r\n\r\n", "head over"),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n",
+            "unasked",
+        ),
     ],
 )
 @run
