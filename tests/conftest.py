@@ -11,6 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
+
+from orchestrator.store.db import make_engine, migrate
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "summit/plugin-python:latest"
@@ -87,6 +90,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     """Parametrize indirectly with "sqlite" or "postgres"; sqlite when not parametrized."""
     with temp_database(getattr(request, "param", "sqlite"), tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated engine on ``database_url`` (SQLite unless parametrized with "postgres")."""
+    eng = make_engine(database_url)
+    migrate(eng)
+    yield eng
+    eng.dispose()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -11,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.store import crud
-from orchestrator.store.db import make_engine, migrate, session_scope
+from orchestrator.store.db import migrate, session_scope
 from orchestrator.store.models import Container, Plugin, PluginVersion, utcnow
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -27,14 +26,6 @@ TABLES = {
     "deliveries",
     "delivery_attempts",
 }
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    migrate(eng)
-    yield eng
-    eng.dispose()
 
 
 def add_plugin(engine: Engine, plugin_id: str, *, image: str | None = None) -> None:

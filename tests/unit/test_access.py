@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from sqlalchemy.engine import Engine
 from orchestrator.domain.errors import InvalidInput
 from orchestrator.security.access import ApiTokens, Role, required_role
 from orchestrator.store import crud
-from orchestrator.store.db import make_engine, migrate, session_scope
+from orchestrator.store.db import session_scope
 from orchestrator.store.models import utcnow
 
 
@@ -50,14 +49,6 @@ def test_roles_are_ordered_and_parsed() -> None:
     assert Role.parse("Operator") is Role.OPERATOR
     with pytest.raises(InvalidInput):
         Role.parse("root")
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 import yaml
 from sqlalchemy.engine import Engine
 
 from orchestrator.broker.pool import Broker
 from orchestrator.jobs.routes import load_routes
-from orchestrator.store.db import make_engine, migrate, session_scope
+from orchestrator.store.db import session_scope
 from orchestrator.store.models import Container, Plugin, PluginVersion, utcnow
 from tests.fixtures.plugins import PLUGINS
 
 PROBE = yaml.safe_load((PLUGINS / "probe" / "plugin.yaml").read_text())
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'summit.db'}")
-    migrate(eng)
-    yield eng
-    eng.dispose()
 
 
 def add_plugin(engine: Engine, plugin_id: str, state: str, **resources: object) -> None:
