@@ -169,7 +169,6 @@ class PluginApp:
         self._methods: dict[str, list[str]] = {}
         for method, path in endpoints:
             self._methods.setdefault(path, []).append(method)
-        self._extension_endpoint = endpoints[("POST", _EXTENSIONS)]
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -183,14 +182,11 @@ class PluginApp:
         if head:
             method = "GET"
         params: tuple[str, ...] = ()
-        endpoint = self._endpoints.get((method, path))
-        if endpoint is None and path.startswith(_EXTENSIONS_PREFIX):
+        if path.startswith(_EXTENSIONS_PREFIX):  # the one route with parameters
             parts = path[len(_EXTENSIONS_PREFIX) :].split("/")
             if len(parts) == 2 and all(parts):
-                if method == "POST":
-                    endpoint, params = self._extension_endpoint, (parts[0], parts[1])
-                else:
-                    path = _EXTENSIONS
+                path, params = _EXTENSIONS, (parts[0], parts[1])
+        endpoint = self._endpoints.get((method, path))
         extra: list[tuple[bytes, bytes]] = []
         after: Callable[[], None] | None = None
         try:

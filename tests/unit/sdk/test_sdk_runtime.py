@@ -186,7 +186,8 @@ def test_failing_shutdown_handler_still_exits() -> None:
 
 def test_unknown_extension_is_404() -> None:
     client = TestClient(create_app(builder().extension("analyzer", "a", lambda i, c: i).build()))
-    for path in ("analyzer/b", "export/a", "nonsense/a"):
+    # The last is the route's own pattern, sent literally: a name like any other.
+    for path in ("analyzer/b", "export/a", "nonsense/a", "%7Bpoint%7D/%7Bname%7D"):
         response = client.post(f"{BASE}/extensions/{path}", json=call_body())
         assert response.status_code == 404
         assert error_of(response)["code"] == "unknown_extension"
