@@ -24,15 +24,27 @@ from dataclasses import dataclass
 
 import httptools
 
-__all__ = ["BodyTooLarge", "Connector", "H1Pool", "H1Response", "ProtocolFailure"]
+__all__ = [
+    "FIELD_VALUE",
+    "TOKEN",
+    "BodyTooLarge",
+    "Connector",
+    "H1Pool",
+    "H1Response",
+    "ProtocolFailure",
+]
 
 Connector = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 READ_CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 
-# Outgoing fields: a token for the name, no CR, LF or NUL in the value (header injection).
-_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FIELD_VALUE_BAD = re.compile(rb"[\r\n\x00]")
+# The HTTP/1.1 field grammar, shared with the egress proxy: RFC 9110 tokens for methods and
+# names, h11's rule for a value (no control characters, no leading or trailing blanks). Anything
+# outside it could break the framing or smuggle a second request.
+_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+TOKEN = re.compile(_TOKEN_CHARS)
+FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
+_TOKEN_BYTES = re.compile(_TOKEN_CHARS.encode())
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 
 
@@ -59,12 +71,12 @@ def encode_request(
 ) -> bytes:
     """The request (Host and Content-Length first) as one buffer; refuses a request line or
     fields that would break the framing. ``host`` is the pool's own, checked once."""
-    if not _TARGET.fullmatch(target) or not _FIELD_NAME.fullmatch(method):
+    if not _TARGET.fullmatch(target) or not _TOKEN_BYTES.fullmatch(method):
         raise ValueError(f"invalid request line: {method!r} {target!r}")
     head = b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d"
     lines = [head % (method, target, host, len(body))]
     for name, value in headers:
-        if not _FIELD_NAME.fullmatch(name) or _FIELD_VALUE_BAD.search(value):
+        if not _TOKEN_BYTES.fullmatch(name) or not FIELD_VALUE.fullmatch(value):
             raise ValueError(f"invalid header field {name!r}")
         lines.append(name + b": " + value)
     lines.append(b"")
@@ -233,7 +245,7 @@ class H1Pool:
     ) -> None:
         self._connect = connect
         self._retry_stale = retry_stale
-        if not host_header or _FIELD_VALUE_BAD.search(host_header) or b" " in host_header:
+        if not host_header or not FIELD_VALUE.fullmatch(host_header) or b" " in host_header:
             raise ValueError(f"invalid host header {host_header!r}")
         self.host_header = host_header
         self._expiry = keepalive_expiry_s

@@ -32,6 +32,8 @@ from typing import ClassVar
 import httpcore
 import httpx
 
+from orchestrator.broker.h1pool import FIELD_VALUE, TOKEN
+
 __all__ = [
     "EgressError",
     "EgressFailed",
@@ -68,10 +70,6 @@ _HOP_BY_HOP = frozenset(
 _REQUEST_DROPPED = _HOP_BY_HOP | {"host", "content-length"}
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# h11's own rule for an outgoing field value; checking it here turns a smuggling attempt
-# into a clear refusal instead of a protocol error halfway through the exchange.
-_FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
 _HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 
 _MAX_HEADER_BYTES = 64 * 1024
@@ -284,7 +282,7 @@ class EgressProxy:
         self, target: _Target, method: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         verb = method.upper()
-        if not _TOKEN.fullmatch(verb) or verb == "CONNECT":
+        if not TOKEN.fullmatch(verb) or verb == "CONNECT":
             raise EgressRefused("bad_request", f"method {method!r} is not allowed")
         if len(body) > self._max_request_bytes:
             raise EgressRefused(
@@ -307,7 +305,9 @@ class EgressProxy:
             ):
                 continue
             raw_value = value.strip().encode("utf-8")
-            if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(raw_value):
+            # Checked here, a smuggling attempt is a clear refusal, not a protocol error
+            # halfway through the exchange.
+            if not TOKEN.fullmatch(name) or not FIELD_VALUE.fullmatch(raw_value):
                 raise EgressRefused("bad_request", f"header {name!r} is not valid HTTP")
             sent.append((name.encode("ascii"), raw_value))
         if body or verb in _METHODS_WITH_BODY:
