@@ -20,7 +20,8 @@ One run:
 
 5. prints p50/p99 latency, throughput, the CPU each party spent per call, and the ratios
    against the targets (added p50 <= 1 ms, brokered/direct throughput at c16 >= 60%,
-   20-provider p50 <= 2x the 1-provider p50).
+   20-provider p50 <= 2x the 1-provider p50), and the floor the CPU sets on the largest
+   fan-out: its CPU per call over the CPUs there are.
 
 The series compared with each other (direct and brokered; the fan-out sizes) take turns in
 0.5 s slices rather than running one after the other: on a shared host the machine's speed
@@ -350,6 +351,31 @@ def table(rows: list[Series]) -> list[str]:
     return lines
 
 
+def cpu_floor(fan: dict[int, Series], lo: int, hi: int) -> list[str]:
+    """What the CPU measured per fan-out call allows at best: ``nproc`` CPUs cannot finish a
+    call that needs C ms of CPU in less than C / nproc ms, however the work is spread.
+
+    Printed so that a missed fan-out target can be told apart: a broker that serialises
+    (p50 far above the floor) from a call that is CPU-bound (p50 near the floor).
+    """
+    big, small = fan[hi], fan[lo]
+    parts = {who: big.cpu_ms_per_call(who) for who in ("client", "orchestrator", "plugins")}
+    if any(v is None for v in parts.values()) or not small.latencies_ms:
+        return []
+    cpus = nproc()
+    total = sum(v for v in parts.values() if v is not None)
+    plugins = parts["plugins"] or 0.0
+    x_lo = small.p(50)
+    return [
+        f"fan-out x{hi} CPU per call: {total:.2f} ms (client {parts['client']:.2f}, "
+        f"orchestrator {parts['orchestrator']:.2f}, plugins {plugins:.2f}); on {cpus} CPUs "
+        f"no x{hi} call can take less than {total / cpus:.2f} ms = {total / cpus / x_lo:.2f} "
+        f"x the x{lo} p50, and the plugins' share alone needs {plugins / cpus:.2f} ms = "
+        f"{plugins / cpus / x_lo:.2f} x; measured p50 {big.p(50):.2f} ms is "
+        f"{big.p(50) / (total / cpus):.2f} x that floor"
+    ]
+
+
 def verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
 
@@ -568,6 +594,8 @@ def report(
         f"fan-out p50 x{hi}/x{lo}: {fan_ratio:.2f} "
         + (f"({verdict(fan_ratio <= 2.0)} target <= 2x)" if (lo, hi) == (1, 20) else "")
     )
+    for line in cpu_floor(fan, lo, hi):
+        print(line)
     print(
         f"note: the load generator shares the {nproc()} CPUs with the orchestrator and the "
         "plugins; CPU ms/call is per call of the series (for fan-out: all its providers together)"
