@@ -91,6 +91,7 @@ class BrokerLimits:
 
 
 _JSON = [(b"content-type", b"application/json")]
+_POINTS = frozenset(p.value for p in ExtensionPoint)
 
 
 def _connector(endpoint: str) -> Connector:
@@ -170,6 +171,9 @@ class Broker:
         )
         self.concurrency = ConcurrencyLimits()
         self._routes: dict[str, Route] = {}
+        # point -> its providers, highest priority first; built on first use, dropped on every
+        # route change (both under _lock, so a build never outlives the routes it read).
+        self._providers: dict[str, tuple[tuple[Route, Extension], ...]] = {}
         self._pools: dict[str, _Pool] = {}
         self._validators: dict[tuple[str, str, str, str, str], _SchemaCheck] = {}
         # Identical schemas (copies of one plugin, shared input types) share one compiled
@@ -198,6 +202,7 @@ class Broker:
         with self._lock:
             old = self._routes.get(route.plugin_id)
             self._routes[route.plugin_id] = route
+            self._providers.clear()
         if old is None or old.version != route.version:
             self.breakers.forget(route.plugin_id)
         return old
@@ -205,6 +210,7 @@ class Broker:
     def drop_route(self, plugin_id: str) -> Route | None:
         with self._lock:
             route = self._routes.pop(plugin_id, None)
+            self._providers.clear()
         self.breakers.forget(plugin_id)
         return route
 
@@ -265,14 +271,18 @@ class Broker:
 
     def providers(self, point: str) -> list[tuple[Route, Extension]]:
         """(route, extension) pairs for ``point``, highest priority first."""
-        found = [
-            (route, ext)
-            for route in self.routes()
-            for ext in route.extensions
-            if ext.point.value == point
-        ]
-        found.sort(key=lambda pair: (-pair[1].priority, pair[0].plugin_id, pair[1].name))
-        return found
+        found = self._providers.get(point)
+        if found is None:
+            with self._lock:
+                pairs = [
+                    (route, ext)
+                    for route in self._routes.values()
+                    for ext in route.extensions
+                    if ext.point.value == point
+                ]
+                pairs.sort(key=lambda pair: (-pair[1].priority, pair[0].plugin_id, pair[1].name))
+                found = self._providers[point] = tuple(pairs)
+        return list(found)
 
     def _validator(self, route: Route, ext: Extension, which: str) -> _SchemaCheck | None:
         schema = ext.input_schema if which == "input" else ext.output_schema
@@ -496,7 +506,7 @@ class Broker:
         plugins: list[str] | None = None,
         timeout_ms: int | None = None,
     ) -> dict[str, Any]:
-        if point not in {p.value for p in ExtensionPoint}:
+        if point not in _POINTS:
             raise NotFound(f"unknown extension point {point!r}", code="unknown_point")
         if mode not in ("all", "pipeline", "first"):
             raise InvalidInput(
