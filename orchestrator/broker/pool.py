@@ -175,7 +175,7 @@ class Broker:
         # route change (both under _lock, so a build never outlives the routes it read).
         self._providers: dict[str, tuple[tuple[Route, Extension], ...]] = {}
         self._pools: dict[str, _Pool] = {}
-        self._validators: dict[tuple[str, str, str, str, str], _SchemaCheck] = {}
+        self._validators: dict[tuple[str, str, ExtensionPoint, str, str], _SchemaCheck] = {}
         # Identical schemas (copies of one plugin, shared input types) share one compiled
         # check, and a fan-out checks its input once per distinct schema.
         self._checks_by_schema: dict[str, _SchemaCheck] = {}
@@ -288,7 +288,9 @@ class Broker:
         schema = ext.input_schema if which == "input" else ext.output_schema
         if schema is None:
             return None
-        key = (route.plugin_id, route.version, ext.point.value, ext.name, which)
+        # The member, not .value: an enum's value is a property lookup, and this runs for
+        # every provider of every call.
+        key = (route.plugin_id, route.version, ext.point, ext.name, which)
         check = self._validators.get(key)
         if check is None:
             text = json.dumps(schema, sort_keys=True, default=str)
