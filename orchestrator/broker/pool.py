@@ -281,7 +281,9 @@ class Broker:
                     if ext.point.value == point
                 ]
                 pairs.sort(key=lambda pair: (-pair[1].priority, pair[0].plugin_id, pair[1].name))
-                found = self._providers[point] = tuple(pairs)
+                found = tuple(pairs)
+                if point in _POINTS:  # only the known points: the table stays bounded
+                    self._providers[point] = found
         return list(found)
 
     def _validator(self, route: Route, ext: Extension, which: str) -> _SchemaCheck | None:

@@ -41,3 +41,10 @@ def test_callers_cannot_change_the_table_through_the_list() -> None:
     broker.set_route(route("a", analyzer=1))
     broker.providers("analyzer").clear()
     assert names(broker, "analyzer") == ["a"]
+
+
+def test_unknown_points_have_no_providers_and_are_not_kept() -> None:
+    broker = Broker()
+    broker.set_route(route("a", analyzer=1))
+    assert broker.providers("no-such-point") == []
+    assert set(broker._providers) <= {"analyzer"}
