@@ -3,6 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python bench/broker.py [--seconds 5] [--warmup 1] [--providers 1,5,20]
+                                     [--async-handler]
 
 One run:
 
@@ -10,7 +11,8 @@ One run:
    with a throw-away database, state folder and owner label, no rate limit
    (``SUMMIT_RATE_LIMIT_REQUESTS=0``) and ``SUMMIT_PLUGIN_CONCURRENCY=256``;
 2. installs copies of ``examples/word-count`` under distinct ids (as many as the largest
-   ``--providers`` figure) and enables them;
+   ``--providers`` figure) and enables them; with ``--async-handler`` the copies' handler is
+   ``async def`` (run on the plugin's event loop, no hand-off to a worker thread);
 3. against the first copy, for ``--seconds`` each after ``--warmup`` seconds of uncounted calls:
    "direct" = ``POST /summit/v1/extensions/analyzer/word-count`` straight to the plugin
    container's unix socket (the ``io.summit.endpoint`` label of its container), "brokered" =
@@ -298,15 +300,19 @@ def run_concurrent(
 # -- plugins ---------------------------------------------------------------------------------
 
 
-def make_copy(dest: Path, plugin_id: str) -> Path:
-    """``examples/word-count`` under ``plugin_id`` (manifest id and the id its health reports)."""
+def make_copy(dest: Path, plugin_id: str, *, async_handler: bool = False) -> Path:
+    """``examples/word-count`` under ``plugin_id`` (manifest id and the id its health reports);
+    with ``async_handler``, its handler as ``async def``."""
     shutil.copytree(
         PLUGIN_DIR, dest, ignore=shutil.ignore_patterns("tests", "__pycache__", ".*", "*.pyc")
     )
-    for name, old, new in (
+    edits = [
         ("plugin.yaml", f"id: {ORIGINAL_ID}\n", f"id: {plugin_id}\n"),
         ("word_count.py", f'"{ORIGINAL_ID}"', f'"{plugin_id}"'),
-    ):
+    ]
+    if async_handler:
+        edits.append(("word_count.py", "\ndef analyze(", "\nasync def analyze("))
+    for name, old, new in edits:
         path = dest / name
         text = path.read_text()
         if text.count(old) != 1:
@@ -376,6 +382,10 @@ def cpu_floor(fan: dict[int, Series], lo: int, hi: int) -> list[str]:
     ]
 
 
+def handler_kind(args: argparse.Namespace) -> str:
+    return "async def" if args.async_handler else "sync"
+
+
 def verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
 
@@ -389,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=1.0, help="uncounted seconds before each")
     ap.add_argument(
         "--providers", default="1,5,20", help="fan-out sizes, comma-separated (default 1,5,20)"
+    )
+    ap.add_argument(
+        "--async-handler",
+        action="store_true",
+        help="make the copies' handler async def (no worker-thread hand-off in the plugin)",
     )
     args = ap.parse_args(argv)
     try:
@@ -424,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         "and the plugins)"
     )
     print(
-        f"  {n_plugins} copies of {PLUGIN_DIR.relative_to(REPO)}, {len(TEXT)}-byte text, "
+        f"  {n_plugins} copies of {PLUGIN_DIR.relative_to(REPO)} ({handler_kind(args)} handler), "
+        f"{len(TEXT)}-byte text, "
         f"{args.seconds:g} s per series (+{args.warmup:g} s warm-up), instance {instance}"
     )
     rows: list[Series] = []
@@ -434,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         orch.wait_ready()
         t0 = time.perf_counter()
         for plugin_id in ids:
-            src = make_copy(root / "src" / plugin_id, plugin_id)
+            src = make_copy(root / "src" / plugin_id, plugin_id, async_handler=args.async_handler)
             installed.append(plugin_id)
             orch.call(
                 "POST",
@@ -607,7 +623,8 @@ def report(
     )
     print()
     print(
-        f"Broker ({nproc()} CPUs, load generator on the same machine, word-count with a "
+        f"Broker ({nproc()} CPUs, load generator on the same machine, word-count "
+        f"({handler_kind(args)} handler) with a "
         f"{len(TEXT)}-byte text, {args.seconds:g} s per series): sequential p50 "
         f"{ds.p(50):.2f} ms direct vs {bs.p(50):.2f} ms brokered, {added:+.2f} ms added "
         f"(target <= 1 ms); at concurrency {CONCURRENCY} direct {dc.rps:.0f} req/s "

@@ -43,3 +43,17 @@ def test_no_floor_without_the_plugins_cpu(broker: ModuleType) -> None:
     one = series(broker, "x1", 1.0, 10, {"client": 0.01, "orchestrator": 0.01, "plugins": 0.01})
     twenty = series(broker, "x20", 9.0, 10, {"client": 0.01, "orchestrator": 0.03, "plugins": None})
     assert broker.cpu_floor({1: one, 20: twenty}, 1, 20) == []
+
+
+@pytest.mark.parametrize("async_handler", [False, True])
+def test_copies_of_the_example_carry_their_id_and_handler_kind(
+    broker: ModuleType, tmp_path: Path, async_handler: bool
+) -> None:
+    dest = broker.make_copy(
+        tmp_path / "copy", "com.example.bench-x-01", async_handler=async_handler
+    )
+    assert "id: com.example.bench-x-01\n" in (dest / "plugin.yaml").read_text()
+    source = (dest / "word_count.py").read_text()
+    assert '"com.example.bench-x-01"' in source and broker.ORIGINAL_ID not in source
+    assert ("\nasync def analyze(" in source) is async_handler
+    assert not (dest / "tests").exists()
