@@ -6,6 +6,7 @@ an author fixes a manifest in one round trip instead of one error per try.
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -49,15 +50,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Schemas already found valid, by their canonical JSON text. Checking a schema against the
+# meta-schema costs about 0.7 ms, and a manifest is validated again each time it is read back
+# from the database (on every host API call, for one), while its schemas rarely change.
+_VALID_SCHEMAS: set[str] = set()
+_VALID_SCHEMAS_MAX = 4096
+
+
 def _check_json_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None:
-        try:
-            jsonschema.Draft202012Validator.check_schema(value)
-        except jsonschema.SchemaError as exc:
-            where = "/".join(str(p) for p in exc.path)
-            raise ValueError(
-                f"not a valid JSON Schema: {exc.message}" + (f" at {where}" if where else "")
-            ) from None
+    if value is None:
+        return value
+    try:
+        key: str | None = json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):  # not plain JSON (a YAML date, say): check it every time
+        key = None
+    if key is not None and key in _VALID_SCHEMAS:
+        return value
+    try:
+        jsonschema.Draft202012Validator.check_schema(value)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise ValueError(
+            f"not a valid JSON Schema: {exc.message}" + (f" at {where}" if where else "")
+        ) from None
+    if key is not None:
+        if len(_VALID_SCHEMAS) >= _VALID_SCHEMAS_MAX:
+            _VALID_SCHEMAS.clear()
+        _VALID_SCHEMAS.add(key)
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -376,6 +377,32 @@ def test_extension_schemas_must_be_json_schema(field: str) -> None:
     [err] = errors_of(data)
     assert err["path"] == f"extensions[1].{field}"
     assert "JSON Schema" in err["message"]
+
+
+def test_schema_checks_remembered_only_for_plain_json_that_passed() -> None:
+    """Valid schemas are remembered by their JSON text; nothing else may ride on that."""
+    good = {"type": "object", "properties": {"when": {"type": "string", "format": "date"}}}
+    for _ in range(2):  # checked, then remembered: the same answer
+        data = minimal()
+        data["extensions"] = [{"point": "analyzer", "name": "x", "input_schema": good}]
+        assert parse_manifest(data).extensions[0].input_schema == good
+    # Same text once turned into JSON, but a YAML date where a string must be: still refused.
+    data = minimal()
+    bad = {"type": "object", "properties": {"when": {"type": "string", "format": date(2024, 1, 1)}}}
+    good_text = {
+        "type": "object",
+        "properties": {"when": {"type": "string", "format": "2024-01-01"}},
+    }
+    data["extensions"] = [
+        {"point": "analyzer", "name": "x", "input_schema": good_text},
+        {"point": "analyzer", "name": "y", "input_schema": bad},
+    ]
+    [err] = errors_of(data)
+    assert err["path"] == "extensions[1].input_schema"
+    # An invalid schema is never remembered.
+    data = minimal()
+    data["extensions"] = [{"point": "analyzer", "name": "x", "input_schema": {"type": "objekt"}}]
+    assert len(errors_of(data)) == len(errors_of(data)) == 1
 
 
 @pytest.mark.parametrize("priority", [-1, 10001])
