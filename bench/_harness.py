@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+WORD_COUNT_DIR = REPO / "examples" / "word-count"
+WORD_COUNT_ID = "com.example.word-count"
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -251,3 +255,24 @@ def remove_owned_containers(dk: docker.DockerClient, instance: str) -> int:
             c.remove(force=True, v=True)
             n += 1
     return n
+
+
+def copy_word_count(dest: Path, plugin_id: str, edits: Sequence[tuple[str, str, str]] = ()) -> Path:
+    """``examples/word-count`` under ``plugin_id`` (manifest id and the id its health reports),
+    with ``edits`` (file name, text found exactly once, its replacement) applied after."""
+    shutil.copytree(
+        WORD_COUNT_DIR,
+        dest,
+        ignore=shutil.ignore_patterns("tests", "__pycache__", ".*", "*.pyc"),
+    )
+    for name, old, new in [
+        ("plugin.yaml", f"id: {WORD_COUNT_ID}\n", f"id: {plugin_id}\n"),
+        ("word_count.py", f'"{WORD_COUNT_ID}"', f'"{plugin_id}"'),
+        *edits,
+    ]:
+        path = dest / name
+        text = path.read_text()
+        if text.count(old) != 1:
+            raise RuntimeError(f"expected {old.strip()!r} exactly once in {path}")
+        path.write_text(text.replace(old, new))
+    return dest

@@ -55,7 +55,10 @@ import docker.errors
 import httpx
 from _harness import (
     REPO,
+    WORD_COUNT_DIR,
+    WORD_COUNT_ID,
     Orchestrator,
+    copy_word_count,
     machine_line,
     nproc,
     percentile,
@@ -68,8 +71,8 @@ from _harness import (
 from orchestrator.broker.client import base_url_for, transport_for
 from orchestrator.services.bundles import pack_directory
 
-PLUGIN_DIR = REPO / "examples" / "word-count"
-ORIGINAL_ID = "com.example.word-count"
+PLUGIN_DIR = WORD_COUNT_DIR
+ORIGINAL_ID = WORD_COUNT_ID
 POINT, EXTENSION = "analyzer", "word-count"
 LABEL_ENDPOINT = "io.summit.endpoint"
 CONCURRENCY = 16
@@ -301,24 +304,10 @@ def run_concurrent(
 
 
 def make_copy(dest: Path, plugin_id: str, *, async_handler: bool = False) -> Path:
-    """``examples/word-count`` under ``plugin_id`` (manifest id and the id its health reports);
-    with ``async_handler``, its handler as ``async def``."""
-    shutil.copytree(
-        PLUGIN_DIR, dest, ignore=shutil.ignore_patterns("tests", "__pycache__", ".*", "*.pyc")
-    )
-    edits = [
-        ("plugin.yaml", f"id: {ORIGINAL_ID}\n", f"id: {plugin_id}\n"),
-        ("word_count.py", f'"{ORIGINAL_ID}"', f'"{plugin_id}"'),
-    ]
-    if async_handler:
-        edits.append(("word_count.py", "\ndef analyze(", "\nasync def analyze("))
-    for name, old, new in edits:
-        path = dest / name
-        text = path.read_text()
-        if text.count(old) != 1:
-            raise RuntimeError(f"expected {old.strip()!r} exactly once in {path}")
-        path.write_text(text.replace(old, new))
-    return dest
+    """``examples/word-count`` under ``plugin_id``; with ``async_handler``, its handler as
+    ``async def``."""
+    edits = [("word_count.py", "\ndef analyze(", "\nasync def analyze(")] if async_handler else []
+    return copy_word_count(dest, plugin_id, edits)
 
 
 def plugin_endpoint(orch: Orchestrator, dk: docker.DockerClient, plugin_id: str) -> tuple[str, int]:
