@@ -276,3 +276,42 @@ def copy_word_count(dest: Path, plugin_id: str, edits: Sequence[tuple[str, str, 
             raise RuntimeError(f"expected {old.strip()!r} exactly once in {path}")
         path.write_text(text.replace(old, new))
     return dest
+
+
+def clean_up_run(
+    dk: docker.DockerClient,
+    orch: Orchestrator,
+    installed: list[str],
+    root: Path,
+    instance: str,
+) -> None:
+    """Remove all a benchmark created: uninstall ``installed`` through the API (which drops
+    their images), stop the orchestrator, remove any container still carrying its owner label
+    (and the images of plugins the API could not uninstall) and delete ``root``. Every step
+    runs even if an earlier one fails or is interrupted."""
+    # Ignore further Ctrl-C while cleaning up, so a second press cannot leave debris.
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        left: list[str] = []
+        if orch.alive():
+            for plugin_id in installed:
+                if not orch.uninstall(plugin_id):
+                    left.append(plugin_id)
+        else:
+            left = list(installed)
+        with contextlib.suppress(Exception):
+            orch.stop()
+        with contextlib.suppress(Exception):
+            remove_owned_containers(dk, instance)
+        if left:
+            # The API could not uninstall them: drop the images built for them (unless in use).
+            with contextlib.suppress(Exception):
+                for image in dk.images.list():
+                    for ref in image.tags:
+                        if any(ref.startswith(f"summit-plugin/{p}:") for p in left):
+                            with contextlib.suppress(docker.errors.DockerException):
+                                dk.images.remove(ref, force=False)
+                                print(f"removed image {ref} directly", file=sys.stderr)
+        shutil.rmtree(root, ignore_errors=True)
+    finally:
+        signal.signal(signal.SIGINT, old)

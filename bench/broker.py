@@ -41,8 +41,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -58,12 +56,12 @@ from _harness import (
     WORD_COUNT_DIR,
     WORD_COUNT_ID,
     Orchestrator,
+    clean_up_run,
     copy_word_count,
     machine_line,
     nproc,
     percentile,
     process_cpu_s,
-    remove_owned_containers,
     sigterm_as_interrupt,
     wakeup_round_trip_us,
 )
@@ -560,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; cleaning up", file=sys.stderr)
         return 130
     finally:
-        cleanup(dk, orch, installed, root, instance)
+        clean_up_run(dk, orch, installed, root, instance)
 
     report(rows, fan, args, (wakeup_before, wakeup_round_trip_us()))
     return 0
@@ -624,42 +622,6 @@ def report(
         + f", x{hi}/x{lo} = {fan_ratio:.2f} (target <= 2x); process wake-up round trip "
         f"{wakeup_us[0]:.0f}-{wakeup_us[1]:.0f} us."
     )
-
-
-def cleanup(
-    dk: docker.DockerClient,
-    orch: Orchestrator,
-    installed: list[str],
-    root: Path,
-    instance: str,
-) -> None:
-    """Remove all we created; every step runs even if an earlier one fails or is interrupted."""
-    # Ignore further Ctrl-C while cleaning up, so a second press cannot leave debris.
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        left: list[str] = []
-        if orch.alive():
-            for plugin_id in installed:
-                if not orch.uninstall(plugin_id):
-                    left.append(plugin_id)
-        else:
-            left = list(installed)
-        with contextlib.suppress(Exception):
-            orch.stop()
-        with contextlib.suppress(Exception):
-            remove_owned_containers(dk, instance)
-        if left:
-            # The API could not uninstall them: drop the images built for them (unless in use).
-            with contextlib.suppress(Exception):
-                for image in dk.images.list():
-                    for ref in image.tags:
-                        if any(ref.startswith(f"summit-plugin/{p}:") for p in left):
-                            with contextlib.suppress(docker.errors.DockerException):
-                                dk.images.remove(ref, force=False)
-                                print(f"removed image {ref} directly", file=sys.stderr)
-        shutil.rmtree(root, ignore_errors=True)
-    finally:
-        signal.signal(signal.SIGINT, old)
 
 
 if __name__ == "__main__":

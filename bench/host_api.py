@@ -24,11 +24,8 @@ never asserted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import secrets
-import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -39,11 +36,11 @@ import docker
 import httpx
 from _harness import (
     Orchestrator,
+    clean_up_run,
     copy_word_count,
     machine_line,
     percentile,
     process_cpu_s,
-    remove_owned_containers,
     sigterm_as_interrupt,
 )
 
@@ -162,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; cleaning up", file=sys.stderr)
         return 130
     finally:
-        cleanup(dk, orch, plugin_id if installed else None, root, instance)
+        clean_up_run(dk, orch, [plugin_id] if installed else [], root, instance)
     print()
     print(
         f"{'series':<22}{'calls':>7}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'orch CPU ms/call':>18}"
@@ -170,23 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(row)
     return 0
-
-
-def cleanup(
-    dk: docker.DockerClient, orch: Orchestrator, plugin_id: str | None, root: Path, instance: str
-) -> None:
-    """Remove all we created; every step runs even if an earlier one fails or is interrupted."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        if plugin_id is not None and orch.alive():
-            orch.uninstall(plugin_id)
-        with contextlib.suppress(Exception):
-            orch.stop()
-        with contextlib.suppress(Exception):
-            remove_owned_containers(dk, instance)
-        shutil.rmtree(root, ignore_errors=True)
-    finally:
-        signal.signal(signal.SIGINT, old)
 
 
 if __name__ == "__main__":
