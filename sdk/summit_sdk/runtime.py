@@ -105,6 +105,8 @@ class _State:
     in_flight: int = 0
     shutting_down: bool = False
     exit_requested: bool = False
+    # id(handler) -> (handler, is it async): decided once per handler, not on every call.
+    handler_kinds: dict[int, tuple[Handler, bool]] = dataclasses.field(default_factory=dict)
 
     def context(
         self, request_id: str | None = None, deadline_ms: int | None = None
@@ -131,7 +133,10 @@ class _State:
         A cancelled wait (a deadline) abandons the thread, which runs on; the answer goes out
         at once. The caller's context variables go with the call.
         """
-        if _is_async(fn):
+        known = self.handler_kinds.get(id(fn))
+        if known is None or known[0] is not fn:
+            known = self.handler_kinds[id(fn)] = (fn, _is_async(fn))
+        if known[1]:
             return await fn(*args)
         loop = asyncio.get_running_loop()
         call = functools.partial(contextvars.copy_context().run, fn, *args)
