@@ -41,7 +41,7 @@ from orchestrator.broker.limits import (
     TooManyRequests,
 )
 from orchestrator.domain.errors import Conflict, InvalidInput, NotFound, SummitError
-from orchestrator.domain.manifest import Extension, ExtensionPoint
+from orchestrator.domain.manifest import Extension, ExtensionPoint, schema_key
 from orchestrator.monitor.metrics import BREAKER_VALUES, Metrics
 
 
@@ -295,10 +295,12 @@ class Broker:
         key = (route.plugin_id, route.version, ext.point, ext.name, which)
         check = self._validators.get(key)
         if check is None:
-            text = json.dumps(schema, sort_keys=True, default=str)
-            check = self._checks_by_schema.get(text)
+            text = schema_key(schema)
+            check = self._checks_by_schema.get(text) if text is not None else None
             if check is None:
-                check = self._checks_by_schema[text] = _SchemaCheck(schema)
+                check = _SchemaCheck(schema)
+                if text is not None:  # shared only by schemas that are the same JSON
+                    self._checks_by_schema[text] = check
             self._validators[key] = check
         return check
 

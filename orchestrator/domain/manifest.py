@@ -57,13 +57,19 @@ _VALID_SCHEMAS: set[str] = set()
 _VALID_SCHEMAS_MAX = 4096
 
 
+def schema_key(schema: Any) -> str | None:
+    """The canonical JSON text of a schema, to recognise the same schema again; None when it
+    holds anything but plain JSON (a YAML date, say), which must not pass for its text."""
+    try:
+        return json.dumps(schema, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+
+
 def _check_json_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None:
         return value
-    try:
-        key: str | None = json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):  # not plain JSON (a YAML date, say): check it every time
-        key = None
+    key = schema_key(value)  # None: checked every time
     if key is not None and key in _VALID_SCHEMAS:
         return value
     try:
