@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _list_setting(raw: Any) -> Any:
+    """A list setting from the environment: JSON (``["a", "b"]``) or ``a,b`` text."""
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError(
+                'expected a JSON list (["a", "b"]) or a comma-separated list (a,b)'
+            ) from None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# pydantic-settings decodes list fields as JSON only; NoDecode hands the raw text to the
+# validator above, so both spellings the README promises are accepted.
+ListSetting = Annotated[list[str], NoDecode, BeforeValidator(_list_setting)]
 
 
 class Settings(BaseSettings):
@@ -62,7 +83,7 @@ class Settings(BaseSettings):
     host_max_body_bytes: int = Field(
         1024 * 1024, description="Largest request body a plugin may send to the host API"
     )
-    allow_private_targets: list[str] = Field(default_factory=list)
+    allow_private_targets: ListSetting = Field(default_factory=list)
 
     # Sandbox.
     plugin_user: str = Field("10001:10001", description="uid:gid every plugin runs as")
@@ -130,7 +151,7 @@ class Settings(BaseSettings):
     )
     event_prune_interval_s: float = Field(3600.0, gt=0, description="Period of that pruning")
     event_max_payload_bytes: int = Field(256 * 1024, description="Largest event payload")
-    webhook_allow_private: list[str] = Field(
+    webhook_allow_private: ListSetting = Field(
         default_factory=list,
         description="Networks (CIDR) webhooks may target although loopback, private or "
         'link-local, e.g. ["127.0.0.0/8"] for a receiver on this host',
@@ -155,6 +176,23 @@ class Settings(BaseSettings):
         return self.run_dir or self.state_dir / "run"
 
 
+class SettingsProblem(ValueError):
+    """A setting from the environment is not usable; the message is one line naming it."""
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning pydantic's report into one line per bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = "SUMMIT_" + ".".join(str(part) for part in error["loc"]).upper()
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name}: {message}")
+        raise SettingsProblem("; ".join(lines)) from None
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()
