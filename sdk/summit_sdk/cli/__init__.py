@@ -280,10 +280,15 @@ def test(
 ) -> None:
     """Check the code against plugin.yaml, then run the plugin's tests with pytest (no
     Docker needed). Extra arguments go to pytest."""
+    import importlib.util
     import subprocess
+
+    from summit_sdk.console import INSTALL_HINT
 
     with _errors():
         _check_code(directory, _plugin_folder(directory))
+    if importlib.util.find_spec("pytest") is None:
+        _fail(f"summit-plugin test runs pytest, which is not installed: {INSTALL_HINT}", BAD_INPUT)
     done = subprocess.run([sys.executable, "-m", "pytest", *ctx.args], cwd=directory, check=False)
     raise typer.Exit(done.returncode)
 
