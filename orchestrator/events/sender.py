@@ -251,9 +251,12 @@ class DeliverySender:
 
     async def _claim_loop(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._closing:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # lands as the event is set, and this loop then ran on after shutdown for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 inflight = [i for t in self._targets.values() for i in t.inflight]
