@@ -1081,9 +1081,16 @@ def audit(
     if plugin:
         params["plugin"] = plugin
     records = _api(ctx, url, token).get("/v1/audit", params=params)["records"]
-    table = Table("at", "actor", "action", "outcome", "permission", box=None)
+    table = Table("at", "count", "actor", "action", "outcome", "permission", box=None)
     for r in records:
-        table.add_row(r["at"], r["actor"], r["action"], r["outcome"], r.get("permission") or "")
+        table.add_row(
+            r["at"],
+            str(r.get("count", 1)),
+            r["actor"],
+            r["action"],
+            r["outcome"],
+            r.get("permission") or "",
+        )
     _stdout().print(table)
 
 

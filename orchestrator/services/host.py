@@ -1,9 +1,9 @@
 """The host API's use cases: what a plugin may ask of the orchestrator, and the checks on it.
 
 Every call is authenticated by the plugin's own token (bound to the plugin it was issued to)
-and authorized against the permissions granted at install; every refusal is written to the
-audit log. Operations and their permissions are the SDK's ``HOST_API`` table, so the client
-the plugin uses and this service cannot drift apart.
+and authorized against the permissions granted at install; every refusal is counted in the
+audit log (repeats within a minute in one record). Operations and their permissions are the
+SDK's ``HOST_API`` table, so the client the plugin uses and this service cannot drift apart.
 """
 
 from __future__ import annotations
@@ -117,15 +117,21 @@ class HostService:
         permission: str | None = None,
         detail: str | None = None,
     ) -> None:
+        """Record a refusal. Repeats within a minute only count up their record (a hostile
+        plugin's flood is one row and one statement per call), and only the first of them is
+        announced."""
         with session_scope(self.engine) as session:
-            crud.add_audit(
+            count = crud.fold_audit(
                 session,
                 actor=f"plugin:{plugin_id}",
                 action=operation,
                 outcome=outcome,
                 permission=permission,
                 detail=detail,
+                at=utcnow(),
             )
+            if count > 1:
+                return
             # Every audited outcome is a refusal: operators and webhooks hear of it too, in
             # the same transaction as the audit record.
             kind = "quota.exceeded" if "quota" in outcome else "security.refused"

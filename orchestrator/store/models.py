@@ -89,9 +89,19 @@ class HostToken(SQLModel, table=True):
 
 
 class AuditRecord(SQLModel, table=True):
-    """A refused (or otherwise notable) call, kept after the plugin is gone."""
+    """A refused (or otherwise notable) call, kept after the plugin is gone.
+
+    Refusals fold: the same actor refused the same action with the same outcome within one
+    clock minute (``minute``) is one record whose ``count`` grows, so a flood of forged calls
+    cannot flood the log. ``at`` and ``detail`` are the first call's, ``last_at`` the latest's.
+    Other records (an admin's override) have no ``minute`` and never fold: a unique index
+    treats NULLs as distinct, on SQLite and PostgreSQL alike.
+    """
 
     __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ux_audit_log_fold", "actor", "action", "outcome", "minute", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow, index=True)
@@ -100,6 +110,9 @@ class AuditRecord(SQLModel, table=True):
     outcome: str = Field(max_length=32)  # "unauthorized", "permission_denied", ...
     permission: str | None = Field(default=None, max_length=64)
     detail: str | None = None
+    count: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    minute: datetime | None = None  # the minute a refusal folds into; None: never folds
+    last_at: datetime | None = None
 
 
 class Document(SQLModel, table=True):

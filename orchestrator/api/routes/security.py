@@ -44,7 +44,27 @@ def delete_secret(plugin_id: str, name: str, host: HostDep, _: PrincipalDep) -> 
     return Response(status_code=204)
 
 
-@router.get("/audit")
+class AuditRecordView(BaseModel):
+    id: int
+    at: datetime = Field(description="When the first of the calls was made")
+    last_at: datetime | None = Field(description="When the latest of the calls was made")
+    count: int = Field(
+        description="How many calls this record stands for: refusals of one plugin, action and "
+        "outcome within one minute fold into one record"
+    )
+    actor: str
+    action: str
+    outcome: str
+    permission: str | None
+    detail: str | None = Field(description="The first call's")
+
+
+class AuditPage(BaseModel):
+    records: list[AuditRecordView]
+    next: int | None
+
+
+@router.get("/audit", response_model=AuditPage)
 def audit(
     host: HostDep,
     _: PrincipalDep,
@@ -52,7 +72,7 @@ def audit(
     limit: int = Query(100, ge=1, le=1000),
     before: int | None = Query(None, description="Only records older than this id (paging)"),
 ) -> dict[str, Any]:
-    """Refused host API calls and other security events, newest first."""
+    """Refused host API calls and other security events, newest first (by their first call)."""
     records = host.audit_log(plugin_id=plugin, limit=limit, before_id=before)
     return {"records": records, "next": records[-1]["id"] if len(records) == limit else None}
 
