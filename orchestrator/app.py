@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI
 
 from orchestrator import __version__
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.fastpath import FastPathAPI
 from orchestrator.api.host import HostGateway, HostServer, create_host_app
+from orchestrator.api.http_guard import HttpLimits, raise_open_files_limit
 from orchestrator.api.routes import events as event_routes
 from orchestrator.api.routes import extensions, jobs, plugins, security, system, webhooks
 from orchestrator.broker.setup import close_rate_limiter, make_broker
@@ -44,11 +47,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Plugins get a lower limit (NOFILE_LIMIT) and a cap on host API connections, so
+        # none of them can use up the descriptors the others and the admin API need.
+        before, now = raise_open_files_limit()
+        log.info("open files limit: %d (was %d)", now, before)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         settings.sockets_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.database_url)
         migrate(engine)
-        runtime = DockerRuntime(owner=settings.instance, sockets_dir=settings.sockets_dir)
+        runtime = DockerRuntime(
+            owner=settings.instance,
+            sockets_dir=settings.sockets_dir,
+            nofile_limit=settings.nofile_limit,
+            tmpfs_inodes=settings.tmpfs_inodes,
+        )
         broker = make_broker(settings)
         events = EventBus(engine, max_payload_bytes=settings.event_max_payload_bytes)
         events.bind(asyncio.get_running_loop())
@@ -75,6 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             create_host_app(host, max_body_bytes=settings.host_max_body_bytes),
             asyncio.get_running_loop(),
             plugin_user=settings.plugin_user,
+            limits=HttpLimits.from_settings(
+                settings, max_connections=settings.host_max_connections
+            ),
         )
         lifecycle = LifecycleService(
             engine=engine,
@@ -187,3 +202,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(event_routes.router)
     app.include_router(webhooks.router)
     return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also ends the live event streams as soon as it starts to stop:
+    a stream is a request that never finishes by itself, and the server waits for requests."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        events = getattr(getattr(self.config.app, "state", None), "events", None)
+        if isinstance(events, EventBus):
+            events.close_tails()
+        await super().shutdown(sockets)
+
+
+def serve(settings: Settings, *, host: str, port: int, log_level: str = "info") -> None:
+    """Run the orchestrator on ``host:port`` until SIGINT or SIGTERM. Stopping drains: open
+    requests get ``SHUTDOWN_GRACE_S``, then whatever still runs is cancelled."""
+    limits = HttpLimits.from_settings(settings, max_connections=settings.api_max_connections)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+        # uvicorn caps neither the request head nor the time to send it; the guard does.
+        **limits.uvicorn_options("admin API"),
+    )
+    _Server(config).run()

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -346,13 +344,50 @@ def serve(
     log_level: Annotated[
         str, typer.Option("--log-level", help="critical|error|warning|info|debug|trace")
     ] = "info",
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="Development mode: allow the default admin token on a non-loopback address "
+            "(env SUMMIT_DEV).",
+        ),
+    ] = False,
 ) -> None:
     """Run the orchestrator service (REST API, supervisor, broker)."""
-    import uvicorn
+    from orchestrator.app import serve as run_server
+    from orchestrator.config import DEV_ADMIN_TOKEN, SettingsProblem, load_settings
 
-    from orchestrator.app import create_app
+    try:
+        settings = load_settings()
+    except SettingsProblem as exc:
+        _fail(CliError("invalid_setting", str(exc)), verbose=False)
+    if (
+        settings.admin_token == DEV_ADMIN_TOKEN
+        and not (dev or settings.dev)
+        and not _loopback(host)
+    ):
+        _fail(
+            CliError(
+                "insecure_admin_token",
+                f"refusing to listen on {host} with the default admin token, which anyone "
+                "who can reach the port may use: set SUMMIT_ADMIN_TOKEN to a secret, or pass "
+                "--dev (SUMMIT_DEV=true) for a development machine",
+            ),
+            verbose=False,
+        )
+    run_server(settings, host=host, port=port, log_level=log_level)
 
-    uvicorn.run(create_app(), host=host, port=port, log_level=log_level.lower())
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere
 
 
 # --------------------------------------------------------------------------- worker
@@ -429,27 +464,30 @@ def worker(
 # --------------------------------------------------------------------------- install
 
 
+# Only bounds the work a hostile file can cause here; the orchestrator applies its own
+# SUMMIT_BUNDLE_MAX_BYTES to what is uploaded.
+CLI_BUNDLE_BUDGET = 1 << 30
+
+
 def _manifest_from_bundle(data: bytes) -> dict[str, Any]:
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for member in tar:
-                if member.isfile() and member.name.lstrip("./") == "plugin.yaml":
-                    fh = tar.extractfile(member)
-                    if fh is not None:
-                        return _parse_manifest(fh.read().decode("utf-8"), "plugin.yaml")
-    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as exc:
-        raise CliError("invalid_bundle", f"cannot read the bundle: {exc}") from None
-    raise CliError("invalid_bundle", "the bundle has no plugin.yaml at its root")
-
-
-def _parse_manifest(text: str, where: str) -> dict[str, Any]:
-    import yaml
+    from orchestrator.domain.errors import SummitError
+    from orchestrator.services.bundles import read_bundle_manifest
 
     try:
-        manifest = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        text = read_bundle_manifest(data, max_bytes=CLI_BUNDLE_BUDGET)
+    except SummitError as exc:
+        raise CliError(exc.code, f"cannot read the bundle: {exc.message}") from None
+    return _parse_manifest(text, "plugin.yaml")
+
+
+def _parse_manifest(text: str | bytes, where: str) -> dict[str, Any]:
+    from summit_sdk.manifest_yaml import ManifestTextError, load_manifest_yaml
+
+    try:
+        manifest = load_manifest_yaml(text)
+    except ManifestTextError as exc:
         raise CliError(
-            "invalid_manifest", f"{where} is not valid YAML: {_one_line(str(exc))}"
+            "invalid_manifest", f"{where} {exc.headline}: {_one_line(str(exc))}"
         ) from None
     if not isinstance(manifest, dict):
         raise CliError("invalid_manifest", f"{where} is not a mapping")

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+DEV_ADMIN_TOKEN = "dev-admin-token"
+
 
 def _list_setting(raw: Any) -> Any:
     """A list setting from the environment: JSON (``["a", "b"]``) or ``a,b`` text."""
@@ -38,7 +40,12 @@ class Settings(BaseSettings):
         "sqlite:///./summit.db", description="SQLAlchemy URL; SQLite file by default"
     )
     redis_url: str | None = Field(None, description="Redis URL; unset means in-process")
-    admin_token: str = Field("dev-admin-token", description="Bearer token of the admin API")
+    admin_token: str = Field(DEV_ADMIN_TOKEN, description="Bearer token of the admin API")
+    dev: bool = Field(
+        False,
+        description="Development mode: lets `summit serve` listen beyond loopback with the "
+        "default admin token",
+    )
     api_token_cache_s: float = Field(
         5.0,
         ge=0,
@@ -57,6 +64,12 @@ class Settings(BaseSettings):
         "summit/plugin-python:latest", description="Image that source plugins are built on"
     )
     bundle_max_bytes: int = Field(50 * 1024 * 1024, description="Largest accepted bundle")
+    config_max_bytes: int = Field(
+        256 * 1024,
+        ge=1,
+        description="Largest plugin config (its JSON text, in bytes) an install or PUT config "
+        "takes; above it the API answers 413 config_too_large",
+    )
     require_signed: bool = False
     scan_fail_on: Literal["LOW", "MEDIUM", "HIGH", "never"] = Field(
         "HIGH",
@@ -83,12 +96,53 @@ class Settings(BaseSettings):
     host_max_body_bytes: int = Field(
         1024 * 1024, description="Largest request body a plugin may send to the host API"
     )
+    host_max_connections: int = Field(
+        64,
+        ge=1,
+        description="Connections one plugin may hold open to its host API socket; more are "
+        "closed as soon as they are accepted",
+    )
+    api_max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Connections the admin API port holds open at most, more are closed as "
+        "soon as they are accepted (unset: no cap)",
+    )
+    http_max_head_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers) on every port the "
+        "orchestrator listens on, host API sockets included; above it: 431 and close",
+    )
+    http_head_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Time a client has for a complete request head, from connecting or from "
+        "the first byte of a later request; then 408 (if it sent anything) and close",
+    )
+    http_keep_alive_s: int = Field(
+        5,
+        ge=1,
+        description="Idle time after a response before a connection is closed, on every port",
+    )
     allow_private_targets: ListSetting = Field(default_factory=list)
 
     # Sandbox.
     plugin_user: str = Field("10001:10001", description="uid:gid every plugin runs as")
     pids_limit: int = 128
+    nofile_limit: int = Field(
+        1024,
+        ge=64,
+        description="Open files (RLIMIT_NOFILE, soft and hard) of every plugin container; "
+        "keep it well below the orchestrator's own limit",
+    )
     tmpfs_mb: int = 16
+    tmpfs_inodes: int = Field(
+        4096,
+        ge=64,
+        description="Files and folders a plugin may create in each of its tmpfs mounts "
+        "(/tmp and its socket folder)",
+    )
     log_max_size: str = "5m"
     default_memory_mb: int = 256
     default_cpu_percent: int = 50

@@ -6,7 +6,6 @@ is the one place that turns it into an httpx transport, so tests can swap the tr
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -14,6 +13,7 @@ import httpx
 from summit_sdk.protocol import PROTOCOL, HealthResponse, InitializeRequest
 from summit_sdk.unixsock import sync_transport
 
+from orchestrator.domain import jsonlimits
 from orchestrator.domain.errors import SummitError
 
 # Health, initialize and shutdown answers are small; anything bigger is a misbehaving plugin.
@@ -116,7 +116,7 @@ class PluginClient:
 
 def _error_text(body: bytes) -> str:
     try:
-        err = json.loads(body).get("error", {})
+        err = jsonlimits.decode(body).get("error", {})
         return f"{err.get('code')}: {err.get('message')}"
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError):  # TooDeep is a ValueError too
         return body[:200].decode("utf-8", "replace")

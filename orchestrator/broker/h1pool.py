@@ -200,6 +200,10 @@ class _Connection:
         await self.writer.drain()
         answer = _Answer(max_body, truncate)
         parser = answer.parser
+        # Bytes read while no final head is complete. httptools reports a header only once
+        # its line ends, so a peer streaming one endless line (or endless 1xx answers) would
+        # pass the callbacks' count: this one holds whatever the bytes are.
+        head_read = 0
         while not answer.complete:
             data = await self.reader.read(READ_CHUNK)
             if not data:
@@ -216,6 +220,10 @@ class _Connection:
                 if isinstance(exc.__context__, ProtocolFailure):
                     raise exc.__context__ from None
                 raise ProtocolFailure(f"bad HTTP from the peer: {exc}") from None
+            if answer.status < 200:  # 0: the head is still coming; 1xx: an interim answer
+                head_read += len(data)
+                if head_read > MAX_HEADER_BYTES:
+                    raise ProtocolFailure(f"answer head over {MAX_HEADER_BYTES} bytes")
             if answer.over:
                 if not truncate:
                     raise BodyTooLarge(answer.size, max_body)

@@ -7,7 +7,8 @@ One keep-alive connection pool per endpoint is kept for the life of the route.
 Every call passes, in order: the plugin's circuit breaker, its rate limit, its concurrency
 limit, the input schema; then the plugin is called with the caller's deadline (retried with
 backoff and jitter only when the extension is marked idempotent), its answer is read up to
-the size cap and checked against the output schema.
+the size cap, decoded within the JSON depth limit (``domain/jsonlimits.py``; the input is held
+to it too) and checked against the output schema.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from orchestrator.broker.limits import (
     RateLimiter,
     TooManyRequests,
 )
+from orchestrator.domain import jsonlimits
 from orchestrator.domain.errors import Conflict, InvalidInput, NotFound, SummitError
 from orchestrator.domain.manifest import Extension, ExtensionPoint, schema_key
 from orchestrator.monitor.metrics import BREAKER_VALUES, Metrics
@@ -56,6 +58,12 @@ class ResponseTooLarge(PluginCallError):
 
 class InvalidOutput(PluginCallError):
     code = "invalid_output"
+
+
+class InvalidAnswer(PluginCallError):
+    """The answer is JSON the broker will not take (nested deeper than the limit)."""
+
+    code = "invalid_answer"
 
 
 class PluginRejected(SummitError):
@@ -152,7 +160,9 @@ def _breaker_failure(exc: BaseException) -> bool:
 
 
 def _retryable(exc: BaseException) -> bool:
-    return _breaker_failure(exc) and not isinstance(exc, ResponseTooLarge | InvalidOutput)
+    return _breaker_failure(exc) and not isinstance(
+        exc, ResponseTooLarge | InvalidOutput | InvalidAnswer
+    )
 
 
 class Broker:
@@ -531,6 +541,10 @@ class Broker:
             providers = [pair for pair in providers if pair[0].plugin_id in plugins]
         if not providers:
             raise NotFound(f"no ACTIVE plugin provides {point}", code="no_provider")
+        # Encoded once for every call that takes the input as it came; the depth limit goes
+        # first, before any schema check walks the value.
+        raw = json.dumps(payload).encode()
+        jsonlimits.check_depth(raw, payload, what="the input")
         checked = providers if mode != "pipeline" else providers[:1]
         errors = self._input_errors(checked, payload)
         if errors:
@@ -567,7 +581,6 @@ class Broker:
             return entry
 
         if mode == "all":
-            raw = json.dumps(payload).encode()
             if len(providers) == 1:  # no task to spawn for a single provider
                 results = [await one(*providers[0], payload, raw)]
             else:
@@ -591,7 +604,7 @@ class Broker:
                         )
                     )
                     raise _with_results(failures[-1], steps, failed_at=route.plugin_id)
-            entry = await one(route, ext, value)
+            entry = await one(route, ext, value, raw if value is payload else None)
             steps.append(entry)
             if "output" in entry:
                 if mode == "first":
@@ -624,7 +637,13 @@ def _with_results(
 
 def _decode_answer(plugin: str, status: int, raw: bytes) -> Any:
     try:
-        data = json.loads(raw)
+        # One level more than the limit: the {"output": ...} envelope is the first.
+        data = jsonlimits.decode(raw, max_depth=jsonlimits.MAX_DEPTH + 1)
+    except jsonlimits.TooDeep:
+        raise InvalidAnswer(
+            f"plugin {plugin} answered JSON nested deeper than {jsonlimits.MAX_DEPTH} levels",
+            details={"plugin": plugin, "status": status, "max_depth": jsonlimits.MAX_DEPTH},
+        ) from None
     except ValueError:
         raise PluginCallError(
             f"plugin {plugin} answered a body that is not JSON (HTTP {status})",

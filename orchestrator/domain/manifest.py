@@ -12,8 +12,8 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import jsonschema
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from summit_sdk.manifest_yaml import ManifestTextError, load_manifest_yaml
 
 from orchestrator import __version__
 from orchestrator.domain.errors import InvalidInput
@@ -317,14 +317,16 @@ def parse_manifest(data: Any) -> Manifest:
 
 
 def load_manifest_text(text: str | bytes) -> Manifest:
-    """Parse YAML (or JSON, which is YAML) text into a validated manifest."""
+    """Parse YAML (or JSON, which is YAML) text into a validated manifest.
+
+    The SDK's strict reader refuses anchors and aliases, more than 256 KiB and more than 64
+    levels of nesting, so no manifest holds the process for more than a fraction of a second.
+    """
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(unknown)"
+        data = load_manifest_yaml(text)
+    except ManifestTextError as exc:
         raise ManifestError(
-            "plugin.yaml is not valid YAML",
-            details=[{"path": where, "message": str(getattr(exc, "problem", exc))}],
+            f"plugin.yaml {exc.headline}",
+            details=[{"path": exc.where, "message": exc.problem}],
         ) from None
     return parse_manifest(data)

@@ -15,10 +15,11 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel, Field, ValidationError
 
-from orchestrator.domain.errors import BadRequest, InvalidInput
+from orchestrator.domain.errors import InvalidInput
 from orchestrator.jobs.model import Job
 from orchestrator.jobs.queue import JobQueue
 from orchestrator.jobs.worker import Handler, job_error
+from orchestrator.services.bundles import BundleTooLarge
 from orchestrator.services.lifecycle import InstallRequest, LifecycleService
 
 __all__ = ["INSTALL", "InstallPayload", "install_handler", "save_upload"]
@@ -39,7 +40,11 @@ class InstallPayload(BaseModel):
 
 
 def save_upload(stream: BinaryIO, uploads: Path, *, max_bytes: int) -> Path:
-    """Copy an uploaded bundle to ``uploads`` (at most ``max_bytes``) for a worker to read."""
+    """Copy an uploaded bundle to ``uploads`` (at most ``max_bytes``) for a worker to read.
+
+    Only copied: the worker unpacks it with ``extract_bundle``, which checks every member and
+    the manifest before writing anything, as a direct install does.
+    """
     uploads.mkdir(parents=True, exist_ok=True)
     path = uploads / f"{secrets.token_hex(12)}.tar.gz"
     size = 0
@@ -48,9 +53,8 @@ def save_upload(stream: BinaryIO, uploads: Path, *, max_bytes: int) -> Path:
             while chunk := stream.read(CHUNK):
                 size += len(chunk)
                 if size > max_bytes:
-                    raise BadRequest(
+                    raise BundleTooLarge(
                         f"the bundle is larger than {max_bytes} bytes",
-                        code="bundle_too_large",
                         details={"limit_bytes": max_bytes},
                     )
                 out.write(chunk)

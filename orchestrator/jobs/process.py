@@ -24,7 +24,12 @@ def run_worker_process(settings: Settings, stop: threading.Event) -> None:
     queue = make_queue(settings)
     broker = make_broker(settings)
     # Installs (builds) run here too; the Docker Engine must be the orchestrator's.
-    runtime = DockerRuntime(owner=settings.instance, sockets_dir=settings.sockets_dir)
+    runtime = DockerRuntime(
+        owner=settings.instance,
+        sockets_dir=settings.sockets_dir,
+        nofile_limit=settings.nofile_limit,
+        tmpfs_inodes=settings.tmpfs_inodes,
+    )
     lifecycle = LifecycleService(engine=engine, runtime=runtime, broker=broker, settings=settings)
 
     def refresh() -> None:

@@ -4,6 +4,10 @@ Sandbox (design option (a)): every plugin container has ``network_mode: none`` -
 stack at all, so it can reach neither other plugins, nor host ports, nor the internet. The
 plugin protocol is served on a unix socket in a per-container directory that the orchestrator
 creates and bind-mounts at ``/run/summit``; that directory is the only host path a plugin sees.
+
+Every plugin container also gets an open-files limit (``nofile``) below the orchestrator's own,
+and each of its tmpfs mounts a cap on inodes besides bytes: empty files cost no bytes but each
+takes kernel memory.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 import docker
 import docker.errors
 from docker.models.containers import Container
-from docker.types import LogConfig, Mount
+from docker.types import LogConfig, Mount, Ulimit
 
 from orchestrator.domain.errors import (
     InvalidInput,
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 SOCKET_MOUNT = "/run/summit"
 SOCKET_NAME = "plugin.sock"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
+DEFAULT_NOFILE_LIMIT = 1024
+DEFAULT_TMPFS_INODES = 4096
 
 
 def _translate(exc: Exception, what: str) -> SummitError:
@@ -69,9 +75,13 @@ class DockerRuntime:
         sockets_dir: Path,
         base_url: str | None = None,
         timeout_s: int = 120,
+        nofile_limit: int = DEFAULT_NOFILE_LIMIT,
+        tmpfs_inodes: int = DEFAULT_TMPFS_INODES,
     ) -> None:
         self.owner = owner
         self.sockets_dir = sockets_dir.resolve()
+        self.nofile_limit = nofile_limit
+        self.tmpfs_inodes = tmpfs_inodes
         self._base_url = base_url
         self._timeout_s = timeout_s
         self._client: docker.DockerClient | None = None
@@ -119,7 +129,7 @@ class DockerRuntime:
         name = f"summit-{spec.plugin_id.replace('.', '-')[:40]}-{token}"
         sock_dir = self._socket_dir(token)
         uid, _, gid = spec.user.partition(":")
-        _make_socket_dir(sock_dir, int(uid), int(gid or uid))
+        _make_socket_dir(sock_dir, int(uid), int(gid or uid), inodes=self.tmpfs_inodes)
         endpoint = f"unix://{sock_dir / SOCKET_NAME}"
         labels = {
             LABEL_OWNER: self.owner,
@@ -140,10 +150,14 @@ class DockerRuntime:
                 labels=labels,
                 network_mode="none",
                 read_only=True,
-                tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={spec.tmpfs_mb}m,mode=1777"},
+                tmpfs={
+                    "/tmp": f"rw,noexec,nosuid,nodev,size={spec.tmpfs_mb}m,"
+                    f"nr_inodes={self.tmpfs_inodes},mode=1777"
+                },
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges:true"],
                 pids_limit=spec.pids_limit,
+                ulimits=[Ulimit(name="nofile", soft=self.nofile_limit, hard=self.nofile_limit)],
                 mem_limit=memory,
                 memswap_limit=memory,
                 nano_cpus=int(spec.cpu_percent * 10_000_000),
@@ -390,16 +404,20 @@ def _is_remote(ref: str) -> bool:
 
 # The socket folder is the one host path a plugin can write. As root, the orchestrator gives
 # each one its own tiny tmpfs: a plugin cannot fill the host's disk through it (it holds two
-# sockets, which take no space) nor run anything it drops there (noexec).
+# sockets, which take no space), nor the host kernel's memory with empty files (nr_inodes),
+# nor run anything it drops there (noexec).
 SOCKET_DIR_BYTES = 1024 * 1024
 
 
-def _make_socket_dir(path: Path, uid: int, gid: int) -> None:
+def _make_socket_dir(path: Path, uid: int, gid: int, *, inodes: int) -> None:
     path.mkdir(parents=True, exist_ok=False)
     if os.geteuid() != 0:
         path.chmod(0o777)  # the plugin's user must bind its socket here
         return
-    options = f"size={SOCKET_DIR_BYTES},mode=0700,uid={uid},gid={gid},noexec,nosuid,nodev"
+    options = (
+        f"size={SOCKET_DIR_BYTES},nr_inodes={inodes},mode=0700,uid={uid},gid={gid},"
+        "noexec,nosuid,nodev"
+    )
     try:
         subprocess.run(
             ["mount", "-t", "tmpfs", "-o", options, "summit-sockets", str(path)],

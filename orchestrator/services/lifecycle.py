@@ -32,6 +32,7 @@ from sqlmodel import Session
 from orchestrator.broker.client import PluginClient
 from orchestrator.broker.pool import Broker, Route
 from orchestrator.config import Settings
+from orchestrator.domain import jsonlimits
 from orchestrator.domain.errors import (
     Conflict,
     Forbidden,
@@ -230,6 +231,7 @@ class LifecycleService:
     def install(self, req: InstallRequest, *, progress: BuildProgress = _noop) -> Plugin:
         if (req.bundle is None) == (req.image is None):
             raise InvalidInput("give exactly one of a bundle or an image reference")
+        self.check_config(req.config)
         self.runtime.ping()
         if req.bundle is not None:
             return self._install_bundle(req, req.bundle, progress)
@@ -240,9 +242,10 @@ class LifecycleService:
         self, req: InstallRequest, stream: BinaryIO, progress: BuildProgress
     ) -> Plugin:
         work = self.settings.state_dir / "bundles"
-        source = extract_bundle(stream, max_bytes=self.settings.bundle_max_bytes, workdir=work)
+        # Refuses links, header bombs and a bad plugin.yaml before writing anything.
+        bundle = extract_bundle(stream, max_bytes=self.settings.bundle_max_bytes, workdir=work)
+        source, manifest = bundle.root, bundle.manifest
         try:
-            manifest = load_manifest_text((source / "plugin.yaml").read_bytes())
             if manifest.runtime.image:
                 raise ManifestError(
                     "a source bundle must build from a base, not name a prebuilt image",
@@ -372,6 +375,17 @@ class LifecycleService:
                     details={"state": existing.state},
                 )
             self._check_dependencies(session, manifest)
+
+    def check_config(self, config: Any) -> None:
+        """The limits every config is held to, whichever door it came in by (API, job, CLI):
+        at most ``SUMMIT_CONFIG_MAX_BYTES`` of JSON (413), nested at most
+        ``jsonlimits.MAX_DEPTH`` levels (422). Its schema is checked later, per manifest."""
+        jsonlimits.check(
+            config,
+            what="the config",
+            max_bytes=self.settings.config_max_bytes,
+            too_large_code="config_too_large",
+        )
 
     def _validate_config(self, manifest: Manifest, config: dict[str, Any]) -> None:
         if manifest.config_schema is None:
@@ -830,6 +844,7 @@ class LifecycleService:
     # -- config ------------------------------------------------------------------------------
 
     def set_config(self, plugin_id: str, config: dict[str, Any]) -> Plugin:
+        self.check_config(config)
         with self._locked(plugin_id):
             with self._session() as session:
                 plugin = self._get(session, plugin_id)

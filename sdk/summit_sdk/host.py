@@ -53,6 +53,7 @@ HOST_API: dict[str, tuple[str, str, str]] = {
     "invoke": ("POST", "/plugins/{plugin_id}/extensions/{point}/{name}", "plugins:invoke"),
 }
 
+MAX_HOST_CONNECTIONS = 32
 _UNIX_BASE = "http://summit-host"
 
 
@@ -89,7 +90,12 @@ class HostClient:
         base = url or ""
         if base.startswith("unix://"):
             # Host API over a unix socket mounted into a network-less container.
-            transport = transport or httpx.HTTPTransport(uds=base[len("unix://") :])
+            # The orchestrator accepts a bounded number of connections per plugin (64 by
+            # default) and closes the rest at once: stay under it, queueing calls beyond.
+            transport = transport or httpx.HTTPTransport(
+                uds=base[len("unix://") :],
+                limits=httpx.Limits(max_connections=MAX_HOST_CONNECTIONS),
+            )
             base = _UNIX_BASE
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(

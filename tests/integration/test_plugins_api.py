@@ -276,7 +276,7 @@ def test_oversized_bundle_is_refused(orch: OrchestratorProcess) -> None:
 
     big = _tar([_file("plugin.yaml", MANIFEST), _file("blob.bin", os.urandom(51 * 1024 * 1024))])
     r = orch.client.post("/v1/plugins", files={"bundle": ("b.tar.gz", big)})
-    assert r.status_code == 400
+    assert r.status_code == 413
     assert r.json()["error"]["code"] == "bundle_too_large"
 
 

@@ -481,20 +481,88 @@ def test_execute_input_from_file(server: FakeServer, runner: CliRunner, tmp_path
 # ----------------------------------------------------------------------------- serve
 
 
-def test_serve_runs_uvicorn_with_the_app(
-    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import uvicorn
-
+def _capture_serve(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     import orchestrator.app
 
-    sentinel = object()
-    calls: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(orchestrator.app, "create_app", lambda: sentinel)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        orchestrator.app, "serve", lambda settings, **kw: calls.append({"settings": settings, **kw})
+    )
+    return calls
+
+
+def test_serve_runs_the_orchestrator(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _capture_serve(monkeypatch)
     result = runner.invoke(cli.app, ["serve", "--port", "8711", "--log-level", "DEBUG"])
     assert result.exit_code == 0, result.output
-    assert calls == [(sentinel, {"host": "127.0.0.1", "port": 8711, "log_level": "debug"})]
+    ((call),) = calls
+    assert (call["host"], call["port"], call["log_level"]) == ("127.0.0.1", 8711, "DEBUG")
+
+
+def test_serve_says_which_setting_is_bad_in_one_line(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _capture_serve(monkeypatch)
+    monkeypatch.setenv("SUMMIT_WEBHOOK_ALLOW_PRIVATE", "[127.0.0.0/8")
+    result = runner.invoke(cli.app, ["serve"])
+    assert result.exit_code == 2 and not calls
+    assert result.output.strip().splitlines() == [
+        "error: invalid_setting: SUMMIT_WEBHOOK_ALLOW_PRIVATE: expected a JSON list "
+        '(["a", "b"]) or a comma-separated list (a,b)'
+    ]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7", "summit.example.com"])
+def test_serve_refuses_the_default_token_beyond_loopback(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    calls = _capture_serve(monkeypatch)
+    result = runner.invoke(cli.app, ["serve", "--host", host])
+    assert result.exit_code == 2 and not calls
+    assert result.output.startswith("error: insecure_admin_token: refusing to listen on")
+    assert "SUMMIT_ADMIN_TOKEN" in result.output and "--dev" in result.output
+
+
+@pytest.mark.parametrize(
+    ("host", "args", "env"),
+    [
+        ("127.0.0.1", [], {}),
+        ("::1", [], {}),
+        ("localhost", [], {}),
+        ("0.0.0.0", ["--dev"], {}),
+        ("0.0.0.0", [], {"SUMMIT_DEV": "true"}),
+        ("0.0.0.0", [], {"SUMMIT_ADMIN_TOKEN": "a-real-secret"}),
+    ],
+)
+def test_serve_allows_loopback_dev_mode_or_a_real_token(
+    runner: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    args: list[str],
+    env: dict[str, str],
+) -> None:
+    calls = _capture_serve(monkeypatch)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = runner.invoke(cli.app, ["serve", "--host", host, *args])
+    assert result.exit_code == 0, result.output
+    assert calls[0]["host"] == host
+
+
+def test_the_server_is_guarded_and_drains(monkeypatch: pytest.MonkeyPatch) -> None:
+    import orchestrator.app
+    from orchestrator.api.http_guard import GuardedHttpToolsProtocol
+    from orchestrator.config import Settings
+
+    configs: list[Any] = []
+    monkeypatch.setattr(orchestrator.app._Server, "run", lambda self: configs.append(self.config))
+    settings = Settings(http_max_head_bytes=32768, shutdown_grace_s=7)
+    orchestrator.app.serve(settings, host="127.0.0.1", port=8711, log_level="DEBUG")
+    (config,) = configs
+    assert (config.host, config.port, config.log_level) == ("127.0.0.1", 8711, "debug")
+    assert config.timeout_graceful_shutdown == 7
+    assert issubclass(config.http, GuardedHttpToolsProtocol)
+    assert (config.http.max_head_bytes, config.http.max_connections) == (32768, None)
 
 
 def test_importing_the_cli_stays_light() -> None:

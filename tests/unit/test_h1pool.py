@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from orchestrator.broker.h1pool import (
+    MAX_HEADER_BYTES,
+    READ_CHUNK,
     BodyTooLarge,
     H1Pool,
     ProtocolFailure,
@@ -224,3 +226,69 @@ def test_fields_that_would_break_the_framing_are_refused() -> None:
             encode_request(method, target, b"h", headers, b"")
     with pytest.raises(ValueError, match="host"):
         H1Pool(asyncio.open_connection, host_header=b"a\r\nx: y")  # type: ignore[arg-type]
+
+
+class _CountingReader:
+    """The pool's end of the connection, counting the bytes the pool reads."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.taken = 0
+
+    async def read(self, n: int) -> bytes:
+        data = await self.reader.read(n)
+        self.taken += len(data)
+        return data
+
+    def at_eof(self) -> bool:
+        return self.reader.at_eof()
+
+
+@pytest.mark.parametrize(
+    ("opening", "filler"),
+    [
+        (b"HTTP/1.1 200 OK\r\nx-endless: ", b"a" * 4096),  # one header value without end
+        (b"HTTP/1.1 200 ", b"O" * 4096),  # a reason phrase without end
+        (b"", b"HTTP/1.1 100 Continue\r\n\r\n" * 128),  # interim answers without end
+    ],
+    ids=["header-value", "reason-phrase", "interim-answers"],
+)
+@run
+async def test_an_endless_answer_head_fails_soon_after_the_cap(
+    opening: bytes, filler: bytes
+) -> None:
+    # A peer that never finishes its head must cost about the cap to read, not what it can
+    # send before the caller's deadline; the server stops on its own after 64 MiB.
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(opening)
+            for _ in range(64 * 1024 * 1024 // len(filler)):
+                writer.write(filler)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(endless, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    readers: list[_CountingReader] = []
+
+    async def connect() -> tuple[Any, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        readers.append(_CountingReader(reader))
+        return readers[-1], writer
+
+    pool = H1Pool(connect, host_header=b"test")
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises(ProtocolFailure, match="head over"):
+            async with asyncio.timeout(10):
+                await post(pool)
+    finally:
+        await pool.aclose()
+        listener.close()
+    assert asyncio.get_running_loop().time() - started < 5
+    (counted,) = readers
+    assert counted.taken <= MAX_HEADER_BYTES + READ_CHUNK

@@ -538,3 +538,158 @@ def test_yaml_text_errors_use_the_same_paths() -> None:
     with pytest.raises(ManifestError) as info:
         load_manifest_text(text)
     assert [d["path"] for d in info.value.details] == ["extensions[1].point"]
+
+
+# --- YAML text: what a manifest may not use ---------------------------------------------------
+
+MINIMAL_YAML = (
+    "schema_version: 1\nid: com.example.x\nname: X\nversion: 1.0.0\n"
+    "runtime: {base: python, entrypoint: m:plugin}\n"
+)
+
+
+@pytest.fixture(params=["libyaml", "python"])
+def yaml_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both parsers the strict reader runs on: libyaml when installed, PyYAML's own if not."""
+    from summit_sdk import manifest_yaml
+
+    if request.param == "python":
+        monkeypatch.setattr(manifest_yaml, "_Loader", manifest_yaml._StrictPyLoader)
+    elif not hasattr(manifest_yaml, "_StrictCLoader"):
+        pytest.skip("PyYAML is built without libyaml here")
+    return str(request.param)
+
+
+def refusal(text: str | bytes) -> tuple[str, dict[str, str]]:
+    with pytest.raises(ManifestError) as info:
+        load_manifest_text(text)
+    assert info.value.status_code == 422 and info.value.code == "invalid_manifest"
+    [detail] = info.value.details
+    return info.value.message, detail
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "word"),
+    [
+        ("config_schema: &schema {type: object}\n", "line 6, column 16", "anchor &schema"),
+        ("config_schema: {type: object, title: *name}\n", "line 6, column 38", "alias *name"),
+        ("x-base: &b {type: object}\nconfig_schema:\n  <<: *b\n", "line 6, column 9", "&b"),
+        ("config_schema: {type: object}\n? *key\n: value\n", "line 7, column 3", "alias *key"),
+    ],
+    ids=["anchor", "alias", "merge-key", "alias-as-key"],
+)
+def test_yaml_anchors_and_aliases_are_refused_with_their_line(
+    yaml_backend: str, text: str, where: str, word: str
+) -> None:
+    message, detail = refusal(MINIMAL_YAML + text)
+    assert "anchors or aliases" in message or "aliases" in message or "anchors" in message
+    assert detail["path"] == where
+    assert word in detail["message"] and "not allowed" in detail["message"]
+
+
+def test_yaml_alias_bomb_is_refused_before_anything_expands(yaml_backend: str) -> None:
+    from tests.fixtures.hostile_bundles import alias_bomb
+
+    # Nine levels of nine: 387 million strings once expanded, from 1 kB of text.
+    text = alias_bomb(MINIMAL_YAML.encode(), levels=9)
+    assert len(text) < 1500
+    _, detail = refusal(text)
+    assert detail["path"] == "line 8, column 9"  # the first anchor, &l0
+
+
+def test_a_merge_key_without_an_alias_is_still_plain_data(yaml_backend: str) -> None:
+    m = load_manifest_text(MINIMAL_YAML + "config_schema:\n  <<: {type: object}\n")
+    assert m.config_schema == {"type": "object"}
+
+
+def nested(depth: int) -> str:
+    """``config_schema`` holding mappings ``depth`` levels deep, counting the root mapping."""
+    inner = "{type: object}"
+    for _ in range(depth - 3):
+        inner = "{x: " + inner + "}"
+    return MINIMAL_YAML + f"config_schema: {{type: object, x-deep: {inner}}}\n"
+
+
+def test_yaml_nesting_up_to_the_cap_is_accepted(yaml_backend: str) -> None:
+    from summit_sdk.manifest_yaml import MAX_DEPTH, load_manifest_yaml
+
+    data = load_manifest_yaml(nested(MAX_DEPTH))
+    level, node = 0, data
+    while isinstance(node, dict):
+        level += 1
+        node = node.get("config_schema") or node.get("x-deep") or node.get("x")
+    assert level == MAX_DEPTH
+
+
+@pytest.mark.parametrize("text", [nested(65), "[" * 50_000 + "]" * 50_000], ids=["65", "50000"])
+def test_yaml_nested_deeper_than_the_cap_is_refused(yaml_backend: str, text: str) -> None:
+    message, detail = refusal(text)
+    assert detail["path"].startswith("line 1, ") or detail["path"].startswith("line 6, ")
+    assert "levels" in message or "nesting" in detail["message"]
+
+
+def test_manifest_over_256_kib_is_refused_before_parsing() -> None:
+    from summit_sdk.manifest_yaml import MAX_BYTES
+
+    assert MAX_BYTES == 256 * 1024
+    fits = MINIMAL_YAML + "#" * (MAX_BYTES - len(MINIMAL_YAML) - 1) + "\n"
+    assert len(fits) == MAX_BYTES
+    assert load_manifest_text(fits).id == "com.example.x"
+    message, detail = refusal(fits + "#")
+    assert message == "plugin.yaml is larger than 256 KiB"
+    assert detail == {
+        "path": "(root)",
+        "message": f"{MAX_BYTES + 1} bytes; a manifest may have at most {MAX_BYTES}",
+    }
+    # Counted in bytes, not characters.
+    refusal(MINIMAL_YAML + "description: " + "é" * (MAX_BYTES // 2) + "\n")
+
+
+def test_manifest_with_too_many_values_is_refused(yaml_backend: str) -> None:
+    from summit_sdk.manifest_yaml import MAX_NODES
+
+    # 40 kB naming 20 000 values; the 20 001st is refused where it stands.
+    text = MINIMAL_YAML + "config_schema: {type: object, enum: [" + "1," * MAX_NODES + "1]}\n"
+    message, detail = refusal(text)
+    assert message == f"plugin.yaml has more than {MAX_NODES} values"
+    assert detail["path"].startswith("line 6, column ")
+    fits = MINIMAL_YAML + "config_schema: {type: object, enum: [" + "1," * 19_000 + "1]}\n"
+    assert len(load_manifest_text(fits).config_schema["enum"]) == 19_001  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "value", ["1" * 5000, "2024-13-45", "!!binary 'not base64!'"], ids=["int", "date", "binary"]
+)
+def test_values_python_cannot_build_are_refused_not_crashed_on(value: str) -> None:
+    _, detail = refusal(MINIMAL_YAML + f"description: {value}\n")
+    assert detail["message"]
+
+
+def test_the_sdk_reads_plugin_yaml_with_the_same_rules(tmp_path: Path) -> None:
+    from summit_sdk.cli.manifest import ManifestError as SdkManifestError
+    from summit_sdk.cli.manifest import load_manifest
+
+    (tmp_path / "plugin.yaml").write_text(MINIMAL_YAML + "config_schema: &s {type: object}\n")
+    with pytest.raises(SdkManifestError, match=r"line 6, column 16: anchor &s"):
+        load_manifest(tmp_path)
+
+
+def test_image_labels_are_held_to_the_same_caps() -> None:
+    import json
+
+    from summit_sdk.cli.manifest import ManifestError as SdkManifestError
+    from summit_sdk.cli.manifest import manifest_from_label
+
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(70):
+        node["x"] = {}
+        node = node["x"]
+    label = json.dumps({**minimal(), "config_schema": {"type": "object", "x-deep": deep}})
+    with pytest.raises(ManifestError, match="nested more than 64 levels"):
+        load_manifest_text(label)
+    with pytest.raises(SdkManifestError, match="nested more than 64 levels"):
+        manifest_from_label({"io.summit.plugin": label}, "example/deep:1")
+    big = json.dumps({**minimal(), "description": "x" * (256 * 1024)})
+    with pytest.raises(SdkManifestError, match="larger than 256 KiB"):
+        manifest_from_label({"io.summit.plugin": big}, "example/big:1")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from orchestrator.api.errors import install_error_handlers
+from orchestrator.domain import jsonlimits
 from orchestrator.domain.errors import BadRequest, TooLarge
 from orchestrator.services.host import Caller, HostService
 
@@ -80,7 +80,10 @@ def create_host_app(service: HostService, *, max_body_bytes: int) -> FastAPI:
     async def json_body(request: Request) -> dict[str, Any]:
         raw = await body(request)
         try:
-            parsed = json.loads(raw) if raw else {}
+            # The body is one level: what it holds gets the same depth as any other JSON.
+            parsed = jsonlimits.decode(raw, max_depth=jsonlimits.MAX_DEPTH + 1) if raw else {}
+        except jsonlimits.TooDeep:
+            raise jsonlimits.too_deep("the body") from None
         except ValueError:
             raise BadRequest("the body is not JSON") from None
         if not isinstance(parsed, dict):

@@ -8,6 +8,11 @@ plugin it serves, so a token presented on another plugin's socket is useless.
 The listeners run on the orchestrator's event loop (the broker's pools live there, and
 ``invoke`` uses them); the lifecycle service, which works in threads, opens and closes them
 through :class:`HostGateway`.
+
+Each listener is a uvicorn server of its own with the guarded HTTP protocol
+(:mod:`orchestrator.api.http_guard`): a plugin may hold at most ``max_connections`` of them
+open, and a request head has a size cap and a deadline, so one plugin cannot use up the
+orchestrator's file descriptors or memory that the others and the admin API need.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import uvicorn
 from summit_sdk.unixsock import hand_over
 
 from orchestrator.api.host.app import PLUGIN_SCOPE_KEY
+from orchestrator.api.http_guard import HttpLimits
 from orchestrator.security.tokens import HostTokens
 
 __all__ = ["HOST_SOCKET_NAME", "HostGateway", "HostServer"]
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 HOST_SOCKET_NAME = "host.sock"
 CONTAINER_SOCKET_DIR = "/run/summit"
 OPEN_TIMEOUT_S = 10.0
+DEFAULT_MAX_CONNECTIONS = 64
 
 ASGIApp = Callable[
     [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
@@ -44,10 +51,16 @@ class HostServer:
     """Unix-socket listeners of one ASGI app, each stamped with the plugin it serves."""
 
     def __init__(
-        self, app: ASGIApp, loop: asyncio.AbstractEventLoop, *, plugin_user: str = "10001:10001"
+        self,
+        app: ASGIApp,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        plugin_user: str = "10001:10001",
+        limits: HttpLimits | None = None,
     ) -> None:
         self.app = app
         self.loop = loop
+        self.limits = limits or HttpLimits(max_connections=DEFAULT_MAX_CONNECTIONS)
         uid, _, gid = plugin_user.partition(":")
         self.plugin_uid, self.plugin_gid = int(uid), int(gid or uid)
         self._servers: dict[str, uvicorn.Server] = {}
@@ -83,6 +96,7 @@ class HostServer:
             proxy_headers=False,
             server_header=False,
             timeout_graceful_shutdown=2,
+            **self.limits.uvicorn_options(f"host API of {plugin_id}"),
         )
         config.load()
         server = uvicorn.Server(config)

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from orchestrator.domain import jsonlimits
 from orchestrator.domain.errors import Conflict, InvalidInput, SummitError
 from orchestrator.domain.manifest import ExtensionPoint
 from orchestrator.jobs.worker import ExecutePayload
@@ -52,7 +53,7 @@ async def execute_body(request: Request, settings: SettingsDep) -> ExecuteBody:
                 details={"limit_bytes": cap},
             )
     try:
-        return ExecuteBody.model_validate_json(bytes(raw) or b"{}")
+        body = ExecuteBody.model_validate_json(bytes(raw) or b"{}")
     except ValidationError as exc:
         raise InvalidInput(
             "the request is not valid",
@@ -62,6 +63,10 @@ async def execute_body(request: Request, settings: SettingsDep) -> ExecuteBody:
                 for e in exc.errors()
             ],
         ) from None
+    # The broker holds a synchronous call to the same limit (with the same error, so the fast
+    # path answers alike); checked here so that a queued call is refused at once.
+    jsonlimits.check_depth(raw, body.input, what="the input")
+    return body
 
 
 ExecuteBodyDep = Annotated[ExecuteBody, Depends(execute_body)]

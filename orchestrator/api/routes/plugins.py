@@ -12,10 +12,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.api.errors import error_body
 from orchestrator.config import Settings
-from orchestrator.domain.errors import BadRequest, InvalidInput, SummitError
+from orchestrator.domain import jsonlimits
+from orchestrator.domain.errors import BadRequest, InvalidInput, SummitError, TooLarge
 from orchestrator.jobs.install import INSTALL, InstallPayload, save_upload
 from orchestrator.jobs.queue import JobQueue
 from orchestrator.services.lifecycle import InstallRequest, LifecycleService
@@ -26,6 +28,10 @@ from .jobs import JobsDep
 
 router = APIRouter(prefix="/v1/plugins", tags=["plugins"])
 NDJSON = "application/x-ndjson"
+# Room in a JSON install body for what is not its config (image, permissions, signature).
+INSTALL_BODY_EXTRA_BYTES = 64 * 1024
+# The smallest cap on a multipart text field: a signature envelope or a permission list.
+FORM_FIELD_MIN_BYTES = 1024 * 1024
 
 
 class InstallImage(BaseModel):
@@ -53,17 +59,83 @@ class LimitsBody(BaseModel):
     concurrency: int | None = Field(None, ge=1, le=10000)
 
 
-def _json_field(form: Any, name: str, default: Any, kind: type) -> Any:
+def _json_field(
+    form: Any,
+    name: str,
+    default: Any,
+    kind: type,
+    *,
+    max_bytes: int | None = None,
+    too_large_code: str = "too_large",
+) -> Any:
     raw = form.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"field {name!r} must be JSON text", code="invalid_request") from None
+    if not isinstance(raw, str):  # a file where text was expected
+        raise InvalidInput(f"field {name!r} must be JSON text", code="invalid_request")
+    value = jsonlimits.loads(
+        raw, what=f"field {name!r}", max_bytes=max_bytes, too_large_code=too_large_code
+    )
     if not isinstance(value, kind):
         raise InvalidInput(f"field {name!r} must be a JSON {kind.__name__}", code="invalid_request")
     return value
+
+
+async def _read_body(request: Request, cap: int, *, code: str, hint: str = "") -> bytes:
+    """The request body, read no further than ``cap`` bytes (413 ``code`` beyond it)."""
+
+    def too_large() -> TooLarge:
+        return TooLarge(
+            f"the request body is over the limit of {cap} bytes{hint}",
+            code=code,
+            details={"limit_bytes": cap},
+        )
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise too_large()
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > cap:
+            raise too_large()
+    return bytes(raw)
+
+
+def _decode_body(raw: bytes, model: type[BaseModel]) -> Any:
+    """A JSON body through the API's one decoder (one level more than the limit: the body
+    itself), then validated as ``model``."""
+    data = jsonlimits.loads(
+        raw or b"{}", what="the request body", max_depth=jsonlimits.MAX_DEPTH + 1
+    )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(
+            "the request is not valid",
+            code="invalid_request",
+            details=[
+                {"path": ".".join(map(str, e["loc"])) or "(body)", "message": e["msg"]}
+                for e in exc.errors()
+            ],
+        ) from None
+
+
+async def _install_form(request: Request, settings: Settings) -> Any:
+    # Text fields may be as large as a config may be; a larger one is refused while the form
+    # is parsed, where Starlette only tells it apart from other refusals by its message.
+    cap = max(FORM_FIELD_MIN_BYTES, settings.config_max_bytes)
+    try:
+        return await request.form(max_part_size=cap)
+    except StarletteHTTPException as exc:
+        if exc.status_code == 400 and "maximum size" in str(exc.detail):
+            raise TooLarge(
+                f"a form field is over the limit of {cap} bytes (a config may have at most "
+                f"{settings.config_max_bytes}: SUMMIT_CONFIG_MAX_BYTES)",
+                code="field_too_large",
+                details={"limit_bytes": cap},
+            ) from None
+        raise
 
 
 _INSTALL_DOC = {
@@ -108,7 +180,7 @@ async def install_plugin(
     ctype = request.headers.get("content-type", "")
     upload: UploadFile | None = None
     if ctype.startswith("multipart/form-data"):
-        form = await request.form(max_part_size=1024 * 1024)
+        form = await _install_form(request, settings)
         field = form.get("bundle")
         if field is None or isinstance(field, str):
             raise BadRequest(
@@ -118,24 +190,27 @@ async def install_plugin(
         req = InstallRequest(
             bundle=field.file,
             approved_permissions=_json_field(form, "approved_permissions", [], list),
-            config=_json_field(form, "config", {}, dict),
+            config=_json_field(
+                form,
+                "config",
+                {},
+                dict,
+                max_bytes=settings.config_max_bytes,
+                too_large_code="config_too_large",
+            ),
             allow_findings=_json_field(form, "allow_findings", False, bool),
             override_reason=str(form.get("override_reason") or "") or None,
             principal=principal,
             signature=_json_field(form, "signature", None, dict),
         )
     elif ctype.startswith("application/json"):
-        try:
-            body = InstallImage.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise InvalidInput(
-                "the request is not valid",
-                code="invalid_request",
-                details=[
-                    {"path": ".".join(map(str, e["loc"])) or "(body)", "message": e["msg"]}
-                    for e in exc.errors()
-                ],
-            ) from None
+        raw = await _read_body(
+            request,
+            settings.config_max_bytes + INSTALL_BODY_EXTRA_BYTES,
+            code="request_too_large",
+            hint=f" (a config may have at most {settings.config_max_bytes})",
+        )
+        body = _decode_body(raw, InstallImage)
         req = InstallRequest(
             image=body.image,
             approved_permissions=body.approved_permissions,
@@ -152,6 +227,7 @@ async def install_plugin(
         )
     if request.query_params.get("async", "").lower() in ("1", "true", "yes"):
         try:
+            lifecycle.check_config(req.config)  # refused now, not by the job later
             return await _install_queued(req, upload, jobs, settings)
         finally:
             if upload is not None:
@@ -294,12 +370,30 @@ def uninstall_plugin(plugin_id: str, lifecycle: LifecycleDep, _: PrincipalDep) -
     return Response(status_code=204)
 
 
-@router.put("/{plugin_id}/config", response_model=PluginView)
-def put_config(
-    plugin_id: str, body: ConfigBody, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
+_CONFIG_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": ConfigBody.model_json_schema()}},
+    }
+}
+
+
+@router.put("/{plugin_id}/config", response_model=PluginView, openapi_extra=_CONFIG_DOC)
+async def put_config(
+    plugin_id: str,
+    request: Request,
+    lifecycle: LifecycleDep,
+    queries: QueriesDep,
+    settings: SettingsDep,
+    _: PrincipalDep,
 ) -> PluginView:
-    lifecycle.set_config(plugin_id, body.config)
-    return queries.get(plugin_id)
+    """Replace the plugin's config (at most ``SUMMIT_CONFIG_MAX_BYTES``); a running plugin is
+    initialized again with it."""
+    # The body is {"config": ...}: a few bytes more than the config itself.
+    raw = await _read_body(request, settings.config_max_bytes + 64, code="config_too_large")
+    body = _decode_body(raw, ConfigBody)
+    await run_in_threadpool(lifecycle.set_config, plugin_id, body.config)
+    return await run_in_threadpool(queries.get, plugin_id)
 
 
 @router.put("/{plugin_id}/limits", response_model=PluginView)

@@ -232,10 +232,9 @@ def manifest(
     What the code cannot know (resources, network, dependencies, authors) is kept from an
     existing plugin.yaml.
     """
-    import yaml
-
     from summit_sdk.cli import introspect
     from summit_sdk.cli.manifest import check_manifest
+    from summit_sdk.manifest_yaml import dump_manifest_yaml
 
     with _errors():
         if not directory.is_dir():
@@ -262,7 +261,7 @@ def manifest(
         problems = check_manifest(generated)
         if problems:
             raise CliError("the generated manifest is incomplete: " + "; ".join(problems))
-        text = yaml.safe_dump(generated, sort_keys=False, allow_unicode=True)
+        text = dump_manifest_yaml(generated, sort_keys=False, allow_unicode=True)
         if write:
             path.write_text(text, encoding="utf-8")
             err.print(f"wrote {path}")

@@ -6,13 +6,11 @@ CLI needs (the SDK never imports the orchestrator).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from summit_sdk.manifest_yaml import ManifestTextError, load_manifest_json, load_manifest_yaml
 from summit_sdk.spec import EXTENSION_POINTS
 
 __all__ = ["ManifestError", "check_manifest", "load_manifest", "manifest_from_label"]
@@ -82,9 +80,9 @@ def load_manifest(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ManifestError(f"{path} not found (a plugin folder has plugin.yaml at its root)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        data = load_manifest_yaml(path.read_bytes())
+    except ManifestTextError as exc:
+        raise ManifestError(f"{path} {exc.headline}: {exc}") from None
     problems = check_manifest(data)
     if problems:
         raise ManifestError(f"{path}: " + "; ".join(problems))
@@ -97,9 +95,9 @@ def manifest_from_label(labels: dict[str, str] | None, image: str) -> dict[str, 
     if not raw:
         raise ManifestError(f"image {image} has no {LABEL_MANIFEST} label (not a Summit plugin?)")
     try:
-        data = json.loads(raw)
-    except ValueError:
-        raise ManifestError(f"the {LABEL_MANIFEST} label of {image} is not JSON") from None
+        data = load_manifest_json(raw)
+    except ManifestTextError as exc:
+        raise ManifestError(f"the {LABEL_MANIFEST} label of {image} {exc.headline}") from None
     problems = check_manifest(data)
     if problems:
         raise ManifestError(f"the manifest of {image}: " + "; ".join(problems))

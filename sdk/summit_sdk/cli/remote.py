@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from summit_sdk.imagebuild import pack_bundle
+from summit_sdk.manifest_yaml import dump_manifest_yaml
 
 __all__ = ["Orchestrator", "RemoteError", "bundle"]
 
@@ -113,5 +113,5 @@ def bundle(folder: Path, manifest: dict[str, Any]) -> bytes:
     Reproducible (fixed times and owners) so the orchestrator's content-addressed build can
     reuse an image when only the version changed.
     """
-    plugin_yaml = yaml.safe_dump(manifest, sort_keys=False).encode()
+    plugin_yaml = dump_manifest_yaml(manifest, sort_keys=False).encode()
     return pack_bundle(folder, replace={"plugin.yaml": plugin_yaml})

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from summit_sdk.manifest_yaml import dump_manifest_yaml
 from summit_sdk.spec import EXTENSION_POINTS
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -325,7 +324,7 @@ def render(name: str, point: str) -> dict[str, str]:
     )
     return {
         f"{module}.py": code,
-        "plugin.yaml": yaml.safe_dump(manifest, sort_keys=False, width=100),
+        "plugin.yaml": dump_manifest_yaml(manifest, sort_keys=False, width=100),
         f"tests/test_{module}.py": test,
         "README.md": readme,
         ".gitignore": "__pycache__/\n.pytest_cache/\nkeys/\n",

