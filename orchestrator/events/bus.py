@@ -100,6 +100,8 @@ class EventBus:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tails: set[asyncio.Queue[Event | None]] = set()
+        self._tails_closed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Handlers run on this loop (the orchestrator's), whatever thread an event comes from."""
@@ -279,19 +281,35 @@ class EventBus:
         return {"events": events, "next": events[-1]["id"] if more else None}
 
     @contextlib.asynccontextmanager
-    async def tail(self, pattern: str = "*") -> AsyncIterator[asyncio.Queue[Event]]:
-        """A queue of the events dispatched from now on (for the live stream)."""
-        queue: asyncio.Queue[Event] = asyncio.Queue(STREAM_BUFFER)
+    async def tail(self, pattern: str = "*") -> AsyncIterator[asyncio.Queue[Event | None]]:
+        """A queue of the events dispatched from now on (for the live stream); ``None`` in it
+        means the orchestrator is stopping and the stream should end."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(STREAM_BUFFER)
 
         def put(event: Event) -> None:
             with contextlib.suppress(asyncio.QueueFull):  # a stalled reader drops, not us
                 queue.put_nowait(event)
 
+        if self._tails_closed:
+            queue.put_nowait(None)
         sub = self.on(pattern, put)
+        self._tails.add(queue)
         try:
             yield queue
         finally:
+            self._tails.discard(queue)
             self.off(sub)
+
+    def close_tails(self) -> None:
+        """End every live stream (call on the loop when the server starts to stop): a stream
+        is a request that never finishes by itself, and the server waits for requests."""
+        self._tails_closed = True
+        for queue in self._tails:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+            if queue.full():  # a stalled reader: make room for the end mark
+                queue.get_nowait()
+                queue.put_nowait(None)
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:

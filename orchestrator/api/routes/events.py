@@ -95,10 +95,13 @@ async def stream(
             yield b": following " + type.encode() + b"\n\n"
             while not await request.is_disconnected():
                 try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    async with asyncio.timeout(KEEPALIVE_S):
+                        event = await queue.get()
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
+                if event is None:  # the orchestrator is stopping
+                    return
                 data = json.dumps(event.to_json(), separators=(",", ":"))
                 yield f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
