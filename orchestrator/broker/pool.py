@@ -112,13 +112,34 @@ def _connector(endpoint: str) -> Connector:
             with checked_socket(path) as safe:
                 return await asyncio.open_unix_connection(safe)
 
-        return unix
+        return _retrying_connect(unix)
     host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
 
     async def tcp() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection(host.strip("[]"), int(port))
 
-    return tcp
+    return _retrying_connect(tcp)
+
+
+# A connect that fails before a byte is written is safe to repeat for any extension: the
+# plugin's accept queue was full for a moment (EAGAIN on a unix socket), or it is restarting
+# (ECONNREFUSED). The caller's deadline (asyncio.timeout around the call) ends the retries.
+_CONNECT_RETRYABLE = (BlockingIOError, ConnectionRefusedError)
+CONNECT_BACKOFF_FIRST_S = 0.002
+CONNECT_BACKOFF_CAP_S = 0.1
+
+
+def _retrying_connect(connect: Connector) -> Connector:
+    async def connect_with_retries() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        delay = CONNECT_BACKOFF_FIRST_S
+        while True:
+            try:
+                return await connect()
+            except _CONNECT_RETRYABLE:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CONNECT_BACKOFF_CAP_S)
+
+    return connect_with_retries
 
 
 @dataclass
@@ -253,7 +274,8 @@ class Broker:
 
     # -- calls (event loop) ------------------------------------------------------------------
 
-    def _acquire(self, endpoint: str) -> _Pool:
+    def _acquire(self, route: Route) -> _Pool:
+        endpoint = route.endpoint
         with self._lock:
             pool = self._pools.get(endpoint)
             if pool is None or pool.retired:
@@ -263,7 +285,9 @@ class Broker:
                 client = H1Pool(
                     _connector(endpoint),
                     host_header=b"plugin",
-                    max_connections=256,
+                    # No more connections than calls the plugin may have in flight: a burst
+                    # of callers queues here instead of flooding its accept queue.
+                    max_connections=route.concurrency or self.limits.plugin_concurrency,
                     retry_stale=False,
                 )
                 pool = _Pool(client=client, base_url=base_url_for(endpoint))
@@ -458,7 +482,7 @@ class Broker:
         )
         cap = self.limits.max_response_bytes
         content = b'{"input":' + payload + b',"context":' + context + b"}"
-        pool = self._acquire(route.endpoint)
+        pool = self._acquire(route)
         target = f"/summit/v1/extensions/{ext.point.value}/{ext.name}".encode()
         try:
             async with asyncio.timeout(remaining):
@@ -489,7 +513,7 @@ class Broker:
     async def deliver_event(self, route: Route, event: dict[str, Any], *, timeout_s: float) -> None:
         """POST one event to the plugin's ``/summit/v1/events``; raises unless it answers 2xx."""
         content = json.dumps({"event": event}).encode()
-        pool = self._acquire(route.endpoint)
+        pool = self._acquire(route)
         try:
             async with asyncio.timeout(timeout_s):
                 r = await pool.client.request(
