@@ -40,6 +40,7 @@ from orchestrator.domain.errors import (
     NotFound,
     SummitError,
 )
+from orchestrator.domain.images import check_image_reference
 from orchestrator.domain.lifecycle import PluginState, allowed_actions, next_state
 from orchestrator.domain.manifest import Manifest, ManifestError, Permission, load_manifest_text
 from orchestrator.domain.versions import Version, VersionRange
@@ -231,7 +232,7 @@ class LifecycleService:
     def install(self, req: InstallRequest, *, progress: BuildProgress = _noop) -> Plugin:
         if (req.bundle is None) == (req.image is None):
             raise InvalidInput("give exactly one of a bundle or an image reference")
-        self.check_config(req.config)
+        self.check_request(req)
         self.runtime.ping()
         if req.bundle is not None:
             return self._install_bundle(req, req.bundle, progress)
@@ -375,6 +376,14 @@ class LifecycleService:
                     details={"state": existing.state},
                 )
             self._check_dependencies(session, manifest)
+
+    def check_request(self, req: InstallRequest) -> None:
+        """What can be refused before anything is fetched (also before an install is queued):
+        the config's limits and a malformed image reference, the caller's mistake (422), not
+        the runtime's (502)."""
+        self.check_config(req.config)
+        if req.image is not None:
+            check_image_reference(req.image)
 
     def check_config(self, config: Any) -> None:
         """The limits every config is held to, whichever door it came in by (API, job, CLI):

@@ -381,3 +381,13 @@ def test_install_streams_build_progress(orch: OrchestratorProcess, tmp_path: Pat
     )
     assert r.status_code == 409 and r.json()["error"]["code"] == "already_installed"
     assert orch.client.delete(f"/v1/plugins/{pid}").status_code == 204
+
+
+@pytest.mark.parametrize("ref", ["Upper/Case:1", "a" * 256, "word count"])
+def test_a_malformed_image_reference_is_the_callers_mistake(
+    orch: OrchestratorProcess, ref: str
+) -> None:
+    for params in ({}, {"async": "true"}):
+        r = orch.client.post("/v1/plugins", params=params, json={"image": ref})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "invalid_image_reference"

@@ -227,7 +227,7 @@ async def install_plugin(
         )
     if request.query_params.get("async", "").lower() in ("1", "true", "yes"):
         try:
-            lifecycle.check_config(req.config)  # refused now, not by the job later
+            lifecycle.check_request(req)  # refused now, not by the job later
             return await _install_queued(req, upload, jobs, settings)
         finally:
             if upload is not None:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from orchestrator.api.deps import HostDep, PrincipalDep
+from orchestrator.api.deps import ROW_ID_MAX, HostDep, PrincipalDep
 from orchestrator.security.access import ApiTokens, NewToken, TokenView
 from orchestrator.security.trust import TrustedKeyView, TrustStore
 
@@ -70,7 +70,9 @@ def audit(
     _: PrincipalDep,
     plugin: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    before: int | None = Query(None, description="Only records older than this id (paging)"),
+    before: int | None = Query(
+        None, ge=1, le=ROW_ID_MAX, description="Only records older than this id (paging)"
+    ),
 ) -> dict[str, Any]:
     """Refused host API calls and other security events, newest first (by their first call)."""
     records = host.audit_log(plugin_id=plugin, limit=limit, before_id=before)
