@@ -6,7 +6,7 @@ import hmac
 import logging
 from typing import Annotated, ClassVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -131,3 +131,14 @@ QueriesDep = Annotated[PluginQueries, Depends(get_queries)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 HostDep = Annotated[HostService, Depends(get_host)]
 PrincipalDep = Annotated[str, Depends(authorize)]
+
+# Row ids and paging cursors live in INTEGER columns: 32 bits on PostgreSQL, 64 on SQLite. A
+# larger number names no row, yet the database refuses to compare with it (PostgreSQL: "integer
+# out of range"; SQLite past 64 bits: OverflowError), which was a 500. Such a request is refused
+# up front with a 422 that the OpenAPI document also shows.
+ROW_ID_MAX = 2**31 - 1
+RowIdPath = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
+RowCursor = Annotated[
+    int | None,
+    Query(ge=1, le=ROW_ID_MAX, description="The 'next' cursor of the previous page"),
+]

@@ -358,6 +358,35 @@ def test_bad_input_is_refused_clearly(orch_hooks: OrchestratorProcess, receiver:
     orch_hooks.client.delete(f"/v1/webhooks/{hook['id']}")
 
 
+def test_ids_past_the_id_columns_are_refused_not_a_server_error(
+    orch_hooks: OrchestratorProcess, receiver: Receiver
+) -> None:
+    # Found by fuzzing the API: SQLite cannot bind a number past 64 bits, PostgreSQL will not
+    # compare an INTEGER id with one past 32 bits, and each of these answered 500.
+    hook = subscribe(orch_hooks, receiver.url("/ids"))
+    base = f"/v1/webhooks/{hook['id']}"
+    huge = 2**64 + 1
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", f"{base}/deliveries/{huge}", {}),
+        ("GET", f"{base}/deliveries/{2**31}", {}),  # the same on SQLite as on PostgreSQL
+        ("GET", f"{base}/deliveries/0", {}),
+        ("GET", f"{base}/deliveries", {"params": {"before": huge}}),
+        ("GET", f"{base}/deliveries", {"params": {"before": -huge}}),
+        ("GET", f"{base}/dead-letters", {"params": {"before": huge}}),
+        ("POST", f"{base}/replay", {"json": {"delivery_id": huge}}),
+    ]
+    for method, path, options in requests:
+        r = orch_hooks.client.request(method, path, **options)
+        assert r.status_code == 422, (method, path, options, r.text)
+        assert r.json()["error"]["code"] == "invalid_request"
+    # The largest id there can be is still looked up.
+    largest = 2**31 - 1
+    assert orch_hooks.client.get(f"{base}/deliveries/{largest}").status_code == 404
+    page = orch_hooks.client.get(f"{base}/deliveries", params={"before": largest}).json()
+    assert page == {"deliveries": [], "next": None}
+    orch_hooks.client.delete(base)
+
+
 def test_pending_deliveries_survive_sigkill(
     base_image: str, docker_client: Any, tmp_path: Path, receiver: Receiver
 ) -> None:

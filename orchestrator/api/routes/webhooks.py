@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.api.deps import PrincipalDep
+from orchestrator.api.deps import ROW_ID_MAX, PrincipalDep, RowCursor, RowIdPath
 from orchestrator.services.webhooks import WebhookService
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -65,7 +65,7 @@ class WebhookChanges(BaseModel):
 class Replay(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    delivery_id: int | None = None
+    delivery_id: int | None = Field(None, ge=1, le=ROW_ID_MAX)
     dead_letters: bool = False
     since: datetime | None = None
     until: datetime | None = None
@@ -119,7 +119,7 @@ def deliveries(
     _: PrincipalDep,
     status: str | None = Query(None, description="pending, delivered, dead, replayed, cancelled"),
     limit: int = Query(100, ge=1, le=1000),
-    before: int | None = Query(None, description="The 'next' cursor of the previous page"),
+    before: RowCursor = None,
 ) -> dict[str, Any]:
     """Delivery history, newest first: status, attempts, last status code, latency."""
     return service.deliveries(webhook_id, status=status, limit=limit, before=before)
@@ -127,7 +127,7 @@ def deliveries(
 
 @router.get("/{webhook_id}/deliveries/{delivery_id}")
 def delivery(
-    webhook_id: str, delivery_id: int, service: ServiceDep, _: PrincipalDep
+    webhook_id: str, delivery_id: RowIdPath, service: ServiceDep, _: PrincipalDep
 ) -> dict[str, Any]:
     """One delivery with its event and every attempt."""
     return service.delivery(webhook_id, delivery_id)
@@ -139,7 +139,7 @@ def dead_letters(
     service: ServiceDep,
     _: PrincipalDep,
     limit: int = Query(100, ge=1, le=1000),
-    before: int | None = None,
+    before: RowCursor = None,
 ) -> dict[str, Any]:
     """Deliveries that failed every attempt (replay them with ``POST .../replay``)."""
     return service.deliveries(webhook_id, status="dead", limit=limit, before=before)
