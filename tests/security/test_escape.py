@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
+import httpx
 import pytest
 
 from tests.fixtures.orchestrator import TOKEN, OrchestratorProcess
@@ -205,15 +206,20 @@ def test_fork_bomb_is_stopped_by_the_pids_limit(
 ) -> None:
     container = escape.container(docker_client)
     before = process_ids(container)
-    answers: list[tuple[int, float]] = []
+    answers: list[int | str] = []
     peer_replies: list[str] = []
     most = 0
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with (
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+        # The orchestrator keeps answering: a health check that takes a second has failed.
+        httpx.Client(base_url=orch.url, timeout=1.0) as health,
+    ):
         bomb = pool.submit(escape.attack, "fork_bomb", hold_s=3)
         while not bomb.done():
-            started = time.monotonic()
-            status = orch.client.get("/healthz").status_code
-            answers.append((status, time.monotonic() - started))
+            try:
+                answers.append(health.get("/healthz").status_code)
+            except httpx.TimeoutException as exc:
+                answers.append(type(exc).__name__)
             peer_replies.append(peer.attack("ping")["detail"])
             most = max(most, len(process_ids(container)))
             time.sleep(0.1)
@@ -225,7 +231,7 @@ def test_fork_bomb_is_stopped_by_the_pids_limit(
     assert PIDS_LIMIT - 10 <= most <= PIDS_LIMIT  # seen from the host: the bomb was real
     # The orchestrator and the other plugins did not notice.
     assert len(answers) >= 5, answers
-    assert all(status == 200 and took < 1.0 for status, took in answers), answers
+    assert set(answers) == {200}, answers
     assert set(peer_replies) == {"pong"}
     # The plugin recovered, and every process the bomb made is gone.
     assert orch.plugin(ESCAPE)["state"] == "ACTIVE"
@@ -430,7 +436,6 @@ def test_endless_answer_is_cut_off_and_memory_stays_bounded(
         assert orch.client.post(f"/v1/plugins/{plugin_id}/enable").status_code == 200
         memory = PeakMemory(orch)
         for _ in range(5):
-            started = time.monotonic()
             r = orch.client.post(
                 "/v1/extension-points/export/execute",
                 json={"input": {}, "plugins": [plugin_id], "timeout_ms": 10_000},
@@ -438,8 +443,8 @@ def test_endless_answer_is_cut_off_and_memory_stays_bounded(
             assert r.status_code == 502, r.text
             error = r.json()["error"]
             assert error["code"] == "response_too_large"
+            # response_too_large, not plugin_timeout: cut at the cap, not at the deadline.
             assert error["details"]["plugin"] == plugin_id and plugin_id in error["message"]
-            assert time.monotonic() - started < 5  # cut at the cap, not at the deadline
         assert memory.growth_mb() < 32
     finally:
         remove_plugin(orch, plugin_id)
