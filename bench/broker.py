@@ -67,6 +67,7 @@ from _harness import (
 )
 
 from orchestrator.broker.client import base_url_for, transport_for
+from orchestrator.runtime.endpoints import Endpoint, UnixEndpoint, parse_endpoint
 from orchestrator.services.bundles import pack_directory
 
 PLUGIN_DIR = WORD_COUNT_DIR
@@ -308,7 +309,9 @@ def make_copy(dest: Path, plugin_id: str, *, async_handler: bool = False) -> Pat
     return copy_word_count(dest, plugin_id, edits)
 
 
-def plugin_endpoint(orch: Orchestrator, dk: docker.DockerClient, plugin_id: str) -> tuple[str, int]:
+def plugin_endpoint(
+    orch: Orchestrator, dk: docker.DockerClient, plugin_id: str
+) -> tuple[Endpoint, int]:
     """The plugin container's endpoint label and the host pid of its main process."""
     view = orch.call("GET", f"/v1/plugins/{plugin_id}").json()
     container_id = (view.get("container") or {}).get("id")
@@ -318,7 +321,7 @@ def plugin_endpoint(orch: Orchestrator, dk: docker.DockerClient, plugin_id: str)
     endpoint = container.labels.get(LABEL_ENDPOINT)
     if not endpoint:
         raise RuntimeError(f"container {container_id[:12]} has no {LABEL_ENDPOINT} label")
-    return endpoint, int(container.attrs["State"]["Pid"])
+    return parse_endpoint(endpoint), int(container.attrs["State"]["Pid"])
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -447,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         t1 = time.perf_counter()
         pids: dict[str, int] = {}
-        endpoints: dict[str, str] = {}
+        endpoints: dict[str, Endpoint] = {}
         for plugin_id in ids:
             orch.call("POST", f"/v1/plugins/{plugin_id}/enable")
             endpoints[plugin_id], pids[plugin_id] = plugin_endpoint(orch, dk, plugin_id)
@@ -484,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             return httpx.AsyncClient(
                 base_url=base_url_for(ep),
                 transport=httpx.AsyncHTTPTransport(
-                    uds=ep.removeprefix("unix://") if ep.startswith("unix://") else None,
+                    uds=str(ep.path) if isinstance(ep, UnixEndpoint) else None,
                     retries=0,
                     verify=False,
                     limits=limits,

@@ -12,10 +12,10 @@ One run:
 2. series "enable": ``POST /v1/plugins/{id}/enable`` timed wall-clock (the call returns once the
    plugin is ACTIVE, i.e. its container answered health and ``initialize``), then ``disable``
    (not timed);
-3. series "floor": the same image started directly with the Docker SDK and the same sandbox
-   flags the orchestrator's ``DockerRuntime.deploy`` uses, timed from the ``containers.run`` call
-   until ``GET /summit/v1/health`` answers 200 over the unix socket (polled every ~5 ms); the
-   container is then removed (not timed);
+3. series "floor": the same image started directly with the Docker SDK in the sandbox
+   ``DockerRuntime.deploy`` gives it (``summit_sdk.sandbox.sandbox_options``, same settings),
+   timed from the ``containers.run`` call until ``GET /summit/v1/health`` answers 200 over the
+   unix socket (polled every ~5 ms); the container is then removed (not timed);
 4. prints p50/p95/min/max of both series and the ratio of the p50s (target <= 1.5).
 
 The two series alternate run by run (after a few uncounted warm-up runs of each) so that machine
@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
-import os
-import platform
 import secrets
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,132 +42,27 @@ from typing import Any
 import docker
 import docker.errors
 import httpx
-from docker.types import LogConfig, Mount
+from _harness import (
+    REPO,
+    WORD_COUNT_DIR,
+    WORD_COUNT_ID,
+    Orchestrator,
+    clean_up_run,
+    machine_line,
+    nproc,
+    percentile,
+    sigterm_as_interrupt,
+)
+from summit_sdk.sandbox import SOCKET_NAME, open_socket_dir, sandbox_options
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from orchestrator.config import Settings
+from orchestrator.services.bundles import pack_directory
 
-from orchestrator.config import Settings  # noqa: E402
-from orchestrator.services.bundles import pack_directory  # noqa: E402
-
-PLUGIN_DIR = REPO / "examples" / "word-count"
-PLUGIN_ID = "com.example.word-count"
-SOCKET_MOUNT = "/run/summit"
-SOCKET_NAME = "plugin.sock"
+PLUGIN_DIR = WORD_COUNT_DIR
+PLUGIN_ID = WORD_COUNT_ID
 BENCH_LABEL = "io.summit.bench"
 HEALTH_POLL_S = 0.005
 FLOOR_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def nproc() -> int:
-    """What ``nproc`` prints: the CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank-with-interpolation percentile (q in 0..100) of a non-empty list."""
-    data = sorted(values)
-    if len(data) == 1:
-        return data[0]
-    pos = (len(data) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
-
-class Orchestrator:
-    """Our own orchestrator subprocess, in its own session so Ctrl-C does not reach it."""
-
-    def __init__(self, root: Path, instance: str, token: str) -> None:
-        self.root = root
-        self.instance = instance
-        self.token = token
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = root / "orchestrator.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=300
-        )
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SUMMIT_")}
-        env.update(
-            SUMMIT_DATABASE_URL=f"sqlite:///{self.root / 'summit.db'}",
-            SUMMIT_STATE_DIR=str(self.root / "state"),
-            SUMMIT_INSTANCE=self.instance,
-            SUMMIT_ADMIN_TOKEN=self.token,
-            SUMMIT_SHUTDOWN_GRACE_S="3",
-        )
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "orchestrator.app:create_app",
-                    "--factory",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def log_tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def wait_ready(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"orchestrator exited early:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError(f"orchestrator not ready after {timeout_s:g}s:\n{self.log_tail()}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.client.close()
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        r = self.client.request(method, path, **kwargs)
-        if r.status_code >= 400:
-            raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text[:2000]}")
-        return r
 
 
 class Floor:
@@ -185,23 +77,25 @@ class Floor:
         self.tag = tag
         # The same settings the orchestrator reads (defaults unless SUMMIT_* says otherwise).
         s = Settings()
+        self.sandbox = functools.partial(
+            sandbox_options,
+            memory_mb=int(resources.get("memory_mb", s.default_memory_mb)),
+            cpu_percent=int(resources.get("cpu_percent", s.default_cpu_percent)),
+            pids_limit=s.pids_limit,
+            tmpfs_mb=s.tmpfs_mb,
+            tmpfs_inodes=s.tmpfs_inodes,
+            nofile_limit=s.nofile_limit,
+            user=s.plugin_user,
+            log_max_size=s.log_max_size,
+            labels={BENCH_LABEL: tag},
+        )
         self.user = s.plugin_user
-        self.memory = f"{int(resources.get('memory_mb', s.default_memory_mb))}m"
-        self.nano_cpus = int(int(resources.get("cpu_percent", s.default_cpu_percent)) * 10_000_000)
-        self.pids_limit = s.pids_limit
-        self.tmpfs_mb = s.tmpfs_mb
-        self.log_max_size = s.log_max_size
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _sock_dir(self) -> Path:
         d = self.root / secrets.token_hex(6)
         d.mkdir()
-        uid, _, gid = self.user.partition(":")
-        if os.geteuid() == 0:
-            os.chown(d, int(uid), int(gid or uid))
-            d.chmod(0o700)
-        else:
-            d.chmod(0o777)
+        open_socket_dir(d, self.user)
         return d
 
     def run_once(self) -> float:
@@ -214,30 +108,10 @@ class Floor:
             transport=httpx.HTTPTransport(uds=str(sock_dir / SOCKET_NAME), retries=0),
             timeout=1.0,
         )
+        options = self.sandbox(socket_dir=sock_dir)
         try:
             t0 = time.perf_counter()
-            container = self.dk.containers.run(
-                self.image,
-                name=name,
-                user=self.user,
-                environment={"SUMMIT_PLUGIN_LISTEN": f"unix://{SOCKET_MOUNT}/{SOCKET_NAME}"},
-                labels={BENCH_LABEL: self.tag},
-                network_mode="none",
-                read_only=True,
-                tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={self.tmpfs_mb}m,mode=1777"},
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges:true"],
-                pids_limit=self.pids_limit,
-                mem_limit=self.memory,
-                memswap_limit=self.memory,
-                nano_cpus=self.nano_cpus,
-                ipc_mode="private",
-                mounts=[Mount(SOCKET_MOUNT, str(sock_dir), type="bind", read_only=False)],
-                log_config=LogConfig(
-                    type="json-file", config={"max-size": self.log_max_size, "max-file": "2"}
-                ),
-                detach=True,
-            )
+            container = self.dk.containers.run(self.image, name=name, **options)
             deadline = t0 + FLOOR_TIMEOUT_S
             while True:
                 with contextlib.suppress(httpx.HTTPError):
@@ -289,12 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         ap.error("--runs must be >= 1")
 
-    # SIGTERM -> the same clean-up path as Ctrl-C.
-    def _on_term(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _on_term)
-
+    sigterm_as_interrupt()
     dk = docker.from_env(timeout=120)
     server = dk.version()
     tag = secrets.token_hex(4)
@@ -308,10 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     floor_ms: list[float] = []
 
     print("Summit cold-start benchmark")
-    print(
-        f"  docker server {server.get('Version')} (API {server.get('ApiVersion')}), "
-        f"nproc {nproc()}, kernel {platform.release()}, python {platform.python_version()}"
-    )
+    print(f"  {machine_line(dk)}")
     print(f"  plugin {PLUGIN_ID} from {PLUGIN_DIR.relative_to(REPO)}")
     print(f"  runs {args.runs} per series (+{args.warmup} warm-up each), instance {instance}")
     try:
@@ -389,33 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def uninstall(orch: Orchestrator, settle_s: float = 30) -> bool:
-    """Disable (if needed) and uninstall the plugin; True once it is gone."""
-    url = f"/v1/plugins/{PLUGIN_ID}"
-    deadline = time.monotonic() + settle_s
-    while time.monotonic() < deadline:
-        try:
-            r = orch.client.get(url)
-            if r.status_code == 404:
-                return True
-            state = r.json().get("state")
-            if state in ("INITIALIZING", "UNLOADING"):
-                # An enable/disable we abandoned is still running on the server.
-                time.sleep(0.2)
-                continue
-            if state in ("ACTIVE", "FAILED"):
-                orch.client.post(f"{url}/disable")
-                continue
-            r = orch.client.delete(url)
-            if r.status_code < 400 or r.status_code == 404:
-                return True
-            print(f"warning: uninstall answered {r.status_code}: {r.text[:300]}", file=sys.stderr)
-        except httpx.HTTPError as exc:
-            print(f"warning: uninstall failed: {exc}", file=sys.stderr)
-        time.sleep(0.5)
-    return False
-
-
 def cleanup(
     dk: docker.DockerClient,
     orch: Orchestrator,
@@ -424,29 +263,14 @@ def cleanup(
     root: Path,
     instance: str,
 ) -> None:
-    """Remove all we created; every step runs even if an earlier one fails or is interrupted."""
-    # Ignore further Ctrl-C while cleaning up, so a second press cannot leave debris.
+    """Remove the floor's containers, then all the orchestrator run left (``clean_up_run``);
+    every step runs even if an earlier one fails, and a second Ctrl-C cannot stop it."""
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         if floor is not None:
             with contextlib.suppress(Exception):
                 floor.sweep()
-        uninstalled = not installed
-        if installed and orch.alive():
-            uninstalled = uninstall(orch)
-        with contextlib.suppress(Exception):
-            orch.stop()
-        with contextlib.suppress(Exception):
-            orch.stop()
-        with contextlib.suppress(Exception):
-            for c in dk.containers.list(all=True, filters={"label": f"io.summit.owner={instance}"}):
-                c.remove(force=True, v=True)
-        if not uninstalled and floor is not None:
-            # The API could not uninstall: drop the image we know it built (unless in use).
-            with contextlib.suppress(Exception):
-                dk.images.remove(floor.image, force=False)
-                print(f"removed image {floor.image[:19]} directly", file=sys.stderr)
-        shutil.rmtree(root, ignore_errors=True)
+        clean_up_run(dk, orch, [PLUGIN_ID] if installed else [], root, instance)
     finally:
         signal.signal(signal.SIGINT, old)
 

@@ -32,10 +32,9 @@ from orchestrator.security.access import ApiTokens
 from orchestrator.security.egress import EgressProxy
 from orchestrator.security.secretbox import SecretBox
 from orchestrator.security.tokens import HostTokens
+from orchestrator.services.assembly import assemble
 from orchestrator.services.host import HostService
-from orchestrator.services.lifecycle import LifecycleService
 from orchestrator.services.plugins import PluginQueries
-from orchestrator.services.supervisor import Supervisor
 from orchestrator.services.webhooks import RetryPolicy, WebhookService
 from orchestrator.store.db import make_engine, migrate
 
@@ -91,23 +90,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings, max_connections=settings.host_max_connections
             ),
         )
-        lifecycle = LifecycleService(
+        # DockerRuntime is both the ContainerRuntime and the ImageStore.
+        services = assemble(
             engine=engine,
-            runtime=runtime,
-            broker=broker,
             settings=settings,
-            host=HostGateway(host_server, tokens),
+            runtime=runtime,
+            images=runtime,
+            broker=broker,
             events=events,
+            host=HostGateway(host_server, tokens),
         )
-        supervisor = Supervisor(
-            lifecycle=lifecycle, runtime=runtime, health_interval_s=settings.health_interval_s
+        lifecycle, installs, supervision = (
+            services.lifecycle,
+            services.installs,
+            services.supervision,
         )
-        lifecycle.sweep_workdirs()
+        trust = services.trust
+        installs.sweep_workdirs()
         app.state.settings = settings
         app.state.engine = engine
         app.state.runtime = runtime
         app.state.broker = broker
         app.state.lifecycle = lifecycle
+        app.state.installs = installs
+        app.state.trust = trust
         app.state.host = host
         app.state.egress = egress
         app.state.events = events
@@ -159,19 +165,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await stream.start()
         app.state.api_tokens = ApiTokens(engine, cache_s=settings.api_token_cache_s)
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
-        app.state.reconciled = supervisor.reconciled
-        supervisor.start()
+        app.state.reconciled = supervision.reconciled
+        supervision.start()
         app.state.jobs = make_queue(settings)
         queue = app.state.jobs
         broker.metrics.gauge_from(
             "summit_job_queue_depth", "Jobs waiting in the queue.", lambda: float(queue.depth())
         )
-        job_worker = start_embedded_worker(settings, app.state.jobs, broker, lifecycle)
+        job_worker = start_embedded_worker(settings, app.state.jobs, broker, installs)
         try:
             yield
         finally:
             # Plugin containers keep running: the next start adopts them.
-            supervisor.stop()
+            supervision.stop()
             if job_worker is not None:
                 await job_worker.stop()
             app.state.jobs.close()

@@ -1,135 +1,187 @@
-"""Dependencies that handlers declare with ``Annotated`` aliases."""
+"""Dependencies that handlers declare with ``Annotated`` aliases.
+
+Handlers never read ``request.app.state`` themselves: every service they use comes from an
+alias here. The services the app factory does not build (extensions, access, system) are
+built here from the ones it does, once per app, and kept on its state; the fast path
+(``api/fastpath.py``) takes them from the same functions.
+"""
 
 from __future__ import annotations
 
-import hmac
-import logging
-from typing import Annotated, ClassVar
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 
-from orchestrator.broker.pool import Broker
+from orchestrator.broker import Broker
 from orchestrator.config import Settings
-from orchestrator.domain.errors import Forbidden, SummitError
-from orchestrator.security.access import ApiTokens, Role, required_role
+from orchestrator.events.bus import EventBus
+from orchestrator.jobs.queue import JobQueue
+from orchestrator.security.access import ApiTokens
+from orchestrator.security.egress import EgressProxy
+from orchestrator.security.trust import TrustStore
+from orchestrator.services.extensions import AdminAccess, ExtensionService
 from orchestrator.services.host import HostService
+from orchestrator.services.install import InstallService
 from orchestrator.services.lifecycle import LifecycleService
 from orchestrator.services.plugins import PluginQueries
-
-
-class Unauthorized(SummitError):
-    status_code = 401
-    code = "unauthorized"
-    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
-
-
-log = logging.getLogger(__name__)
+from orchestrator.services.system import SystemService
+from orchestrator.services.webhooks import WebhookService
 
 _bearer = HTTPBearer(auto_error=False)
 
-
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+# The job queue's default, for a state whose settings do not say (a test's stand-in).
+_JOB_MAX_ATTEMPTS = 3
 
 
-async def get_lifecycle(request: Request) -> LifecycleService:
-    service: LifecycleService = request.app.state.lifecycle
+def extensions_of(state: State) -> ExtensionService:
+    """The app's :class:`ExtensionService` (built on first use from its broker, plugin
+    queries and job queue)."""
+    service: ExtensionService | None = getattr(state, "extensions", None)
+    if service is None:
+        settings = state.settings
+        service = state.extensions = ExtensionService(
+            broker=state.broker,
+            plugins=getattr(state, "queries", None),
+            jobs=getattr(state, "jobs", None),
+            job_max_attempts=getattr(settings, "job_max_attempts", _JOB_MAX_ATTEMPTS),
+        )
     return service
 
 
-async def get_queries(request: Request) -> PluginQueries:
-    queries: PluginQueries = request.app.state.queries
-    return queries
+def access_of(state: State) -> AdminAccess:
+    """The app's :class:`AdminAccess`: the one rule for who may call the admin API."""
+    access: AdminAccess | None = getattr(state, "access", None)
+    if access is None:
+        settings = state.settings
+        access = state.access = AdminAccess(
+            admin_token=settings.admin_token,
+            tokens=getattr(state, "api_tokens", None),
+            auth_provider=getattr(settings, "auth_provider", None),
+            extensions=extensions_of(state),
+        )
+    return access
 
 
-async def get_host(request: Request) -> HostService:
-    service: HostService = request.app.state.host
+def system_of(state: State) -> SystemService:
+    """The app's :class:`SystemService` (readiness and metrics)."""
+    service: SystemService | None = getattr(state, "system", None)
+    if service is None:
+        service = state.system = SystemService(
+            engine=state.engine,
+            runtime=state.runtime,
+            reconciled=state.reconciled,
+            registry=state.broker.metrics.registry,
+        )
     return service
 
 
-async def get_broker(request: Request) -> Broker:
-    broker: Broker = request.app.state.broker
-    return broker
+def _state(request: Request, name: str) -> Any:
+    return getattr(request.app.state, name)
 
 
 # These dependencies are ``async def`` although they do no I/O: a plain ``def`` dependency runs
 # in the thread pool, a hop that costs more than the work on the broker's hot path.
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = _state(request, "settings")
+    return settings
+
+
+async def get_lifecycle(request: Request) -> LifecycleService:
+    service: LifecycleService = _state(request, "lifecycle")
+    return service
+
+
+async def get_installs(request: Request) -> InstallService:
+    service: InstallService = _state(request, "installs")
+    return service
+
+
+async def get_queries(request: Request) -> PluginQueries:
+    queries: PluginQueries = _state(request, "queries")
+    return queries
+
+
+async def get_host(request: Request) -> HostService:
+    service: HostService = _state(request, "host")
+    return service
+
+
+async def get_broker(request: Request) -> Broker:
+    broker: Broker = _state(request, "broker")
+    return broker
+
+
+async def get_events(request: Request) -> EventBus:
+    bus: EventBus = _state(request, "events")
+    return bus
+
+
+async def get_webhooks(request: Request) -> WebhookService:
+    service: WebhookService = _state(request, "webhooks")
+    return service
+
+
+async def get_api_tokens(request: Request) -> ApiTokens:
+    tokens: ApiTokens = _state(request, "api_tokens")
+    return tokens
+
+
+async def get_trust(request: Request) -> TrustStore:
+    trust: TrustStore = _state(request, "trust")
+    return trust
+
+
+async def get_jobs(request: Request) -> JobQueue:
+    queue: JobQueue = _state(request, "jobs")
+    return queue
+
+
+async def get_egress(request: Request) -> EgressProxy:
+    egress: EgressProxy = _state(request, "egress")
+    return egress
+
+
+async def get_extensions(request: Request) -> ExtensionService:
+    return extensions_of(request.app.state)
+
+
+async def get_system(request: Request) -> SystemService:
+    return system_of(request.app.state)
+
+
 async def authorize(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """The caller's role, if its credential is valid and the role may make this request."""
-    settings: Settings = request.app.state.settings
     token = credentials.credentials if credentials is not None else None
-    role: Role | None = None
-    if token is not None and credentials is not None and credentials.scheme.lower() == "bearer":
-        if hmac.compare_digest(token.encode(), settings.admin_token.encode()):
-            role = Role.ADMIN  # the bootstrap token: no database round trip on the hot path
-        else:
-            tokens: ApiTokens = request.app.state.api_tokens
-            role = await run_in_threadpool(tokens.role_of, token)
-    if role is None and settings.auth_provider:
-        role = await _ask_auth_provider(request, settings.auth_provider, token)
-    if role is None:
-        raise Unauthorized("a valid bearer token is required")
-    needed = required_role(request.method, request.url.path)
-    if role < needed:
-        raise Forbidden(
-            f"the {role.label} role may not {request.method} {request.url.path}; "
-            f"it needs {needed.label}",
-            code="forbidden",
-            details={"role": role.label, "required": needed.label},
-        )
-    return role.label
-
-
-async def _ask_auth_provider(request: Request, provider: str, bearer: str | None) -> Role | None:
-    """Let an ``auth_provider`` plugin judge credentials Summit does not know (an API key)."""
-    api_key = request.headers.get("x-api-key") or bearer
-    if not api_key:
-        return None
-    plugin_id, _, name = provider.partition("/")
-    broker: Broker = request.app.state.broker
-    route = broker.route(plugin_id)
-    ext = next(
-        (
-            e
-            for e in (route.extensions if route else ())
-            if e.point.value == "auth_provider" and (not name or e.name == name)
-        ),
-        None,
+    role = await access_of(request.app.state).authorize(
+        token,
+        api_key=request.headers.get("x-api-key") or token,
+        method=request.method,
+        path=request.url.path,
     )
-    if route is None or ext is None:
-        log.warning("auth provider %s is not ACTIVE; only Summit tokens are accepted", provider)
-        return None
-    payload = {
-        "credentials": {"api_key": api_key},
-        "headers": {},
-        "method": request.method,
-        "path": request.url.path,
-    }
-    try:
-        result = await broker.call(route, ext, payload, timeout_ms=5000)
-    except SummitError as exc:
-        log.warning("auth provider %s failed: %s", provider, exc.message)
-        return None
-    if not isinstance(result, dict) or result.get("authenticated") is not True:
-        return None
-    roles = ((result.get("principal") or {}).get("roles")) or []
-    granted = [
-        Role[r.upper()] for r in roles if isinstance(r, str) and r.upper() in Role.__members__
-    ]
-    return max(granted) if granted else None
+    return role.label
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 LifecycleDep = Annotated[LifecycleService, Depends(get_lifecycle)]
+InstallsDep = Annotated[InstallService, Depends(get_installs)]
 QueriesDep = Annotated[PluginQueries, Depends(get_queries)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 HostDep = Annotated[HostService, Depends(get_host)]
+EventsDep = Annotated[EventBus, Depends(get_events)]
+WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
+ApiTokensDep = Annotated[ApiTokens, Depends(get_api_tokens)]
+TrustDep = Annotated[TrustStore, Depends(get_trust)]
+JobsDep = Annotated[JobQueue, Depends(get_jobs)]
+EgressDep = Annotated[EgressProxy, Depends(get_egress)]
+ExtensionsDep = Annotated[ExtensionService, Depends(get_extensions)]
+SystemDep = Annotated[SystemService, Depends(get_system)]
 PrincipalDep = Annotated[str, Depends(authorize)]
 
 # Row ids and paging cursors live in INTEGER columns: 32 bits on PostgreSQL, 64 on SQLite. A

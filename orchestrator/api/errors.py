@@ -1,4 +1,9 @@
-"""Every error leaves the API as ``{"error": {"code", "message", "details"}}``."""
+"""Every error leaves the API as ``{"error": {"code", "message", "details"}}``.
+
+A value the database refuses (a NUL character in a PostgreSQL text field) is the store's to
+translate: it raises :class:`~orchestrator.domain.errors.InvalidValue`, a 422 like any other
+:class:`SummitError`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.domain.errors import SummitError
@@ -64,22 +68,6 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(code, str(exc.detail)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
-        )
-
-    @app.exception_handler(DataError)
-    async def _refused_by_the_database(_: Request, exc: DataError) -> JSONResponse:
-        # The database refused a value of the request that validation let through: a NUL
-        # character in a PostgreSQL text field, a number past an INTEGER column. The value is
-        # at fault, not the server. The warning keeps the driver's words for whoever tightens
-        # the validation that should have caught it.
-        reason = (str(exc.orig).splitlines() or ["refused"])[0]
-        log.warning("the database refused a value of the request: %s", reason)
-        return JSONResponse(
-            error_body(
-                "invalid_value",
-                f"a value of the request cannot be stored or looked up: {reason}",
-            ),
-            status_code=422,
         )
 
     @app.exception_handler(Exception)

@@ -1,22 +1,24 @@
 """The broker's hot path, ahead of everything of FastAPI's own.
 
-``POST /v1/extension-points/{point}/execute`` from a caller holding the bootstrap admin token
-or an operator's API token verified in the last ``SUMMIT_API_TOKEN_CACHE_S`` seconds, with a
-valid synchronous body, goes straight to ``Broker.execute``. Routing, dependency
-solving and the response model took about a third of the orchestrator's CPU per brokered call
-(measured with py-spy on ``bench/broker.py``); FastAPI's per-request telemetry check and the
-middleware stack took another tenth, so :class:`FastPathAPI` runs the fast path before
-``FastAPI.__call__`` rather than as a middleware inside it.
+``POST /v1/extension-points/{point}/execute`` from a caller whose ``Bearer`` credential is the
+bootstrap admin token or an operator's API token verified in the last
+``SUMMIT_API_TOKEN_CACHE_S`` seconds, with a valid synchronous body, goes straight to
+``ExtensionService.execute``, the service the route calls. The credential is judged by
+``AdminAccess``, the route's own rule, asked only what it knows without I/O. Routing,
+dependency solving and the response model took about a third of the orchestrator's CPU per
+brokered call (measured with py-spy on ``bench/broker.py``); FastAPI's per-request telemetry
+check and the middleware stack took another tenth, so :class:`FastPathAPI` runs the fast path
+before ``FastAPI.__call__`` rather than as a middleware inside it.
 
 Everything else falls through to the FastAPI route, which has the full rules, with the body
-replayed: other credentials, ``async: true``, an oversized or invalid body, a query string,
-and a ``not_active`` refusal (the route tells an unknown plugin apart from one that is not
-ACTIVE). Answers and errors here are the same bytes the route would send.
+replayed: other credentials (or another spelling of the scheme), ``async: true``, an
+oversized or invalid body, a query string, and a ``not_active`` refusal (the route tells an
+unknown plugin apart from one that is not ACTIVE). Answers and errors here are the same bytes
+the route would send.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -27,10 +29,10 @@ from pydantic import ValidationError
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator.api.deps import access_of, extensions_of
 from orchestrator.api.errors import error_body
 from orchestrator.api.routes.extensions import ExecuteBody
 from orchestrator.domain.errors import SummitError
-from orchestrator.security.access import Role
 
 __all__ = ["ExecuteFastPath", "FastPathAPI"]
 
@@ -42,8 +44,8 @@ _PATH = re.compile(r"/v1/extension-points/([a-z_]+)/execute")
 class ExecuteFastPath:
     """ASGI: the fast path, then ``app`` for everything else.
 
-    ``state`` holds ``settings`` and ``broker`` (the app's state); without it, the state of
-    ``scope["app"]`` (as when installed as a Starlette middleware).
+    ``state`` is the app's state (``settings``, ``broker``, ``api_tokens``, ...); without it,
+    the state of ``scope["app"]`` (as when installed as a Starlette middleware).
     """
 
     def __init__(self, app: ASGIApp, state: State | None = None) -> None:
@@ -63,7 +65,7 @@ class ExecuteFastPath:
         settings = state.settings
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"")
-        if not _may_execute(state, headers.get(b"authorization", b"")) or (
+        if not _may_execute(state, scope["path"], headers.get(b"authorization", b"")) or (
             declared.isdigit() and int(declared) > settings.max_request_bytes
         ):
             await self.app(scope, receive, send)
@@ -82,12 +84,13 @@ class ExecuteFastPath:
             await self.app(scope, replay, send)
             return
         try:
-            result = await state.broker.execute(
+            result = await extensions_of(state).execute(
                 match.group(1),
                 request.input,
                 mode=request.mode,
                 plugins=request.plugins,
                 timeout_ms=request.timeout_ms,
+                explain=False,
             )
         except SummitError as exc:
             if exc.code == "not_active":  # raised before any call: the route may redo it
@@ -108,18 +111,14 @@ class ExecuteFastPath:
         await _respond(send, 200, result, {})
 
 
-def _may_execute(state: State, credential: bytes) -> bool:
-    """The bootstrap admin token, or an API token of at least the operator role that the route
-    verified a moment ago (:meth:`ApiTokens.cached_role`); anything else takes the route."""
-    expected = b"Bearer " + state.settings.admin_token.encode()
-    if hmac.compare_digest(credential, expected):
-        return True
+def _may_execute(state: State, path: str, credential: bytes) -> bool:
+    """A ``Bearer`` credential whose role :meth:`AdminAccess.authorize_now` knows without I/O
+    and that may execute; anything else takes the route."""
     scheme, _, token = credential.partition(b" ")
-    tokens = getattr(state, "api_tokens", None)
-    if scheme.lower() != b"bearer" or tokens is None:
+    if scheme != b"Bearer":
         return False
-    role = tokens.cached_role(token.decode("latin-1"))
-    return role is not None and role >= Role.OPERATOR
+    role = access_of(state).authorize_now(token.decode("latin-1"), method="POST", path=path)
+    return role is not None
 
 
 class FastPathAPI(FastAPI):

@@ -72,6 +72,15 @@ class Breakers:
                 return
             raise CircuitOpen(plugin_id, max(0.0, self.cooldown_s - waited))
 
+    def release_probe(self, plugin_id: str) -> None:
+        """The half-open probe never reached the plugin (refused by a limit, cancelled, or
+        failed for a reason not the plugin's): the next call may probe instead. Without this
+        the breaker stayed open for good."""
+        with self._lock:
+            st = self._states.get(plugin_id)
+            if st is not None:
+                st.probing = False
+
     def record(self, plugin_id: str, *, ok: bool) -> str:
         """Record an outcome; return the breaker's state afterwards."""
         with self._lock:

@@ -1,7 +1,8 @@
 """A synchronous client of one plugin container, used by the lifecycle service.
 
-The endpoint is ``unix:///path.sock`` (Docker backend) or ``tcp://host:port``; ``transport_for``
-is the one place that turns it into an httpx transport, so tests can swap the transport.
+The endpoint is typed (``runtime/endpoints.py``): a unix socket (Docker backend) or a TCP
+address (Kubernetes); ``transport_for`` is the one place that turns it into an httpx
+transport, so tests can swap the transport.
 """
 
 from __future__ import annotations
@@ -13,26 +14,24 @@ import httpx
 from summit_sdk.protocol import PROTOCOL, HealthResponse, InitializeRequest
 from summit_sdk.unixsock import sync_transport
 
+from orchestrator.broker.errors import PluginCallError
 from orchestrator.domain import jsonlimits
-from orchestrator.domain.errors import SummitError
+from orchestrator.runtime.endpoints import Endpoint, TcpEndpoint, UnixEndpoint
+
+__all__ = ["MAX_BODY_BYTES", "PluginCallError", "PluginClient", "base_url_for", "transport_for"]
 
 # Health, initialize and shutdown answers are small; anything bigger is a misbehaving plugin.
 MAX_BODY_BYTES = 256 * 1024
 
 
-class PluginCallError(SummitError):
-    status_code = 502
-    code = "plugin_error"
-
-
-def base_url_for(endpoint: str) -> str:
-    if endpoint.startswith("tcp://"):
-        return "http://" + endpoint.removeprefix("tcp://")
+def base_url_for(endpoint: Endpoint) -> str:
+    if isinstance(endpoint, TcpEndpoint):
+        return endpoint.base_url
     return "http://plugin"
 
 
-def transport_for(endpoint: str) -> Any:
-    uds = endpoint.removeprefix("unix://") if endpoint.startswith("unix://") else None
+def transport_for(endpoint: Endpoint) -> Any:
+    uds = str(endpoint.path) if isinstance(endpoint, UnixEndpoint) else None
     # Plugins speak plain HTTP (verify=False skips loading the CA bundle, ~18 ms a client);
     # a unix socket is opened without following links the plugin may have planted.
     return sync_transport(uds)
@@ -43,15 +42,27 @@ class PluginClient:
     deadline: a plugin streaming an endless or slow body cannot hold or bloat the orchestrator."""
 
     def __init__(
-        self, endpoint: str, *, timeout_s: float = 10.0, max_body_bytes: int = MAX_BODY_BYTES
+        self,
+        endpoint: Endpoint,
+        *,
+        timeout_s: float = 10.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        call_token: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.max_body_bytes = max_body_bytes
+        # Over TCP the plugin answers 401 without its call token (see transport.py).
+        headers = (
+            {"Authorization": f"Bearer {call_token}"}
+            if call_token and isinstance(endpoint, TcpEndpoint)
+            else None
+        )
         self._http = httpx.Client(
             base_url=base_url_for(endpoint),
             transport=transport_for(endpoint),
             timeout=timeout_s,
+            headers=headers,
         )
 
     def _request(

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httptools
 
+from orchestrator.domain.http_grammar import FIELD_VALUE, REQUEST_TARGET, TOKEN_BYTES
+
 __all__ = [
-    "FIELD_VALUE",
-    "TOKEN",
     "BodyTooLarge",
     "Connector",
     "H1Pool",
@@ -37,15 +36,6 @@ __all__ = [
 Connector = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 READ_CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 64 * 1024
-
-# The HTTP/1.1 field grammar, shared with the egress proxy: RFC 9110 tokens for methods and
-# names, h11's rule for a value (no control characters, no leading or trailing blanks). Anything
-# outside it could break the framing or smuggle a second request.
-_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-TOKEN = re.compile(_TOKEN_CHARS)
-FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
-_TOKEN_BYTES = re.compile(_TOKEN_CHARS.encode())
-_TARGET = re.compile(rb"/[\x21-\x7e]*")
 
 
 class ProtocolFailure(Exception):
@@ -71,12 +61,12 @@ def encode_request(
 ) -> bytes:
     """The request (Host and Content-Length first) as one buffer; refuses a request line or
     fields that would break the framing. ``host`` is the pool's own, checked once."""
-    if not _TARGET.fullmatch(target) or not _TOKEN_BYTES.fullmatch(method):
+    if not REQUEST_TARGET.fullmatch(target) or not TOKEN_BYTES.fullmatch(method):
         raise ValueError(f"invalid request line: {method!r} {target!r}")
     head = b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d"
     lines = [head % (method, target, host, len(body))]
     for name, value in headers:
-        if not _TOKEN_BYTES.fullmatch(name) or not FIELD_VALUE.fullmatch(value):
+        if not TOKEN_BYTES.fullmatch(name) or not FIELD_VALUE.fullmatch(value):
             raise ValueError(f"invalid header field {name!r}")
         lines.append(name + b": " + value)
     lines.append(b"")

@@ -1,4 +1,5 @@
-"""Per-plugin rate limits (sliding window) and in-flight concurrency limits.
+"""The broker's limits: per-plugin rate limits (sliding window), in-flight concurrency limits,
+and the defaults an operator sets for every plugin (:class:`BrokerLimits`).
 
 With Redis the sliding window is a sorted set per plugin updated by one Lua script, so the
 limit holds across orchestrator replicas; without Redis it is kept in this process.
@@ -10,9 +11,23 @@ import secrets
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestrator.domain.errors import SummitError
+
+
+@dataclass(frozen=True)
+class BrokerLimits:
+    """Defaults for every plugin (a route may override rate and concurrency), from settings."""
+
+    rate_limit_requests: int = 100
+    rate_limit_window_s: float = 900.0
+    plugin_concurrency: int = 32
+    max_response_bytes: int = 1024 * 1024
+    retry_attempts: int = 3
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
 
 
 class TooManyRequests(SummitError):

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from orchestrator.broker.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from orchestrator.broker.pool import Broker, BrokerLimits
+from orchestrator.broker.broker import Broker
+from orchestrator.broker.limits import (
+    BrokerLimits,
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
+from orchestrator.broker.transport import TransportFactory, open_transport
 from orchestrator.config import Settings
 from orchestrator.monitor.metrics import Metrics
 
 
-def make_broker(settings: Settings, *, metrics: Metrics | None = None) -> Broker:
+def make_broker(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    transport_factory: TransportFactory = open_transport,
+) -> Broker:
     limiter: RateLimiter
     if settings.redis_url:
         import redis.asyncio as aioredis
@@ -29,6 +40,7 @@ def make_broker(settings: Settings, *, metrics: Metrics | None = None) -> Broker
         ),
         metrics=metrics,
         rate_limiter=limiter,
+        transport_factory=transport_factory,
     )
 
 

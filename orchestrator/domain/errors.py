@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class SummitError(Exception):
@@ -70,3 +70,23 @@ class Forbidden(SummitError):
 class TooLarge(SummitError):
     status_code = 413
     code = "too_large"
+
+
+class InvalidValue(SummitError):
+    """The database refused a value that validation let through (a NUL character in a
+    PostgreSQL text field, a number past an INTEGER column): the value is at fault."""
+
+    status_code = 422
+    code = "invalid_value"
+
+
+class Duplicate(Conflict):
+    """A row with the same key (or another unique value) is already stored."""
+
+    code = "duplicate"
+
+
+class Unauthenticated(Unauthorized):
+    """No valid credential for the admin API; the answer asks for a bearer token."""
+
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}

@@ -25,13 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event as sa_event
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
-
 from orchestrator.domain.errors import InvalidInput, TooLarge
-from orchestrator.store import crud
-from orchestrator.store.db import session_scope
+from orchestrator.store import events as store
+from orchestrator.store.db import Engine, Session, after_commit, session_scope
 from orchestrator.store.models import EventRecord, utcnow
 
 __all__ = ["Event", "EventBus", "Subscription"]
@@ -171,10 +167,9 @@ class EventBus:
                 Event(str(uuid.uuid4()), check_type(event_type), source, subject, now, payload)
             )
         with session_scope(self.engine) as session:
-            # A Core executemany: building ORM objects cost more than the insert itself.
-            session.execute(
-                EventRecord.__table__.insert(),  # type: ignore[attr-defined]
-                [
+            store.add_events(
+                session,
+                events=[
                     {
                         "id": e.id,
                         "type": e.type,
@@ -209,11 +204,11 @@ class EventBus:
     ) -> None:
         """Add an event to ``session``'s transaction; it is dispatched once that commits."""
         row = self.new(event_type, source=source, subject=subject, payload=payload)
-        crud.add_event(session, event=row)
+        store.add_event(session, event=row)
         event = Event.of(row)
         if self.fanout is not None:
             self.fanout(session, [event])
-        sa_event.listen(session, "after_commit", lambda _s: self._after_commit([event]), once=True)
+        after_commit(session, lambda: self._after_commit([event]))
 
     def _after_commit(self, events: list[Event]) -> None:
         for event in events:
@@ -266,7 +261,7 @@ class EventBus:
     ) -> dict[str, Any]:
         """Events oldest first; ``after`` is the ``next`` cursor of the previous page."""
         with session_scope(self.engine) as session:
-            rows = crud.list_events(
+            rows = store.list_events(
                 session,
                 type_pattern=type_pattern,
                 source=source,

@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
-
 from orchestrator.events.bus import Event
 from orchestrator.events.webhooks import Filter
-from orchestrator.store.models import Delivery, Webhook, utcnow
+from orchestrator.store import events as event_store
+from orchestrator.store import webhooks as webhook_store
+from orchestrator.store.db import Session
+from orchestrator.store.models import Webhook, utcnow
 
 __all__ = ["Fanout", "PluginSubscriber"]
 
@@ -40,7 +41,7 @@ class Fanout:
             return parsed
 
     def __call__(self, session: Session, events: list[Event]) -> None:
-        hooks = session.exec(select(Webhook).where(col(Webhook.status) == "active")).all()
+        hooks = webhook_store.list_active_webhooks(session)
         filters = [(hook.id, self._filter(hook)) for hook in hooks]
         plugins = list(self._plugins()) if self._plugins is not None else []
         if not filters and not plugins:
@@ -61,9 +62,8 @@ class Fanout:
                             f"plugin:{plugin_id}", event.id, now, plugin_id=plugin_id, ordered=True
                         )
                     )
-        if rows:
-            # Core executemany, in event order: a plugin's deliveries are sent in id order.
-            session.execute(Delivery.__table__.insert(), rows)  # type: ignore[attr-defined]
+        # In event order: a plugin's deliveries are sent in id order.
+        event_store.add_deliveries(session, rows=rows)
 
 
 def _row(

@@ -15,13 +15,10 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from sqlalchemy import delete, exists
-from sqlalchemy.engine import Engine
-from sqlmodel import col, select
-
 from orchestrator.events.periodic import Periodic
-from orchestrator.store.db import session_scope
-from orchestrator.store.models import Delivery, DeliveryAttempt, EventRecord, utcnow
+from orchestrator.store import events as store
+from orchestrator.store.db import Engine, session_scope
+from orchestrator.store.models import utcnow
 
 __all__ = ["Retention"]
 
@@ -50,20 +47,4 @@ class Retention(Periodic):
     def prune(self) -> dict[str, int]:
         cutoff = utcnow() - timedelta(seconds=self.keep_s)
         with session_scope(self.engine) as session:
-            conn = session.connection()  # Core results carry rowcount
-            old = select(Delivery.id).where(
-                col(Delivery.status).in_(FINISHED), col(Delivery.created_at) < cutoff
-            )
-            attempts = conn.execute(
-                delete(DeliveryAttempt).where(col(DeliveryAttempt.delivery_id).in_(old))
-            ).rowcount
-            deliveries = conn.execute(
-                delete(Delivery).where(
-                    col(Delivery.status).in_(FINISHED), col(Delivery.created_at) < cutoff
-                )
-            ).rowcount
-            still_needed = exists().where(col(Delivery.event_id) == col(EventRecord.id))
-            events = conn.execute(
-                delete(EventRecord).where(col(EventRecord.time) < cutoff, ~still_needed)
-            ).rowcount
-        return {"events": events, "deliveries": deliveries, "attempts": attempts}
+            return store.prune(session, cutoff=cutoff, finished=FINISHED)

@@ -34,28 +34,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import tenacity
-from sqlalchemy import and_, bindparam, exists, or_, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import aliased
-from sqlmodel import Session, col, select
 
 from orchestrator import __version__
+from orchestrator.broker import Broker
 from orchestrator.broker.h1pool import H1Pool, ProtocolFailure
-from orchestrator.broker.pool import Broker
 from orchestrator.domain.errors import SummitError
 from orchestrator.events.bus import Event, EventBus
 from orchestrator.events.webhooks import SIGNATURE_HEADER, Transform, sign
-from orchestrator.security.egress import EgressError, parse_url, resolve_allowed
 from orchestrator.security.secretbox import SecretBox, SecretUnreadable
-from orchestrator.store.db import session_scope
-from orchestrator.store.models import (
-    Delivery,
-    DeliveryAttempt,
-    EventRecord,
-    Plugin,
-    Webhook,
-    utcnow,
-)
+from orchestrator.security.targets import EgressError, parse_url, resolve_allowed
+from orchestrator.store import events as event_store
+from orchestrator.store import plugins as plugin_store
+from orchestrator.store import webhooks as webhook_store
+from orchestrator.store.db import Engine, session_scope
+from orchestrator.store.models import Delivery, Webhook, utcnow
 
 __all__ = ["DeliverySender", "backoff_s"]
 
@@ -282,83 +274,28 @@ class DeliverySender:
         """Lease due deliveries. What this sender has in flight is never taken again, even
         if its lease ran out (renewals failing under a locked database, say)."""
         now = utcnow()
-        later = aliased(Delivery)
-        due = and_(
-            col(Delivery.status) == "pending",
-            col(Delivery.next_at) <= now,
-            or_(col(Delivery.lease_until).is_(None), col(Delivery.lease_until) < now),
-        )
-        head_of_line = or_(
-            col(Delivery.ordered).is_(False),
-            ~exists().where(
-                col(later.target) == col(Delivery.target),
-                col(later.status) == "pending",
-                col(later.id) < col(Delivery.id),
-            ),
-        )
-        live_hook = or_(
-            col(Delivery.webhook_id).is_(None),
-            col(Delivery.webhook_id).in_(select(Webhook.id).where(col(Webhook.status) == "active")),
-        )
-        # The usual queue pick: oldest due first, rows another replica holds are skipped
-        # rather than waited for (SKIP LOCKED; SQLite, one writer at a time, has no need).
-        pick = (
-            select(col(Delivery.id))
-            .where(due, head_of_line, live_hook)
-            .where(col(Delivery.target).not_in(saturated) if saturated else True)
-            .where(col(Delivery.id).not_in(inflight) if inflight else True)
-            .order_by(col(Delivery.id))
-            .limit(CLAIM_BATCH)
-            .with_for_update(skip_locked=True, of=Delivery)
-        )
         with session_scope(self.engine) as session:
-            picked = list(session.exec(pick).all())
-            if not picked:
-                return []
-            ids = [
-                row[0]
-                for row in session.execute(
-                    update(Delivery)
-                    .where(col(Delivery.id).in_(picked), due)
-                    .values(
-                        lease_owner=self.owner, lease_until=now + timedelta(seconds=self.lease_s)
-                    )
-                    .returning(col(Delivery.id))
-                ).all()
-            ]
+            ids = event_store.lease_due_deliveries(
+                session,
+                owner=self.owner,
+                now=now,
+                lease_until=now + timedelta(seconds=self.lease_s),
+                skip_targets=saturated,
+                skip_ids=inflight,
+                limit=CLAIM_BATCH,
+            )
             if not ids:
                 return []
-            rows = session.exec(
-                select(Delivery, EventRecord)
-                .join(EventRecord, col(EventRecord.id) == col(Delivery.event_id))
-                .where(col(Delivery.id).in_(ids))
-                .order_by(col(Delivery.id))
-            ).all()
-            hook_ids = {d.webhook_id for d, _ in rows if d.webhook_id}
-            hooks = (
-                {
-                    h.id: h
-                    for h in session.exec(
-                        select(Webhook).where(col(Webhook.id).in_(hook_ids))
-                    ).all()
-                }
-                if hook_ids
-                else {}
+            rows = event_store.list_deliveries_with_events(session, ids=ids)
+            hooks = webhook_store.get_webhooks(
+                session, ids=(d.webhook_id for d, _ in rows if d.webhook_id)
             )
         found = {d.id for d, _ in rows}
         missing = [i for i in ids if i not in found]
         if missing:  # the event row is gone (pruned): nothing left to send
             with session_scope(self.engine) as session:
-                session.execute(
-                    update(Delivery)
-                    .where(col(Delivery.id).in_(missing))
-                    .values(
-                        status="cancelled",
-                        last_error="event no longer in the log",
-                        lease_owner=None,
-                        lease_until=None,
-                        finished_at=now,
-                    )
+                event_store.cancel_deliveries(
+                    session, ids=missing, reason="event no longer in the log", at=now
                 )
         return [
             _Claimed(d, Event.of(e), hooks.get(d.webhook_id) if d.webhook_id else None)
@@ -367,11 +304,7 @@ class DeliverySender:
 
     def _release_own_leases(self) -> None:
         with session_scope(self.engine) as session:
-            session.execute(
-                update(Delivery)
-                .where(col(Delivery.lease_owner) == self.owner, col(Delivery.status) == "pending")
-                .values(lease_owner=None, lease_until=None)
-            )
+            event_store.release_leases(session, owner=self.owner)
 
     async def _renew_loop(self) -> None:
         while True:
@@ -387,13 +320,7 @@ class DeliverySender:
     def _renew(self, ids: list[int]) -> None:
         until = utcnow() + timedelta(seconds=self.lease_s)
         with session_scope(self.engine) as session:
-            for start in range(0, len(ids), 500):
-                session.execute(
-                    update(Delivery)
-                    .where(col(Delivery.id).in_(ids[start : start + 500]))
-                    .where(col(Delivery.lease_owner) == self.owner)
-                    .values(lease_until=until)
-                )
+            event_store.renew_leases(session, ids=ids, owner=self.owner, until=until)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -608,8 +535,8 @@ class DeliverySender:
         )
 
     def _plugin_exists(self, plugin_id: str) -> bool:
-        with Session(self.engine) as session:
-            return session.get(Plugin, plugin_id) is not None
+        with session_scope(self.engine) as session:
+            return plugin_store.plugin_exists(session, plugin_id=plugin_id)
 
     # -- writing results --------------------------------------------------------------------------
 
@@ -650,36 +577,22 @@ class DeliverySender:
             # A subscription removed while its deliveries were in flight took them along:
             # their results have nothing left to update, and no history to add to.
             ids = [r.delivery_id for r in results]
-            alive = set(session.exec(select(Delivery.id).where(col(Delivery.id).in_(ids))).all())
+            alive = event_store.existing_delivery_ids(session, ids=ids)
             results = [r for r in results if r.delivery_id in alive]
             if not results:
                 return []
-            # Core executemany statements: the ORM's unit of work costs more than the sending.
-            table = Delivery.__table__  # type: ignore[attr-defined]
-            session.execute(
-                table.update()
-                .where(table.c.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    attempts=bindparam("b_attempts"),
-                    next_at=bindparam("b_next_at"),
-                    lease_owner=None,
-                    lease_until=None,
-                    last_status=bindparam("b_code"),
-                    last_error=bindparam("b_error"),
-                    latency_ms=bindparam("b_latency"),
-                    finished_at=bindparam("b_finished"),
-                ),
-                [
+            event_store.record_delivery_results(
+                session,
+                results=[
                     {
-                        "b_id": r.delivery_id,
-                        "b_status": r.status,
-                        "b_attempts": r.attempt,
-                        "b_next_at": r.next_at or now,
-                        "b_code": r.status_code,
-                        "b_error": r.error,
-                        "b_latency": r.latency_ms,
-                        "b_finished": None if r.status == "pending" else now,
+                        "id": r.delivery_id,
+                        "status": r.status,
+                        "attempts": r.attempt,
+                        "next_at": r.next_at or now,
+                        "last_status": r.status_code,
+                        "last_error": r.error,
+                        "latency_ms": r.latency_ms,
+                        "finished_at": None if r.status == "pending" else now,
                     }
                     for r in results
                 ],
@@ -696,14 +609,13 @@ class DeliverySender:
                 for r in results
                 if r.record_attempt
             ]
-            if attempts:
-                session.execute(DeliveryAttempt.__table__.insert(), attempts)  # type: ignore[attr-defined]
+            event_store.add_delivery_attempts(session, attempts=attempts)
             by_hook: dict[str, list[_Result]] = defaultdict(list)
             for r in results:
                 if r.webhook_id is not None:
                     by_hook[r.webhook_id].append(r)
             for hook_id, hook_results in by_hook.items():
-                hook = session.get(Webhook, hook_id)
+                hook = webhook_store.get_webhook(session, webhook_id=hook_id)
                 if hook is None:
                     continue
                 for r in hook_results:
@@ -735,7 +647,7 @@ class DeliverySender:
                             {"webhook_id": hook.id, "reason": hook.status_reason},
                         )
                     )
-                session.add(hook)
+                webhook_store.save_webhook(session, webhook=hook)
         return announcements
 
 

@@ -10,7 +10,7 @@ import contextlib
 import logging
 from typing import Any
 
-from orchestrator.broker.pool import Broker
+from orchestrator.broker import Broker
 from orchestrator.events.bus import EventBus
 from orchestrator.events.periodic import Periodic
 

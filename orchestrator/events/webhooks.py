@@ -26,7 +26,7 @@ import jmespath
 import jmespath.exceptions
 
 from orchestrator.domain.errors import InvalidInput
-from orchestrator.security.egress import EgressRefused, address_allowed, parse_url
+from orchestrator.security.targets import EgressRefused, address_allowed, parse_url
 
 __all__ = [
     "SIGNATURE_HEADER",

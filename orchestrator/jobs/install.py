@@ -1,8 +1,10 @@
 """``install`` jobs: a plugin install (build included) run by a worker, its progress on the job.
 
-The bundle is saved under ``STATE_DIR/uploads`` by the API before the job is queued (a worker
-process on the same host reads it there) and removed when the job is over: on success, on a
-failure that would repeat, or after its last attempt.
+The payload is the install pipeline's own request model (``services/install.InstallRequest``),
+and the job runs the same pipeline as a direct install. The bundle is saved under
+``STATE_DIR/uploads`` by the API before the job is queued (a worker process on the same host
+reads it there, ``bundle_path``) and removed when the job is over: on success, on a failure
+that would repeat, or after its last attempt.
 """
 
 from __future__ import annotations
@@ -13,30 +15,19 @@ import secrets
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from orchestrator.domain.errors import InvalidInput
 from orchestrator.jobs.model import Job
 from orchestrator.jobs.queue import JobQueue
 from orchestrator.jobs.worker import Handler, job_error
 from orchestrator.services.bundles import BundleTooLarge
-from orchestrator.services.lifecycle import InstallRequest, LifecycleService
+from orchestrator.services.install import InstallRequest, InstallService
 
-__all__ = ["INSTALL", "InstallPayload", "install_handler", "save_upload"]
+__all__ = ["INSTALL", "install_handler", "save_upload"]
 
 INSTALL = "install"
 CHUNK = 1024 * 1024
-
-
-class InstallPayload(BaseModel):
-    bundle_path: str | None = None
-    image: str | None = None
-    approved_permissions: list[str] = Field(default_factory=list)
-    config: dict[str, Any] = Field(default_factory=dict)
-    allow_findings: bool = False
-    override_reason: str | None = None
-    principal: str = "admin"
-    signature: dict[str, Any] | None = None
 
 
 def save_upload(stream: BinaryIO, uploads: Path, *, max_bytes: int) -> Path:
@@ -64,10 +55,10 @@ def save_upload(stream: BinaryIO, uploads: Path, *, max_bytes: int) -> Path:
     return path
 
 
-def install_handler(lifecycle: LifecycleService, queue: JobQueue) -> Handler:
+def install_handler(installs: InstallService, queue: JobQueue) -> Handler:
     async def handle(job: Job) -> Any:
         try:
-            p = InstallPayload.model_validate(job.payload)
+            req = InstallRequest.model_validate(job.payload)
         except ValidationError as exc:
             raise InvalidInput("the job's payload is not valid", code="invalid_job") from exc
 
@@ -75,35 +66,19 @@ def install_handler(lifecycle: LifecycleService, queue: JobQueue) -> Handler:
             with contextlib.suppress(Exception):  # progress is a courtesy, never a failure
                 queue.add_progress(job.id, line)
 
-        def request(bundle: BinaryIO | None) -> InstallRequest:
-            return InstallRequest(
-                approved_permissions=p.approved_permissions,
-                config=p.config,
-                bundle=bundle,
-                image=p.image,
-                allow_findings=p.allow_findings,
-                override_reason=p.override_reason,
-                principal=p.principal,
-                signature=p.signature,
-            )
-
         def run() -> dict[str, Any]:
-            if p.bundle_path is None:
-                plugin = lifecycle.install(request(None), progress=progress)
-            else:
-                with open(p.bundle_path, "rb") as bundle:
-                    plugin = lifecycle.install(request(bundle), progress=progress)
-            progress(f"installed {plugin.id} {plugin.version} ({plugin.state})")
-            return {"id": plugin.id, "version": plugin.version, "state": plugin.state}
+            view = installs.install(req, progress=progress)
+            progress(f"installed {view.id} {view.version} ({view.state})")
+            return {"id": view.id, "version": view.version, "state": view.state}
 
         try:
             result = await asyncio.to_thread(run)
         except BaseException as exc:
             _, retryable = job_error(exc)
             if not retryable or job.attempts >= job.max_attempts:
-                _remove(p.bundle_path)
+                _remove(req.bundle_path)
             raise
-        _remove(p.bundle_path)
+        _remove(req.bundle_path)
         return result
 
     return handle

@@ -12,7 +12,7 @@ from orchestrator.jobs.routes import load_routes
 from orchestrator.jobs.setup import make_queue
 from orchestrator.jobs.worker import EXECUTE, Worker, execute_handler
 from orchestrator.runtime.docker import DockerRuntime
-from orchestrator.services.lifecycle import LifecycleService
+from orchestrator.services.assembly import assemble
 from orchestrator.store.db import make_engine
 
 
@@ -30,7 +30,12 @@ def run_worker_process(settings: Settings, stop: threading.Event) -> None:
         nofile_limit=settings.nofile_limit,
         tmpfs_inodes=settings.tmpfs_inodes,
     )
-    lifecycle = LifecycleService(engine=engine, runtime=runtime, broker=broker, settings=settings)
+    # A worker only installs: it has no host API to open and no event bus (its install
+    # transitions are stored, their events are not). Docker is the ImageStore too.
+    services = assemble(
+        engine=engine, settings=settings, runtime=runtime, images=runtime, broker=broker
+    )
+    installs = services.installs
 
     def refresh() -> None:
         load_routes(engine, broker, default_timeout_ms=settings.default_timeout_ms)
@@ -39,7 +44,7 @@ def run_worker_process(settings: Settings, stop: threading.Event) -> None:
         queue,
         {
             EXECUTE: execute_handler(broker, refresh=refresh),
-            INSTALL: install_handler(lifecycle, queue),
+            INSTALL: install_handler(installs, queue),
         },
         concurrency=settings.worker_concurrency,
         lease_s=settings.worker_lease_s,

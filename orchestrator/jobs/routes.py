@@ -7,13 +7,12 @@ container and the manifest of its current version. It is cheap enough to do befo
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Engine
-
-from orchestrator.broker.pool import Broker, Route
+from orchestrator.broker import Broker, Route
 from orchestrator.domain.lifecycle import PluginState
 from orchestrator.domain.manifest import Manifest
-from orchestrator.store import crud
-from orchestrator.store.db import session_scope
+from orchestrator.runtime.endpoints import parse_endpoint
+from orchestrator.store import plugins as store
+from orchestrator.store.db import Engine, session_scope
 
 DEFAULT_TIMEOUT_MS = 30000
 
@@ -24,9 +23,9 @@ def load_routes(
     """Make ``broker``'s routes those of the ACTIVE plugins in the database; return them."""
     wanted: dict[str, Route] = {}
     with session_scope(engine) as session:
-        for plugin in crud.list_plugins(session, state=PluginState.ACTIVE.value):
-            container = crud.current_container(session, plugin_id=plugin.id)
-            version = crud.get_version(session, plugin_id=plugin.id, version=plugin.version)
+        for plugin in store.list_plugins(session, state=PluginState.ACTIVE.value):
+            container = store.current_container(session, plugin_id=plugin.id)
+            version = store.get_version(session, plugin_id=plugin.id, version=plugin.version)
             if container is None or version is None or not container.endpoint:
                 continue
             manifest = Manifest.model_validate(version.manifest)
@@ -34,7 +33,7 @@ def load_routes(
             wanted[plugin.id] = Route(
                 plugin_id=plugin.id,
                 version=manifest.version,
-                endpoint=container.endpoint,
+                endpoint=parse_endpoint(container.endpoint),
                 extensions=tuple(manifest.extensions),
                 timeout_ms=int(resources.get("timeout_ms", default_timeout_ms)),
                 rate_limit_requests=resources.get("rate_limit_requests"),

@@ -7,12 +7,12 @@ import contextlib
 import logging
 import threading
 
-from orchestrator.broker.pool import Broker
+from orchestrator.broker import Broker
 from orchestrator.config import Settings
 from orchestrator.jobs.install import INSTALL, install_handler
 from orchestrator.jobs.queue import JobQueue, MemoryJobQueue
 from orchestrator.jobs.worker import EXECUTE, Worker, execute_handler
-from orchestrator.services.lifecycle import LifecycleService
+from orchestrator.services.install import InstallService
 
 log = logging.getLogger("orchestrator.jobs")
 
@@ -59,7 +59,7 @@ class EmbeddedWorker:
 
 
 def start_embedded_worker(
-    settings: Settings, queue: JobQueue, broker: Broker, lifecycle: LifecycleService
+    settings: Settings, queue: JobQueue, broker: Broker, installs: InstallService
 ) -> EmbeddedWorker | None:
     """Run jobs inside the orchestrator: always without Redis (no one else could), and with
     Redis unless ``SUMMIT_EMBEDDED_WORKER=false`` leaves them to ``summit worker``."""
@@ -67,7 +67,7 @@ def start_embedded_worker(
         return None
     worker = Worker(
         queue,
-        {EXECUTE: execute_handler(broker), INSTALL: install_handler(lifecycle, queue)},
+        {EXECUTE: execute_handler(broker), INSTALL: install_handler(installs, queue)},
         concurrency=settings.worker_concurrency,
         lease_s=settings.worker_lease_s,
     )

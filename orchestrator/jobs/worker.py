@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from orchestrator.broker.pool import Broker
+from orchestrator.broker import Broker
 from orchestrator.domain.errors import InvalidInput, SummitError
 from orchestrator.jobs.model import Job, JobError
 from orchestrator.jobs.queue import JobQueue

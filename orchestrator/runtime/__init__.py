@@ -1,4 +1,5 @@
-"""Container backends behind one ``ContainerRuntime`` protocol (Docker by default)."""
+"""Container backends behind the ``ContainerRuntime`` and ``ImageStore`` protocols (Docker by
+default); endpoints typed in ``endpoints.py``."""
 
 from orchestrator.runtime.base import (
     BuildProgress,
@@ -6,14 +7,21 @@ from orchestrator.runtime.base import (
     ContainerSpec,
     ContainerStatus,
     ImageInfo,
+    ImageStore,
     RuntimeEvent,
 )
+from orchestrator.runtime.endpoints import Endpoint, TcpEndpoint, UnixEndpoint, parse_endpoint
 
 __all__ = [
     "BuildProgress",
     "ContainerRuntime",
     "ContainerSpec",
     "ContainerStatus",
+    "Endpoint",
     "ImageInfo",
+    "ImageStore",
     "RuntimeEvent",
+    "TcpEndpoint",
+    "UnixEndpoint",
+    "parse_endpoint",
 ]

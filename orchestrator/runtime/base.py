@@ -1,8 +1,10 @@
-"""The seam between the orchestrator and a container backend.
+"""The seams between the orchestrator and a container backend: ``ContainerRuntime`` runs
+plugin containers, ``ImageStore`` builds, pulls, inspects and removes their images.
 
-Services and the broker speak only this protocol; ``docker.py`` implements it with the Docker
-SDK, and a Kubernetes backend implements the same contract with pods. An endpoint is where
-the plugin protocol is served: ``unix:///path/plugin.sock`` or ``tcp://host:port``.
+Services and the broker speak only these protocols; ``docker.py`` implements both with the
+Docker SDK, a Kubernetes backend implements the same contracts with pods and a registry, and
+``tests/fixtures/fake_runtime.py`` keeps them in memory. An endpoint is where the plugin
+protocol is served, typed (``endpoints.py``): a unix socket or a TCP address.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-LABEL_OWNER = "io.summit.owner"
-LABEL_PLUGIN = "io.summit.plugin-id"
-LABEL_VERSION = "io.summit.plugin-version"
-LABEL_ENDPOINT = "io.summit.endpoint"
-LABEL_MANIFEST = "io.summit.plugin"  # manifest JSON on plugin images
-LABEL_SOURCE_DIGEST = "io.summit.source-digest"
+# The labels are the SDK's (``summit-plugin`` writes and reads them too), named here for the
+# backends and services.
+from summit_sdk.labels import (  # noqa: F401
+    LABEL_ENDPOINT,
+    LABEL_MANIFEST,
+    LABEL_OWNER,
+    LABEL_PLUGIN,
+    LABEL_SOURCE_DIGEST,
+    LABEL_VERSION,
+)
+
+from orchestrator.runtime.endpoints import Endpoint
 
 BuildProgress = Callable[[str], None]
 
@@ -44,7 +52,7 @@ class ContainerStatus:
     plugin_id: str | None
     version: str | None
     image: str
-    endpoint: str | None
+    endpoint: Endpoint | None
     running: bool
     status: str  # backend's word: created, running, exited, ...
     exit_code: int | None = None
@@ -92,14 +100,25 @@ class ContainerRuntime(Protocol):
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
         """Block, yielding die/oom events of owned containers until ``stop`` is set."""
 
+    def sweep_endpoints(self, keep: set[Endpoint]) -> None:
+        """Delete what backs endpoints outside ``keep`` (socket folders a crash left behind)."""
+
+
+class ImageStore(Protocol):
+    def ping(self) -> None:
+        """Raise RuntimeUnavailable when the backend cannot be reached."""
+
+    def image(self, ref: str) -> ImageInfo | None:
+        """The local image ``ref`` names (tag or id), or None when it is not on this host."""
+
     def build_image(
         self, context: Path, *, tag: str, labels: Mapping[str, str], progress: BuildProgress
     ) -> ImageInfo: ...
 
-    def image(self, ref: str) -> ImageInfo | None: ...
-
-    def pull_image(self, ref: str) -> ImageInfo: ...
+    def pull_image(self, ref: str) -> ImageInfo:
+        """Pull ``ref`` from its registry (InvalidInput ``image_not_found`` when it cannot)."""
 
     def push_image(self, ref: str) -> None: ...
 
-    def remove_image(self, ref: str) -> None: ...
+    def remove_image(self, ref: str) -> None:
+        """Untag or delete ``ref``; absent, or still used by a container, is fine."""

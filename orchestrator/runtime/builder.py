@@ -21,8 +21,8 @@ from orchestrator.runtime.base import (
     LABEL_MANIFEST,
     LABEL_SOURCE_DIGEST,
     BuildProgress,
-    ContainerRuntime,
     ImageInfo,
+    ImageStore,
 )
 
 
@@ -32,16 +32,18 @@ class BuiltImage:
     info: ImageInfo
     digest: str
     reused: bool
+    # The base the digest covers: with it, a kept source can be checked against ``digest``.
+    base_image_id: str
 
 
 class ImageBuilder:
-    def __init__(self, runtime: ContainerRuntime, *, base_image: str, workdir: Path) -> None:
-        self.runtime = runtime
+    def __init__(self, images: ImageStore, *, base_image: str, workdir: Path) -> None:
+        self.images = images
         self.base_image = base_image
         self.workdir = workdir
 
     def build(self, source: Path, manifest: Manifest, progress: BuildProgress) -> BuiltImage:
-        base = self.runtime.image(self.base_image)
+        base = self.images.image(self.base_image)
         if base is None:
             raise ServiceUnavailable(
                 f"the plugin base image {self.base_image} is not present",
@@ -50,10 +52,10 @@ class ImageBuilder:
             )
         digest = source_digest(source, base_image_id=base.id)
         tag = f"summit-plugin/{manifest.id}:{manifest.version}-{digest[:16]}"
-        existing = self.runtime.image(tag)
+        existing = self.images.image(tag)
         if existing is not None and existing.labels.get(LABEL_SOURCE_DIGEST) == digest:
             progress(f"source unchanged, reusing {tag}")
-            return BuiltImage(tag=tag, info=existing, digest=digest, reused=True)
+            return BuiltImage(tag, existing, digest, reused=True, base_image_id=base.id)
         self.workdir.mkdir(parents=True, exist_ok=True)
         ctx = Path(tempfile.mkdtemp(prefix="build-", dir=self.workdir))
         try:
@@ -67,7 +69,7 @@ class ImageBuilder:
                 manifest_yaml=yaml.safe_dump(manifest.to_json(), sort_keys=False),
             )
             progress(f"building {tag} from {self.base_image}")
-            info = self.runtime.build_image(
+            info = self.images.build_image(
                 ctx,
                 tag=tag,
                 labels={
@@ -78,4 +80,4 @@ class ImageBuilder:
             )
         finally:
             shutil.rmtree(ctx, ignore_errors=True)
-        return BuiltImage(tag=tag, info=info, digest=digest, reused=False)
+        return BuiltImage(tag, info, digest, reused=False, base_image_id=base.id)

@@ -1,4 +1,4 @@
-"""``ContainerRuntime`` on the Docker Engine, through the Docker SDK.
+"""``ContainerRuntime`` and ``ImageStore`` on the Docker Engine, through the Docker SDK.
 
 Sandbox (design option (a)): every plugin container has ``network_mode: none`` - no network
 stack at all, so it can reach neither other plugins, nor host ports, nor the internet. The
@@ -26,7 +26,12 @@ from typing import Any
 import docker
 import docker.errors
 from docker.models.containers import Container
-from docker.types import LogConfig, Mount, Ulimit
+from summit_sdk.sandbox import (
+    DEFAULT_NOFILE_LIMIT,
+    DEFAULT_TMPFS_INODES,
+    SOCKET_NAME,
+    sandbox_options,
+)
 
 from orchestrator.domain.errors import (
     InvalidInput,
@@ -46,14 +51,11 @@ from orchestrator.runtime.base import (
     ImageInfo,
     RuntimeEvent,
 )
+from orchestrator.runtime.endpoints import Endpoint, UnixEndpoint, parse_endpoint
 
 log = logging.getLogger(__name__)
 
-SOCKET_MOUNT = "/run/summit"
-SOCKET_NAME = "plugin.sock"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
-DEFAULT_NOFILE_LIMIT = 1024
-DEFAULT_TMPFS_INODES = 4096
 
 
 def _translate(exc: Exception, what: str) -> SummitError:
@@ -130,43 +132,28 @@ class DockerRuntime:
         sock_dir = self._socket_dir(token)
         uid, _, gid = spec.user.partition(":")
         _make_socket_dir(sock_dir, int(uid), int(gid or uid), inodes=self.tmpfs_inodes)
-        endpoint = f"unix://{sock_dir / SOCKET_NAME}"
         labels = {
             LABEL_OWNER: self.owner,
             LABEL_PLUGIN: spec.plugin_id,
             LABEL_VERSION: spec.version,
-            LABEL_ENDPOINT: endpoint,
+            LABEL_ENDPOINT: str(UnixEndpoint(sock_dir / SOCKET_NAME)),
         }
-        env = {**spec.env, "SUMMIT_PLUGIN_LISTEN": f"unix://{SOCKET_MOUNT}/{SOCKET_NAME}"}
-        memory = f"{spec.memory_mb}m"
+        options = sandbox_options(
+            socket_dir=sock_dir,
+            memory_mb=spec.memory_mb,
+            cpu_percent=spec.cpu_percent,
+            pids_limit=spec.pids_limit,
+            tmpfs_mb=spec.tmpfs_mb,
+            tmpfs_inodes=self.tmpfs_inodes,
+            nofile_limit=self.nofile_limit,
+            user=spec.user,
+            log_max_size=spec.log_max_size,
+            environment=spec.env,
+            labels=labels,
+        )
         try:
             container = self._call(
-                "create container",
-                self.client.containers.create,
-                spec.image,
-                name=name,
-                user=spec.user,
-                environment=env,
-                labels=labels,
-                network_mode="none",
-                read_only=True,
-                tmpfs={
-                    "/tmp": f"rw,noexec,nosuid,nodev,size={spec.tmpfs_mb}m,"
-                    f"nr_inodes={self.tmpfs_inodes},mode=1777"
-                },
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges:true"],
-                pids_limit=spec.pids_limit,
-                ulimits=[Ulimit(name="nofile", soft=self.nofile_limit, hard=self.nofile_limit)],
-                mem_limit=memory,
-                memswap_limit=memory,
-                nano_cpus=int(spec.cpu_percent * 10_000_000),
-                ipc_mode="private",
-                mounts=[Mount(SOCKET_MOUNT, str(sock_dir), type="bind", read_only=False)],
-                log_config=LogConfig(
-                    type="json-file", config={"max-size": spec.log_max_size, "max-file": "2"}
-                ),
-                detach=True,
+                "create container", self.client.containers.create, spec.image, name=name, **options
             )
             self._call("start container", container.start)
         except BaseException:
@@ -191,7 +178,7 @@ class DockerRuntime:
             plugin_id=labels.get(LABEL_PLUGIN),
             version=labels.get(LABEL_VERSION),
             image=attrs.get("Config", {}).get("Image", ""),
-            endpoint=labels.get(LABEL_ENDPOINT),
+            endpoint=_endpoint_of(labels),
             running=bool(state.get("Running")),
             status=str(state.get("Status", "unknown")),
             exit_code=state.get("ExitCode"),
@@ -211,7 +198,7 @@ class DockerRuntime:
             container = self._call("inspect container", self.client.containers.get, container_id)
         except NotFound:
             return
-        endpoint = (container.labels or {}).get(LABEL_ENDPOINT)
+        endpoint = _endpoint_of(container.labels or {})
         if grace_s > 0 and container.status == "running":
             with contextlib.suppress(NotFound):
                 self._call("stop container", container.stop, timeout=max(1, round(grace_s)))
@@ -219,12 +206,10 @@ class DockerRuntime:
             self._call("remove container", container.remove, force=True, v=True)
         self._remove_endpoint(endpoint)
 
-    def _remove_endpoint(self, endpoint: str | None) -> None:
-        if endpoint and endpoint.startswith("unix://"):
-            sock_dir = Path(endpoint.removeprefix("unix://")).parent
-            # Only ever delete inside our own sockets directory.
-            if sock_dir.parent == self.sockets_dir:
-                _drop_socket_dir(sock_dir)
+    def _remove_endpoint(self, endpoint: Endpoint | None) -> None:
+        # Only ever delete inside our own sockets directory.
+        if isinstance(endpoint, UnixEndpoint) and endpoint.folder.parent == self.sockets_dir:
+            _drop_socket_dir(endpoint.folder)
 
     def logs(self, container_id: str, *, tail: int = 100) -> str:
         container = self._call("inspect container", self.client.containers.get, container_id)
@@ -262,12 +247,12 @@ class DockerRuntime:
                 out.append(self._status_of(c, refresh=True))
         return out
 
-    def sweep_endpoints(self, keep: set[str]) -> None:
+    def sweep_endpoints(self, keep: set[Endpoint]) -> None:
         """Delete socket folders that belong to no container in ``keep`` (left by a crash)."""
         if not self.sockets_dir.is_dir():
             return
         for child in self.sockets_dir.iterdir():
-            if f"unix://{child / SOCKET_NAME}" not in keep:
+            if UnixEndpoint(child / SOCKET_NAME) not in keep:
                 _drop_socket_dir(child)
 
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
@@ -384,6 +369,19 @@ class DockerRuntime:
         """Untag/delete ``ref``; an image still used by some container is left alone."""
         with contextlib.suppress(NotFound, RuntimeFailure):
             self._call("remove image", self.client.images.remove, ref, force=False, noprune=False)
+
+
+def _endpoint_of(labels: Mapping[str, str]) -> Endpoint | None:
+    """The endpoint a container's label names; None for a label that names none (a container
+    someone else labelled, or one from before a change of format)."""
+    text = labels.get(LABEL_ENDPOINT)
+    if not text:
+        return None
+    try:
+        return parse_endpoint(text)
+    except ValueError:
+        log.warning("container label %s=%r is not an endpoint", LABEL_ENDPOINT, text)
+        return None
 
 
 def _split_ref(ref: str) -> tuple[str, str | None]:

@@ -20,14 +20,12 @@ from datetime import datetime
 from enum import IntEnum
 
 from pydantic import BaseModel
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
-from orchestrator.domain.errors import Conflict, InvalidInput, NotFound
+from orchestrator.domain.errors import Conflict, Duplicate, InvalidInput, NotFound
 from orchestrator.security.tokens import hash_token
-from orchestrator.store import crud
-from orchestrator.store.db import session_scope
-from orchestrator.store.models import ApiToken, utcnow
+from orchestrator.store import tokens as store
+from orchestrator.store.db import Engine, session_scope
+from orchestrator.store.models import ApiToken
 
 __all__ = ["ApiTokens", "NewToken", "Role", "TokenView", "required_role"]
 
@@ -125,8 +123,8 @@ class ApiTokens:
         )
         try:
             with session_scope(self.engine) as session:
-                session.add(row)
-        except IntegrityError:  # a 48-bit id collision: vanishingly rare, but never silent
+                store.add_api_token(session, token=row)
+        except Duplicate:  # a 48-bit id collision: vanishingly rare, but never silent
             raise Conflict("token id collision; try again") from None
         return NewToken(
             token=token, **TokenView.model_validate(row, from_attributes=True).model_dump()
@@ -136,17 +134,14 @@ class ApiTokens:
         with session_scope(self.engine) as session:
             return [
                 TokenView.model_validate(row, from_attributes=True)
-                for row in crud.list_api_tokens(session)
+                for row in store.list_api_tokens(session)
             ]
 
     def revoke(self, token_id: str) -> TokenView:
         with session_scope(self.engine) as session:
-            row = crud.get_api_token(session, token_id=token_id)
+            row = store.revoke_api_token(session, token_id=token_id)
             if row is None:
                 raise NotFound(f"no API token {token_id}")
-            if row.revoked_at is None:
-                row.revoked_at = utcnow()
-                session.add(row)
             digest = row.token_hash
             view = TokenView.model_validate(row, from_attributes=True)
         # After the commit: a lookup that read the row before it may not cache what it saw.
@@ -170,7 +165,7 @@ class ApiTokens:
         digest = hash_token(token)
         revocations = self._revocations
         with session_scope(self.engine) as session:
-            row = crud.get_api_token_by_hash(session, token_hash=digest)
+            row = store.get_api_token_by_hash(session, token_hash=digest)
             # The index lookup found the row; the final comparison still takes constant time.
             if row is None or not hmac.compare_digest(row.token_hash, digest):
                 return None

@@ -6,8 +6,9 @@ body) and :class:`EgressProxy` makes it, under the plugin's :class:`EgressPolicy
 * the URL's host must be one of ``allowed_hosts`` (exact names or ``*.example.com``);
 * the proxy resolves the name itself and refuses it if any address it resolves to is not
   public (loopback, private, link-local, metadata services, ...) unless the operator listed
-  that range in ``allow_private``; it then connects to exactly the address it checked, so a
-  second DNS answer (rebinding) never gets a say;
+  that range in ``allow_private`` (the address policy of ``targets.py``, which webhooks share);
+  it then connects to exactly the address it checked, so a second DNS answer (rebinding)
+  never gets a say;
 * TLS is verified against the name in the URL, not the address connected to;
 * redirects are handed back to the plugin, whose next request is checked afresh;
 * request and response sizes are capped and traffic is throttled to the plugin's
@@ -20,20 +21,30 @@ HTTP status the host API answers with.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import re
-import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import httpcore
-import httpx
 
-from orchestrator.broker.h1pool import FIELD_VALUE, TOKEN
+from orchestrator.domain.http_grammar import FIELD_VALUE, TOKEN
+from orchestrator.security.targets import (
+    Address,
+    EgressError,
+    EgressFailed,
+    EgressRefused,
+    Resolver,
+    Target,
+    canonical_host,
+    networks,
+    parse_url,
+    resolve_allowed,
+    system_resolver,
+)
 
+# The errors and the resolver type belong to the address policy; they are named here too
+# because they are this proxy's API (what request() raises, what resolver= takes).
 __all__ = [
     "EgressError",
     "EgressFailed",
@@ -42,16 +53,7 @@ __all__ = [
     "EgressRefused",
     "EgressResponse",
     "Resolver",
-    "address_allowed",
-    "parse_url",
-    "resolve_allowed",
 ]
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-"""``(host, port) -> addresses``; the proxy checks every address it returns."""
-
-_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _HOP_BY_HOP = frozenset(
     {
@@ -70,42 +72,10 @@ _HOP_BY_HOP = frozenset(
 _REQUEST_DROPPED = _HOP_BY_HOP | {"host", "content-length"}
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
-_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
-
 _MAX_HEADER_BYTES = 64 * 1024
 _UPLOAD_CHUNK = 16 * 1024
 # Long enough to absorb scheduling jitter, short enough that a plugin cannot bank a burst.
 _BURST_S = 0.1
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-class EgressError(Exception):
-    """An egress request that did not produce an upstream response."""
-
-    default_status: ClassVar[int] = 502
-    statuses: ClassVar[Mapping[str, int]] = {}
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = self.statuses.get(code, self.default_status)
-
-
-class EgressRefused(EgressError):
-    """The plugin's policy forbids the request: ``bad_url``, ``bad_request``,
-    ``host_not_allowed``, ``address_not_allowed`` or ``request_too_large``."""
-
-    default_status: ClassVar[int] = 403
-    statuses: ClassVar[Mapping[str, int]] = {"request_too_large": 413, "bad_request": 400}
-
-
-class EgressFailed(EgressError):
-    """The request was allowed but the upstream did not answer acceptably:
-    ``upstream_unreachable``, ``upstream_timeout`` or ``response_too_large``."""
-
-    default_status: ClassVar[int] = 502
-    statuses: ClassVar[Mapping[str, int]] = {"upstream_timeout": 504}
 
 
 @dataclass(frozen=True)
@@ -120,15 +90,15 @@ class EgressPolicy:
         """``*.example.com`` admits ``a.example.com`` and ``a.b.example.com`` but not the
         apex; comparison ignores case and a trailing dot; IP literals compare as addresses
         written in canonical form."""
-        wanted = _canonical_host(host)
+        wanted = canonical_host(host)
         if not wanted:
             return False
         for pattern in self.allowed_hosts:
             if pattern.startswith("*."):
-                suffix = "." + _canonical_host(pattern[2:])
+                suffix = "." + canonical_host(pattern[2:])
                 if suffix != "." and wanted.endswith(suffix) and len(wanted) > len(suffix):
                     return True
-            elif wanted == _canonical_host(pattern):
+            elif wanted == canonical_host(pattern):
                 return True
         return False
 
@@ -180,20 +150,6 @@ class _TokenBucket:
             await asyncio.sleep(-self._tokens / self._rate)
 
 
-@dataclass(frozen=True)
-class _Target:
-    scheme: str
-    host: str  # canonical: lower-case ASCII, no trailing dot, IPv6 without brackets
-    port: int
-    target: bytes  # path and query, as sent on the request line
-    literal: _Address | None
-
-
-async def _system_resolver(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
 class EgressProxy:
     """Makes HTTP requests on behalf of plugins, within each plugin's :class:`EgressPolicy`.
 
@@ -213,13 +169,11 @@ class EgressProxy:
         resolver: Resolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._allow_private: tuple[_Network, ...] = tuple(
-            ipaddress.ip_network(cidr, strict=False) for cidr in allow_private
-        )
+        self._allow_private = networks(allow_private)
         self._timeout_s = timeout_s
         self._max_response_bytes = max_response_bytes
         self._max_request_bytes = max_request_bytes
-        self._resolver: Resolver = resolver or _system_resolver
+        self._resolver: Resolver = resolver or system_resolver
         self._ssl_context = ssl_context or ssl.create_default_context()
         self._usage: dict[str, _Usage] = {}
         self._buckets: dict[str, _TokenBucket] = {}
@@ -261,7 +215,7 @@ class EgressProxy:
         usage = self._usage.setdefault(plugin_id, _Usage())
         usage.requests += 1
         try:
-            target = _parse_url(url)
+            target = parse_url(url)
             verb, sent_headers = self._prepare(target, method, headers, body)
             if not policy.allows_host(target.host):
                 raise EgressRefused(
@@ -279,7 +233,7 @@ class EgressProxy:
             raise
 
     def _prepare(
-        self, target: _Target, method: str, headers: Mapping[str, str], body: bytes
+        self, target: Target, method: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         verb = method.upper()
         if not TOKEN.fullmatch(verb) or verb == "CONNECT":
@@ -318,7 +272,7 @@ class EgressProxy:
             )
         return verb.encode("ascii"), sent
 
-    async def _addresses(self, target: _Target) -> list[_Address]:
+    async def _addresses(self, target: Target) -> list[Address]:
         return await resolve_allowed(
             target,
             allow_private=self._allow_private,
@@ -326,16 +280,13 @@ class EgressProxy:
             timeout_s=self._timeout_s,
         )
 
-    def _address_allowed(self, address: _Address) -> bool:
-        return address_allowed(address, self._allow_private)
-
     async def _forward(
         self,
         plugin_id: str,
         policy: EgressPolicy,
         usage: _Usage,
-        target: _Target,
-        addresses: list[_Address],
+        target: Target,
+        addresses: list[Address],
         method: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
@@ -366,8 +317,8 @@ class EgressProxy:
         usage: _Usage,
         bucket: _TokenBucket | None,
         policy: EgressPolicy,
-        target: _Target,
-        address: _Address,
+        target: Target,
+        address: Address,
         method: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
@@ -467,154 +418,14 @@ class EgressProxy:
         return bucket
 
 
-def address_allowed(address: _Address, allow_private: Sequence[_Network] = ()) -> bool:
-    """Whether Summit may connect to ``address``: public, or inside a network the operator
-    allowed, and so is every IPv4 address it tunnels to."""
-    address = _unmapped(address)
-    return all(
-        any(inner in network for network in allow_private) or _is_public(inner)
-        for inner in _embedded(address)
-    )
-
-
-async def resolve_allowed(
-    target: _Target,
-    *,
-    allow_private: Sequence[_Network] = (),
-    resolver: Resolver = _system_resolver,
-    timeout_s: float = 30.0,
-    reaching: str = "plugins",
-) -> list[_Address]:
-    """The addresses ``target``'s host resolves to, each checked with :func:`address_allowed`
-    (the connection must then go to one of exactly these). :class:`EgressFailed` when the name
-    does not resolve, :class:`EgressRefused` when any address is not allowed; the address stays
-    out of that message, so ``reaching`` (who asked) cannot learn internal DNS through it."""
-    if target.literal is not None:
-        candidates = [target.literal]
-    else:
-        try:
-            async with asyncio.timeout(timeout_s):
-                answers = await resolver(target.host, target.port)
-        except TimeoutError:
-            raise EgressFailed("upstream_timeout", f"resolving {target.host} timed out") from None
-        except OSError as exc:
-            raise EgressFailed(
-                "upstream_unreachable", f"{target.host} does not resolve: {exc}"
-            ) from None
-        candidates = []
-        for answer in answers:
-            try:
-                candidates.append(ipaddress.ip_address(answer))
-            except ValueError:
-                raise EgressRefused(
-                    "address_not_allowed", f"{target.host} resolved to a non-address"
-                ) from None
-    if not candidates:
-        raise EgressFailed("upstream_unreachable", f"{target.host} has no address")
-    addresses: list[_Address] = []
-    for candidate in candidates:
-        address = _unmapped(candidate)
-        if not address_allowed(address, allow_private):
-            raise EgressRefused(
-                "address_not_allowed",
-                f"{target.host} resolves to an address {reaching} may not reach",
-            )
-        if address not in addresses:
-            addresses.append(address)
-    return addresses
-
-
-def parse_url(url: str) -> _Target:
-    """An http(s) URL split into what a connection needs; :class:`EgressRefused` (code
-    ``bad_url``) for anything else, credentials in the URL included."""
-    return _parse_url(url)
-
-
 def _bytes_per_s(policy: EgressPolicy) -> float:
     return policy.mbps * 1_000_000 / 8
 
 
-def _parse_url(url: str) -> _Target:
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise EgressRefused("bad_url", f"not a URL: {exc}") from None
-    if parsed.scheme not in ("http", "https"):
-        raise EgressRefused("bad_url", "only http and https URLs are allowed")
-    if parsed.userinfo:
-        raise EgressRefused("bad_url", "credentials in the URL are not allowed")
-    host = _canonical_host(parsed.raw_host.decode("ascii"))
-    if not host:
-        raise EgressRefused("bad_url", "the URL has no host")
-    literal = _ip_literal(host)
-    if literal is None and (len(host) > 253 or not _HOST_NAME.fullmatch(host)):
-        raise EgressRefused("bad_url", f"{host!r} is not a host name")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    if not 0 < port < 65536:
-        raise EgressRefused("bad_url", f"port {port} is out of range")
-    return _Target(parsed.scheme, host, port, parsed.raw_path, literal)
-
-
-def _canonical_host(host: str) -> str:
-    host = host.strip().lower().removesuffix(".")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    literal = _ip_literal(host)
-    if literal is not None:
-        return str(literal)
-    if not host.isascii():
-        try:
-            return host.encode("idna").decode("ascii")
-        except UnicodeError:
-            return host
-    return host
-
-
-def _ip_literal(host: str) -> _Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-def _host_header(target: _Target) -> str:
+def _host_header(target: Target) -> str:
     host = f"[{target.host}]" if ":" in target.host else target.host
     default = 443 if target.scheme == "https" else 80
     return host if target.port == default else f"{host}:{target.port}"
-
-
-def _unmapped(address: _Address) -> _Address:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _embedded(address: _Address) -> list[_Address]:
-    """The address and every IPv4 address it tunnels to, each of which must be allowed:
-    ``2002:7f00:1::`` (6to4) or ``64:ff9b::a00:1`` (NAT64) would otherwise smuggle loopback
-    or private space past a check that looks only at the IPv6 address."""
-    found: list[_Address] = [address]
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.sixtofour is not None:
-            found.append(address.sixtofour)
-        if address.teredo is not None:
-            found.extend(address.teredo)
-        if address in _NAT64:
-            found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    return found
-
-
-def _is_public(address: _Address) -> bool:
-    # is_global alone admits multicast, so every category is refused explicitly.
-    return address.is_global and not (
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local)
-    )
 
 
 def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:

@@ -11,10 +11,8 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy.engine import Engine
-
-from orchestrator.store import crud
-from orchestrator.store.db import session_scope
+from orchestrator.store import tokens as store
+from orchestrator.store.db import Engine, session_scope
 
 __all__ = ["HostTokens", "hash_token"]
 
@@ -33,7 +31,7 @@ class HostTokens:
     def issue(self, *, plugin_id: str, container_id: str) -> str:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         with session_scope(self.engine) as session:
-            crud.add_host_token(
+            store.add_host_token(
                 session,
                 token_hash=hash_token(token),
                 plugin_id=plugin_id,
@@ -45,7 +43,7 @@ class HostTokens:
         if not token:
             return False
         with session_scope(self.engine) as session:
-            row = crud.get_host_token(session, token_hash=hash_token(token))
+            row = store.get_host_token(session, token_hash=hash_token(token))
             if row is None or row.revoked_at is not None:
                 return False
             # The lookup was by hash; still compare the binding in constant time.
@@ -53,4 +51,4 @@ class HostTokens:
 
     def revoke(self, *, plugin_id: str | None = None, container_id: str | None = None) -> int:
         with session_scope(self.engine) as session:
-            return crud.revoke_host_tokens(session, plugin_id=plugin_id, container_id=container_id)
+            return store.revoke_host_tokens(session, plugin_id=plugin_id, container_id=container_id)

@@ -4,6 +4,8 @@ A signature is the SDK's ``summit.plugin.signature/v1`` envelope (``summit-plugi
 Ed25519 over canonical JSON of the plugin id and version, the image digest (images) or the
 sha256 of every file (source bundles), the requested permissions and resources, the key id,
 and the issue and expiry times. It is kept exactly as signed with the installed version.
+The format and every check of a signature live in :mod:`summit_sdk.signing`, shared with the
+author's ``summit-plugin sign``; this module keeps the keys and turns a refusal into a 422.
 
 With ``SUMMIT_REQUIRE_SIGNED=true`` an unsigned plugin is refused; a signature that is given is
 always checked, whatever that setting says.
@@ -11,25 +13,27 @@ always checked, whatever that setting says.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel
-from sqlalchemy.engine import Engine
-from summit_sdk.cli.signing import SignatureError, key_id, verify_signature
+from summit_sdk.signing import (
+    SignatureError,
+    coverage_problems,
+    key_id,
+    public_key_from_pem,
+    signed_key_id,
+    verify_signature,
+)
 
 from orchestrator.domain.errors import Conflict, InvalidInput, NotFound, SummitError
 from orchestrator.domain.manifest import Manifest
-from orchestrator.store import crud
-from orchestrator.store.db import session_scope
-from orchestrator.store.models import TrustedKey, utcnow
+from orchestrator.store import trust as store
+from orchestrator.store.db import Engine, session_scope
 
-__all__ = ["SignatureRefused", "TrustStore", "TrustedKeyView", "bundle_file_digests"]
+__all__ = ["SignatureRefused", "TrustStore", "TrustedKeyView"]
 
 
 class SignatureRefused(SummitError):
@@ -47,27 +51,9 @@ class TrustedKeyView(BaseModel):
 
 def _load_public(pem: str) -> Ed25519PublicKey:
     try:
-        key = serialization.load_pem_public_key(pem.encode())
-    except (ValueError, TypeError):
-        raise InvalidInput("public_key is not a PEM public key") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise InvalidInput("public_key must be an Ed25519 key")
-    return key
-
-
-def bundle_file_digests(root: Path) -> tuple[dict[str, str], list[str]]:
-    """(sha256 of every regular file, the links found) in an unpacked bundle, by posix path."""
-    files: dict[str, str] = {}
-    links: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(dirnames + filenames):
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            if path.is_symlink():
-                links.append(rel)
-            elif name in filenames and path.is_file():
-                files[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return files, sorted(links)
+        return public_key_from_pem(pem.encode(), source="public_key")
+    except SignatureError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 class TrustStore:
@@ -78,7 +64,7 @@ class TrustStore:
         key = _load_public(public_key)
         kid = key_id(key)
         with session_scope(self.engine) as session:
-            row = crud.get_trusted_key(session, key_id=kid)
+            row = store.get_trusted_key(session, key_id=kid)
             if row is not None and row.revoked_at is None:
                 raise Conflict(f"key {kid} is already trusted", code="key_exists")
             if row is not None:
@@ -86,25 +72,23 @@ class TrustStore:
                     f"key {kid} was revoked; a revoked key is not trusted again",
                     code="key_revoked",
                 )
-            row = TrustedKey(key_id=kid, name=name, public_key=public_key.strip())
-            session.add(row)
+            row = store.add_trusted_key(
+                session, key_id=kid, name=name, public_key=public_key.strip()
+            )
             return TrustedKeyView.model_validate(row, from_attributes=True)
 
     def list(self) -> list[TrustedKeyView]:
         with session_scope(self.engine) as session:
             return [
                 TrustedKeyView.model_validate(r, from_attributes=True)
-                for r in crud.list_trusted_keys(session)
+                for r in store.list_trusted_keys(session)
             ]
 
     def revoke(self, kid: str) -> TrustedKeyView:
         with session_scope(self.engine) as session:
-            row = crud.get_trusted_key(session, key_id=kid)
+            row = store.revoke_trusted_key(session, key_id=kid)
             if row is None:
                 raise NotFound(f"no trusted key {kid}")
-            if row.revoked_at is None:
-                row.revoked_at = utcnow()
-                session.add(row)
             return TrustedKeyView.model_validate(row, from_attributes=True)
 
     def verify(
@@ -116,12 +100,12 @@ class TrustStore:
         bundle_root: Path | None = None,
     ) -> dict[str, Any]:
         """The verified document, or :class:`SignatureRefused` saying why."""
-        document = envelope.get("document") if isinstance(envelope, dict) else None
-        kid = document.get("key_id") if isinstance(document, dict) else None
-        if not isinstance(kid, str):
-            raise SignatureRefused("the signature names no key (document.key_id)")
+        try:
+            kid = signed_key_id(envelope)
+        except SignatureError as exc:
+            raise SignatureRefused(str(exc)) from None
         with session_scope(self.engine) as session:
-            row = crud.get_trusted_key(session, key_id=kid)
+            row = store.get_trusted_key(session, key_id=kid)
             pem = row.public_key if row is not None else None
             revoked = row is not None and row.revoked_at is not None
         if pem is None:
@@ -134,38 +118,9 @@ class TrustStore:
             )
         except SignatureError as exc:
             raise SignatureRefused(str(exc)) from None
-        problems = []
-        if doc.get("plugin_id") != manifest.id or doc.get("version") != manifest.version:
-            problems.append(
-                f"signed for {doc.get('plugin_id')} {doc.get('version')}, "
-                f"not {manifest.id} {manifest.version}"
-            )
-        if sorted(doc.get("permissions") or []) != sorted(p.value for p in manifest.permissions):
-            problems.append("the permissions differ from the signed ones")
-        signed_resources = doc.get("resources") or {}
-        declared = manifest.resources.model_dump(exclude_unset=True)
-        if signed_resources != declared:
-            problems.append("the resources differ from the signed ones")
-        if bundle_root is not None:
-            signed_files = doc.get("files")
-            if not isinstance(signed_files, dict):
-                problems.append("the signature covers an image, not a source bundle")
-            else:
-                files, links = bundle_file_digests(bundle_root)
-                if links:
-                    problems.append(f"a signed bundle may not hold links: {', '.join(links)}")
-                unlisted = sorted(set(files) - set(signed_files))
-                missing = sorted(set(signed_files) - set(files))
-                changed = sorted(
-                    p for p in set(files) & set(signed_files) if files[p] != signed_files[p]
-                )
-                for label, names in (
-                    ("unlisted", unlisted),
-                    ("missing", missing),
-                    ("changed", changed),
-                ):
-                    if names:
-                        problems.append(f"{label} files: {', '.join(names[:10])}")
+        # As written: a resource left to its default is not part of the signature either.
+        written = manifest.model_dump(mode="json", exclude_unset=True)
+        problems = coverage_problems(doc, written, bundle_root=bundle_root)
         if problems:
             raise SignatureRefused(
                 "the signature does not cover this plugin: " + "; ".join(problems),

@@ -15,11 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from summit_sdk.host import HOST_API
 
-from orchestrator.broker.pool import Broker
+from orchestrator.broker import Broker
 from orchestrator.domain.errors import (
     Forbidden,
     InvalidInput,
@@ -33,9 +32,10 @@ from orchestrator.events.bus import EventBus
 from orchestrator.security.egress import EgressError, EgressPolicy, EgressProxy, EgressRefused
 from orchestrator.security.secretbox import SecretBox, SecretUnreadable
 from orchestrator.security.tokens import HostTokens
-from orchestrator.store import crud
-from orchestrator.store.db import session_scope
-from orchestrator.store.models import Document, PluginSecret, StorageItem, utcnow
+from orchestrator.store import audit, documents, plugins, storage
+from orchestrator.store import secrets as secret_store
+from orchestrator.store.db import Engine, session_scope
+from orchestrator.store.models import utcnow
 
 __all__ = ["Caller", "HostService"]
 
@@ -91,11 +91,11 @@ class HostService:
             self.audit(plugin_id, operation, "unauthorized", permission, "missing or bad token")
             raise Unauthorized("missing, revoked or foreign host token")
         with session_scope(self.engine) as session:
-            plugin = crud.get_plugin(session, plugin_id=plugin_id)
+            plugin = plugins.get_plugin(session, plugin_id=plugin_id)
             if plugin is None:
                 raise Unauthorized("the plugin of this token is gone")
-            granted = frozenset(crud.list_grants(session, plugin_id=plugin_id))
-            version = crud.get_version(session, plugin_id=plugin_id, version=plugin.version)
+            granted = frozenset(plugins.list_grants(session, plugin_id=plugin_id))
+            version = plugins.get_version(session, plugin_id=plugin_id, version=plugin.version)
             assert version is not None
             manifest = Manifest.model_validate(version.manifest)
             storage_mb = int(plugin.resources.get("storage_mb", manifest.resources.storage_mb))
@@ -121,7 +121,7 @@ class HostService:
         plugin's flood is one row and one statement per call), and only the first of them is
         announced."""
         with session_scope(self.engine) as session:
-            count = crud.fold_audit(
+            count = audit.fold_audit(
                 session,
                 actor=f"plugin:{plugin_id}",
                 action=operation,
@@ -161,7 +161,7 @@ class HostService:
         with session_scope(self.engine) as session:
             return [
                 row.model_dump(mode="json")
-                for row in crud.list_audit(session, actor=actor, limit=limit, before_id=before_id)
+                for row in audit.list_audit(session, actor=actor, limit=limit, before_id=before_id)
             ]
 
     # -- data -----------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ class HostService:
     def data_get(self, caller: Caller, collection: str, key: str) -> Any:
         _check_name(collection, "collection")
         with session_scope(self.engine) as session:
-            row = crud.get_document(session, collection=collection, key=_key(key))
+            row = documents.get_document(session, collection=collection, key=_key(key))
             if row is None:
                 raise NotFound(f"no record {key!r} in {collection!r}")
             return row.value
@@ -177,13 +177,13 @@ class HostService:
     def data_put(self, caller: Caller, collection: str, key: str, value: Any) -> None:
         _check_name(collection, "collection")
         with session_scope(self.engine) as session:
-            row = crud.get_document(session, collection=collection, key=_key(key))
-            if row is None:
-                row = Document(
-                    collection=collection, key=key, value=value, updated_by=caller.plugin_id
-                )
-            row.value, row.updated_by, row.updated_at = value, caller.plugin_id, utcnow()
-            session.add(row)
+            documents.put_document(
+                session,
+                collection=collection,
+                key=_key(key),
+                value=value,
+                updated_by=caller.plugin_id,
+            )
 
     def data_query(
         self,
@@ -204,7 +204,7 @@ class HostService:
         with session_scope(self.engine) as session:
             exhausted = False
             while len(records) < limit and not exhausted:
-                page = crud.query_documents(
+                page = documents.query_documents(
                     session, collection=collection, after_key=last, limit=batch
                 )
                 exhausted = len(page) < batch
@@ -217,7 +217,9 @@ class HostService:
                             break
             if len(records) == limit and last is not None:
                 more = bool(
-                    crud.query_documents(session, collection=collection, after_key=last, limit=1)
+                    documents.query_documents(
+                        session, collection=collection, after_key=last, limit=1
+                    )
                 )
         return {"records": records, "next_cursor": last if more else None}
 
@@ -225,7 +227,7 @@ class HostService:
 
     def storage_get(self, caller: Caller, kind: str, key: str) -> Any:
         with session_scope(self.engine) as session:
-            row = crud.get_storage_item(
+            row = storage.get_storage_item(
                 session, plugin_id=caller.plugin_id, kind=kind, key=_key(key)
             )
             if row is None:
@@ -239,11 +241,11 @@ class HostService:
             size = len(json.dumps(value, separators=(",", ":")).encode())
         with session_scope(self.engine) as session:
             # Serialised per plugin so two concurrent writes cannot both squeeze under the quota.
-            crud.get_plugin(session, plugin_id=caller.plugin_id, for_update=True)
-            row = crud.get_storage_item(
+            plugins.get_plugin(session, plugin_id=caller.plugin_id, for_update=True)
+            row = storage.get_storage_item(
                 session, plugin_id=caller.plugin_id, kind=kind, key=_key(key)
             )
-            used = crud.storage_used(session, plugin_id=caller.plugin_id)
+            used = storage.storage_used(session, plugin_id=caller.plugin_id)
             after = used - (row.size if row is not None else 0) + size
             if after > caller.storage_bytes:
                 self.audit(caller.plugin_id, f"storage.put_{kind}", "storage_quota_exceeded")
@@ -253,28 +255,27 @@ class HostService:
                     code="storage_quota_exceeded",
                     details={"used": used, "quota": caller.storage_bytes, "write": size},
                 )
-            if row is None:
-                row = StorageItem(plugin_id=caller.plugin_id, kind=kind, key=key)
-            if kind == "blob":
-                row.blob, row.value = bytes(value), None
-            else:
-                row.value, row.blob = value, None
-            row.size, row.updated_at = size, utcnow()
-            session.add(row)
+            storage.put_storage_item(
+                session,
+                plugin_id=caller.plugin_id,
+                kind=kind,
+                key=key,
+                value=None if kind == "blob" else value,
+                blob=bytes(value) if kind == "blob" else None,
+                size=size,
+            )
 
     def storage_delete(self, caller: Caller, kind: str, key: str) -> None:
         with session_scope(self.engine) as session:
-            row = crud.get_storage_item(
+            storage.delete_storage_item(
                 session, plugin_id=caller.plugin_id, kind=kind, key=_key(key)
             )
-            if row is not None:
-                session.delete(row)
 
     # -- secrets --------------------------------------------------------------------------------
 
     def secret_get(self, caller: Caller, name: str) -> str:
         with session_scope(self.engine) as session:
-            row = crud.get_secret(session, plugin_id=caller.plugin_id, name=name)
+            row = secret_store.get_secret(session, plugin_id=caller.plugin_id, name=name)
             if row is None:
                 raise NotFound(f"no secret {name!r} is set for {caller.plugin_id}")
             ciphertext = row.ciphertext
@@ -287,30 +288,26 @@ class HostService:
         """Operator side (admin API): store or replace a secret, encrypted."""
         _check_name(name, "secret name")
         with session_scope(self.engine) as session:
-            if crud.get_plugin(session, plugin_id=plugin_id) is None:
+            if not plugins.plugin_exists(session, plugin_id=plugin_id):
                 raise NotFound(f"plugin {plugin_id} is not installed")
-            row = crud.get_secret(session, plugin_id=plugin_id, name=name)
-            if row is None:
-                row = PluginSecret(plugin_id=plugin_id, name=name, ciphertext=b"")
-            row.ciphertext, row.updated_at = self.secrets.seal(value), utcnow()
-            session.add(row)
+            secret_store.put_secret(
+                session, plugin_id=plugin_id, name=name, ciphertext=self.secrets.seal(value)
+            )
 
     def list_secrets(self, plugin_id: str) -> list[dict[str, Any]]:
         """Names and times only: the admin API never returns a secret's value."""
         with session_scope(self.engine) as session:
-            if crud.get_plugin(session, plugin_id=plugin_id) is None:
+            if not plugins.plugin_exists(session, plugin_id=plugin_id):
                 raise NotFound(f"plugin {plugin_id} is not installed")
             return [
                 {"name": r.name, "updated_at": r.updated_at}
-                for r in crud.list_secrets(session, plugin_id=plugin_id)
+                for r in secret_store.list_secrets(session, plugin_id=plugin_id)
             ]
 
     def delete_secret(self, plugin_id: str, name: str) -> None:
         with session_scope(self.engine) as session:
-            row = crud.get_secret(session, plugin_id=plugin_id, name=name)
-            if row is None:
+            if not secret_store.delete_secret(session, plugin_id=plugin_id, name=name):
                 raise NotFound(f"no secret {name!r} is set for {plugin_id}")
-            session.delete(row)
 
     # -- events ---------------------------------------------------------------------------------
 

@@ -6,12 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy.engine import Engine
 
 from orchestrator.domain.errors import Conflict, NotFound
 from orchestrator.runtime.base import ContainerRuntime
 from orchestrator.store import crud
-from orchestrator.store.db import session_scope
+from orchestrator.store.db import Engine, Session, session_scope
 from orchestrator.store.models import Plugin
 
 
@@ -44,43 +43,46 @@ class TransitionView(BaseModel):
     at: datetime
 
 
+def plugin_view(session: Session, plugin: Plugin) -> PluginView:
+    """How ``plugin`` is shown, read in the caller's session (the install pipeline builds the
+    answer in the transaction that recorded it)."""
+    version = crud.get_version(session, plugin_id=plugin.id, version=plugin.version)
+    container = crud.current_container(session, plugin_id=plugin.id)
+    return PluginView(
+        id=plugin.id,
+        version=plugin.version,
+        pending_version=plugin.pending_version,
+        state=plugin.state,
+        state_reason=plugin.state_reason,
+        manifest=version.manifest if version else {},
+        granted_permissions=crud.list_grants(session, plugin_id=plugin.id),
+        resources=dict(plugin.resources),
+        config=dict(plugin.config),
+        container=(
+            ContainerView(id=container.id, image=container.image, name=container.name)
+            if container
+            else None
+        ),
+        created_at=plugin.created_at,
+        updated_at=plugin.updated_at,
+    )
+
+
 class PluginQueries:
     def __init__(self, *, engine: Engine, runtime: ContainerRuntime) -> None:
         self.engine = engine
         self.runtime = runtime
-
-    def _view(self, session: Any, plugin: Plugin) -> PluginView:
-        version = crud.get_version(session, plugin_id=plugin.id, version=plugin.version)
-        container = crud.current_container(session, plugin_id=plugin.id)
-        return PluginView(
-            id=plugin.id,
-            version=plugin.version,
-            pending_version=plugin.pending_version,
-            state=plugin.state,
-            state_reason=plugin.state_reason,
-            manifest=version.manifest if version else {},
-            granted_permissions=crud.list_grants(session, plugin_id=plugin.id),
-            resources=dict(plugin.resources),
-            config=dict(plugin.config),
-            container=(
-                ContainerView(id=container.id, image=container.image, name=container.name)
-                if container
-                else None
-            ),
-            created_at=plugin.created_at,
-            updated_at=plugin.updated_at,
-        )
 
     def get(self, plugin_id: str) -> PluginView:
         with session_scope(self.engine) as session:
             plugin = crud.get_plugin(session, plugin_id=plugin_id)
             if plugin is None:
                 raise NotFound(f"plugin {plugin_id!r} is not installed", code="plugin_not_found")
-            return self._view(session, plugin)
+            return plugin_view(session, plugin)
 
     def list_plugins(self, *, state: str | None = None) -> list[PluginView]:
         with session_scope(self.engine) as session:
-            return [self._view(session, p) for p in crud.list_plugins(session, state=state)]
+            return [plugin_view(session, p) for p in crud.list_plugins(session, state=state)]
 
     def transitions(self, plugin_id: str, *, limit: int = 100) -> list[TransitionView]:
         self.get(plugin_id)

@@ -11,16 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, update
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
-
 from orchestrator.domain.errors import InvalidInput, NotFound
 from orchestrator.events.bus import Event
 from orchestrator.events.webhooks import Filter, Transform, check_url, new_secret
 from orchestrator.security.secretbox import SecretBox
-from orchestrator.store.db import session_scope
-from orchestrator.store.models import Delivery, DeliveryAttempt, EventRecord, Webhook, utcnow
+from orchestrator.store import events as event_store
+from orchestrator.store import webhooks as webhook_store
+from orchestrator.store.db import Engine, Session, session_scope
+from orchestrator.store.models import Delivery, Webhook, utcnow
 
 __all__ = ["RetryPolicy", "WebhookService"]
 
@@ -103,19 +101,19 @@ class WebhookService:
             pause_after=retry.pause_after,
         )
         with session_scope(self.engine) as session:
-            session.add(hook)
+            webhook_store.add_webhook(session, webhook=hook)
         return {**self._view(hook, {}), "secret": secret}
 
     def list(self) -> list[dict[str, Any]]:
-        with Session(self.engine) as session:
-            hooks = session.exec(select(Webhook).order_by(col(Webhook.created_at))).all()
-            counts = self._counts(session, None)
+        with session_scope(self.engine) as session:
+            hooks = webhook_store.list_webhooks(session)
+            counts = event_store.count_webhook_deliveries(session)
         return [self._view(h, counts.get(h.id, {})) for h in hooks]
 
     def get(self, hook_id: str) -> dict[str, Any]:
-        with Session(self.engine) as session:
+        with session_scope(self.engine) as session:
             hook = self._hook(session, hook_id)
-            return self._view(hook, self._counts(session, hook_id).get(hook_id, {}))
+            return self._view(hook, self._counts(session, hook_id))
 
     def update(self, hook_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         with session_scope(self.engine) as session:
@@ -156,21 +154,16 @@ class WebhookService:
                     hook.status_reason = "paused by an operator"
                 hook.status = status
             hook.updated_at = utcnow()
-            session.add(hook)
-            view = self._view(hook, self._counts(session, hook_id).get(hook_id, {}))
+            webhook_store.save_webhook(session, webhook=hook)
+            view = self._view(hook, self._counts(session, hook_id))
         self._changed()
         return view
 
     def delete(self, hook_id: str) -> None:
         """The subscription, its deliveries and their history go together."""
         with session_scope(self.engine) as session:
-            hook = self._hook(session, hook_id)
-            ids = select(Delivery.id).where(col(Delivery.webhook_id) == hook_id)
-            session.execute(
-                delete(DeliveryAttempt).where(col(DeliveryAttempt.delivery_id).in_(ids))
-            )
-            session.execute(delete(Delivery).where(col(Delivery.webhook_id) == hook_id))
-            session.delete(hook)
+            self._hook(session, hook_id)
+            webhook_store.delete_webhook(session, webhook_id=hook_id)
 
     # -- deliveries -------------------------------------------------------------------------------
 
@@ -179,35 +172,19 @@ class WebhookService:
     ) -> dict[str, Any]:
         if status is not None and status not in DELIVERY_STATUSES:
             raise InvalidInput(f"status: one of {', '.join(DELIVERY_STATUSES)}")
-        with Session(self.engine) as session:
+        with session_scope(self.engine) as session:
             self._hook(session, hook_id)
-            query = (
-                select(Delivery, EventRecord.type)
-                .join(EventRecord, col(EventRecord.id) == col(Delivery.event_id), isouter=True)
-                .where(col(Delivery.webhook_id) == hook_id)
+            rows = event_store.list_webhook_deliveries(
+                session, webhook_id=hook_id, status=status, before=before, limit=limit
             )
-            if status is not None:
-                query = query.where(col(Delivery.status) == status)
-            if before is not None:
-                query = query.where(col(Delivery.id) < before)
-            rows = session.exec(query.order_by(col(Delivery.id).desc()).limit(limit)).all()
         items = [_delivery_view(d, event_type) for d, event_type in rows]
         return {"deliveries": items, "next": items[-1]["id"] if len(items) == limit else None}
 
     def delivery(self, hook_id: str, delivery_id: int) -> dict[str, Any]:
-        with Session(self.engine) as session:
-            found = session.get(Delivery, delivery_id)
-            if found is None or found.webhook_id != hook_id:
-                raise NotFound(
-                    f"webhook {hook_id} has no delivery {delivery_id}",
-                    details={"webhook": hook_id, "delivery": delivery_id},
-                )
-            event = session.get(EventRecord, found.event_id)
-            attempts = session.exec(
-                select(DeliveryAttempt)
-                .where(col(DeliveryAttempt.delivery_id) == delivery_id)
-                .order_by(col(DeliveryAttempt.attempt))
-            ).all()
+        with session_scope(self.engine) as session:
+            found = self._delivery(session, hook_id, delivery_id)
+            event = event_store.get_event(session, event_id=found.event_id)
+            attempts = event_store.list_delivery_attempts(session, delivery_id=delivery_id)
         view = _delivery_view(found, event.type if event else None)
         view["event"] = Event.of(event).to_json() if event else None
         view["attempts_log"] = [
@@ -245,64 +222,35 @@ class WebhookService:
             raise InvalidInput("replay: until must be after since")
         with session_scope(self.engine) as session:
             hook = self._hook(session, hook_id)
-            fresh: list[Delivery] = []
+            again: list[tuple[str, int | None]] = []
             if delivery_id is not None:
-                original = session.get(Delivery, delivery_id)
-                if original is None or original.webhook_id != hook_id:
-                    raise NotFound(
-                        f"webhook {hook_id} has no delivery {delivery_id}",
-                        details={"webhook": hook_id, "delivery": delivery_id},
-                    )
-                fresh.append(self._again(hook_id, original.event_id, original.id))
-                if original.status == "dead":
-                    original.status = "replayed"
-                    session.add(original)
+                original = self._delivery(session, hook_id, delivery_id)
+                again.append((original.event_id, original.id))
+                event_store.mark_replayed(session, webhook_id=hook_id, delivery_id=original.id)
             elif dead_letters:
-                dead = session.exec(
-                    select(Delivery)
-                    .where(col(Delivery.webhook_id) == hook_id, col(Delivery.status) == "dead")
-                    .order_by(col(Delivery.id))
-                ).all()
-                fresh = [self._again(hook_id, d.event_id, d.id) for d in dead]
-                session.execute(
-                    update(Delivery)
-                    .where(col(Delivery.webhook_id) == hook_id, col(Delivery.status) == "dead")
-                    .values(status="replayed")
-                )
+                dead = event_store.list_dead_letters(session, webhook_id=hook_id)
+                again = [(d.event_id, d.id) for d in dead]
+                event_store.mark_replayed(session, webhook_id=hook_id)
             else:
+                assert since is not None
                 flt = Filter.parse(hook.types, hook.predicates)
-                query = select(EventRecord).where(col(EventRecord.time) >= since)
-                if until is not None:
-                    query = query.where(col(EventRecord.time) < until)
-                events = session.exec(
-                    query.order_by(col(EventRecord.time), col(EventRecord.id)).limit(
-                        REPLAY_LIMIT + 1
-                    )
-                ).all()
+                events = event_store.list_events_between(
+                    session, since=since, until=until, limit=REPLAY_LIMIT + 1
+                )
                 if len(events) > REPLAY_LIMIT:
                     raise InvalidInput(
                         f"replay: more than {REPLAY_LIMIT} events in that range; narrow it"
                     )
-                fresh = [
-                    self._again(hook_id, e.id, None)
-                    for e in events
-                    if flt.matches(Event.of(e).to_json())
-                ]
-            session.add_all(fresh)
+                again = [(e.id, None) for e in events if flt.matches(Event.of(e).to_json())]
+            queued = event_store.add_replays(session, webhook_id=hook_id, items=again)
             status = hook.status
         self._changed()
-        answer: dict[str, Any] = {"queued": len(fresh), "webhook_status": status}
+        answer: dict[str, Any] = {"queued": queued, "webhook_status": status}
         if status != "active":
             answer["note"] = f"the subscription is {status}: these are sent once it is resumed"
         return answer
 
     # -- helpers ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _again(hook_id: str, event_id: str, replay_of: int | None) -> Delivery:
-        return Delivery(
-            target=f"webhook:{hook_id}", webhook_id=hook_id, event_id=event_id, replay_of=replay_of
-        )
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -318,24 +266,25 @@ class WebhookService:
 
     @staticmethod
     def _hook(session: Session, hook_id: str) -> Webhook:
-        hook = session.get(Webhook, hook_id)
+        hook = webhook_store.get_webhook(session, webhook_id=hook_id)
         if hook is None:
             raise NotFound(f"no webhook {hook_id}", details={"webhook": hook_id})
         return hook
 
     @staticmethod
-    def _counts(session: Session, hook_id: str | None) -> dict[str, dict[str, int]]:
-        query = select(Delivery.webhook_id, Delivery.status, func.count()).where(
-            col(Delivery.webhook_id).is_not(None)
-        )
-        if hook_id is not None:
-            query = query.where(col(Delivery.webhook_id) == hook_id)
-        counts: dict[str, dict[str, int]] = {}
-        for webhook_id, status, n in session.exec(
-            query.group_by(col(Delivery.webhook_id), col(Delivery.status))
-        ).all():
-            counts.setdefault(str(webhook_id), {})[status] = int(n)
-        return counts
+    def _delivery(session: Session, hook_id: str, delivery_id: int) -> Delivery:
+        found = event_store.get_delivery(session, delivery_id=delivery_id)
+        if found is None or found.webhook_id != hook_id:
+            raise NotFound(
+                f"webhook {hook_id} has no delivery {delivery_id}",
+                details={"webhook": hook_id, "delivery": delivery_id},
+            )
+        return found
+
+    @staticmethod
+    def _counts(session: Session, hook_id: str) -> dict[str, int]:
+        counts = event_store.count_webhook_deliveries(session, webhook_id=hook_id)
+        return counts.get(hook_id, {})
 
     @staticmethod
     def _view(hook: Webhook, counts: dict[str, int]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ more than a fraction of a second.
 
 Both the orchestrator and ``summit-plugin`` read manifests through this module, so an author
 meets the same limits before a build as the orchestrator applies at install. It needs PyYAML
-(a dependency of the orchestrator and of the SDK's ``cli`` extra), never the orchestrator.
+(the SDK's ``manifest`` extra, part of ``cli``), never the orchestrator.
 """
 
 from __future__ import annotations

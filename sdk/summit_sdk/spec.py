@@ -1,21 +1,27 @@
-"""Plain facts of the plugin protocol ``summit.plugin/v1``: its name, paths and error codes.
+"""Plain facts of the plugin protocol ``summit.plugin/v1``: its name, extension points, paths
+and error codes.
 
 Kept free of pydantic so the plugin runtime starts fast; :mod:`summit_sdk.protocol` re-exports
-everything here next to the wire models.
+everything here next to the wire models, and :mod:`summit_sdk.manifest` validates manifests
+against the same extension points.
 """
 
+from enum import StrEnum
 from typing import Final
 
 PROTOCOL: Final = "summit.plugin/v1"
 
-EXTENSION_POINTS: Final = (
-    "data_source",
-    "analyzer",
-    "visualization",
-    "export",
-    "auth_provider",
-    "workflow",
-)
+
+class ExtensionPoint(StrEnum):
+    DATA_SOURCE = "data_source"
+    ANALYZER = "analyzer"
+    VISUALIZATION = "visualization"
+    EXPORT = "export"
+    AUTH_PROVIDER = "auth_provider"
+    WORKFLOW = "workflow"
+
+
+EXTENSION_POINTS: Final = tuple(point.value for point in ExtensionPoint)
 
 BASE_PATH: Final = "/summit/v1"
 

@@ -24,7 +24,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from orchestrator.broker.pool import Broker
+from orchestrator.broker import Broker
 from orchestrator.domain.errors import Unauthorized
 from orchestrator.events.bus import EventBus
 from orchestrator.security.egress import EgressProxy

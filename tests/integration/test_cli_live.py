@@ -153,7 +153,7 @@ def test_cli_wrong_token_is_refused(served: Served) -> None:
 
 
 def test_cli_tokens_secrets_trust_and_signed_install(served: Served, tmp_path: Path) -> None:
-    from summit_sdk.cli import signing
+    from summit_sdk import signing
 
     created = served.summit("token", "create", "ci bot", "--role", "viewer")
     assert created.returncode == 0, created.stderr

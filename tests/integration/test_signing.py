@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from summit_sdk.cli import signing
+from summit_sdk import signing
 
 from orchestrator.services.bundles import pack_directory
 from tests.fixtures.orchestrator import OrchestratorProcess

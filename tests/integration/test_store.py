@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
+from orchestrator.domain.errors import Conflict, Duplicate
 from orchestrator.store import crud
 from orchestrator.store.db import migrate, session_scope
 from orchestrator.store.models import Container, Plugin, PluginVersion, utcnow
@@ -257,8 +257,9 @@ def test_session_scope_rolls_back_on_error(engine: Engine) -> None:
 
 def test_rows_of_an_unknown_plugin_are_refused(engine: Engine) -> None:
     # Foreign keys hold on SQLite too (PRAGMA foreign_keys=ON).
-    with pytest.raises(IntegrityError), session_scope(engine) as s:
+    with pytest.raises(Conflict) as refused, session_scope(engine) as s:
         crud.set_grants(s, plugin_id="com.example.nobody", permissions=["storage"])
+    assert refused.value.code == "constraint" and not isinstance(refused.value, Duplicate)
     with session_scope(engine) as s:
         assert crud.list_grants(s, plugin_id="com.example.nobody") == []
 
@@ -317,3 +318,10 @@ def test_timestamps_come_back_aware_and_comparable(engine: Engine) -> None:
         for stamp in (plugin.created_at, plugin.updated_at, version.installed_at):
             assert stamp.tzinfo is not None
             assert before - timedelta(seconds=1) <= stamp <= after + timedelta(seconds=1)
+
+
+def test_a_taken_unique_key_is_a_duplicate(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        s.add(Plugin(id="com.example.once", version="1.0.0", state="LOADED"))
+    with pytest.raises(Duplicate), session_scope(engine) as s:
+        s.add(Plugin(id="com.example.once", version="2.0.0", state="LOADED"))

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from orchestrator.domain.errors import InvalidInput
 from orchestrator.security.access import ApiTokens, Role, required_role
-from orchestrator.store import crud
+from orchestrator.store import tokens as token_store
 from orchestrator.store.db import session_scope
 from orchestrator.store.models import utcnow
 
@@ -86,17 +86,17 @@ def test_a_lookup_overlapping_a_revoke_does_not_cache_its_answer(
 ) -> None:
     tokens = ApiTokens(engine, cache_s=60)
     token = tokens.create(name="ci", role="operator")
-    lookup = crud.get_api_token_by_hash
+    lookup = token_store.get_api_token_by_hash
 
     def read_then_revoked_elsewhere(session: Any, **kw: Any) -> Any:
         row = lookup(session, **kw)  # read before the revoke commits ...
         with session_scope(engine) as other:  # ... which then commits on another connection
-            crud.get_api_token(other, token_id=token.id).revoked_at = utcnow()
+            token_store.get_api_token(other, token_id=token.id).revoked_at = utcnow()
         tokens._revocations += 1  # what revoke() does after its commit
         return row
 
-    monkeypatch.setattr(crud, "get_api_token_by_hash", read_then_revoked_elsewhere)
+    monkeypatch.setattr(token_store, "get_api_token_by_hash", read_then_revoked_elsewhere)
     assert tokens.role_of(token.token) is Role.OPERATOR  # what it read
     assert tokens.cached_role(token.token) is None  # but not remembered
-    monkeypatch.setattr(crud, "get_api_token_by_hash", lookup)
+    monkeypatch.setattr(token_store, "get_api_token_by_hash", lookup)
     assert tokens.role_of(token.token) is None

@@ -124,3 +124,14 @@ def test_breaker_half_open_lets_one_probe_through() -> None:
     b.record("p", ok=True)
     assert b.state("p") == "closed"
     b.before_call("p")
+
+
+def test_a_probe_that_never_reached_the_plugin_frees_the_next_one() -> None:
+    b = Breakers(failures=1, cooldown_s=0.05)
+    b.record("p", ok=False)
+    time.sleep(0.07)
+    b.before_call("p")  # the probe ...
+    b.release_probe("p")  # ... refused by a limit, or cancelled, before it reached the plugin
+    b.before_call("p")  # the next call probes instead of being refused for ever
+    b.record("p", ok=True)
+    assert b.state("p") == "closed"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from orchestrator.broker.pool import Broker, Route
+from pathlib import Path
+
+from orchestrator.broker import Broker, Route
 from orchestrator.domain.manifest import Extension, ExtensionPoint
+from orchestrator.runtime.endpoints import UnixEndpoint
 
 
 def route(plugin_id: str, version: str = "1.0.0", **priorities: int) -> Route:
@@ -11,7 +14,7 @@ def route(plugin_id: str, version: str = "1.0.0", **priorities: int) -> Route:
         Extension(point=ExtensionPoint(point), name=f"{plugin_id}-{point}", priority=priority)
         for point, priority in priorities.items()
     )
-    return Route(plugin_id, version, f"unix:///nowhere/{plugin_id}.sock", extensions)
+    return Route(plugin_id, version, UnixEndpoint(Path(f"/nowhere/{plugin_id}.sock")), extensions)
 
 
 def names(broker: Broker, point: str) -> list[str]:
@@ -47,4 +50,4 @@ def test_unknown_points_have_no_providers_and_are_not_kept() -> None:
     broker = Broker()
     broker.set_route(route("a", analyzer=1))
     assert broker.providers("no-such-point") == []
-    assert set(broker._providers) <= {"analyzer"}
+    assert set(broker.table._providers) <= {"analyzer"}

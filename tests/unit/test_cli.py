@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator import cli
+from orchestrator.cli import connection, plugins
 
 BASE = "http://summit.test"
 
@@ -82,7 +83,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
             headers={"Authorization": f"Bearer {token}"},
         )
 
-    monkeypatch.setattr(cli, "_client", client)
+    monkeypatch.setattr(connection, "_client", client)
     fake.made = made  # type: ignore[attr-defined]
     return fake
 
@@ -424,7 +425,7 @@ def test_uninstall_with_yes(server: FakeServer, runner: CliRunner) -> None:
 def test_uninstall_interactive_confirmation(
     server: FakeServer, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    monkeypatch.setattr(plugins, "_interactive", lambda: True)
     server.handler = lambda request: httpx.Response(204)
     result = run(runner, "uninstall", "p", input="n\n")
     assert result.exit_code == 1
@@ -582,6 +583,7 @@ def test_install_shows_streamed_progress_and_returns_plugin(tmp_path, monkeypatc
     import httpx
 
     from orchestrator import cli
+    from orchestrator.cli import connection
 
     plugin_dir = tmp_path / "p"
     plugin_dir.mkdir()
@@ -599,7 +601,7 @@ def test_install_shows_streamed_progress_and_returns_plugin(tmp_path, monkeypatc
         return httpx.Response(201, content=body, headers={"content-type": "application/x-ndjson"})
 
     monkeypatch.setattr(
-        cli,
+        connection,
         "_client",
         lambda url, token: httpx.Client(base_url=url, transport=httpx.MockTransport(handler)),
     )
@@ -615,6 +617,7 @@ def test_install_stream_error_line_exits_by_status(tmp_path, monkeypatch) -> Non
     import httpx
 
     from orchestrator import cli
+    from orchestrator.cli import connection
 
     plugin_dir = tmp_path / "p"
     plugin_dir.mkdir()
@@ -629,7 +632,7 @@ def test_install_stream_error_line_exits_by_status(tmp_path, monkeypatch) -> Non
         return httpx.Response(201, content=body, headers={"content-type": "application/x-ndjson"})
 
     monkeypatch.setattr(
-        cli,
+        connection,
         "_client",
         lambda url, token: httpx.Client(base_url=url, transport=httpx.MockTransport(handler)),
     )

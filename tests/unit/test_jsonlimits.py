@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.broker.pool import Broker, Route
+from orchestrator.broker import Broker, Route
 from orchestrator.domain import jsonlimits
 from orchestrator.domain.errors import InvalidInput, TooLarge
 from orchestrator.domain.manifest import Extension, ExtensionPoint
+from orchestrator.runtime.endpoints import UnixEndpoint
 
 
 def nested(depth: int, leaf: str = "1") -> str:
@@ -124,7 +125,7 @@ async def fake_plugin(path: Path, body: bytes) -> asyncio.Server:
 
 def route_to(plugin_id: str, path: Path) -> Route:
     ext = Extension(point=ExtensionPoint.WORKFLOW, name="run")
-    return Route(plugin_id, "1.0.0", f"unix://{path}", (ext,))
+    return Route(plugin_id, "1.0.0", UnixEndpoint(path), (ext,))
 
 
 def test_a_deep_answer_fails_its_provider_only(tmp_path: Path) -> None:

@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from summit_sdk import manifest as sdk_manifest
+from summit_sdk import spec
 
 from orchestrator.domain.manifest import (
     ExtensionPoint,
+    Manifest,
     ManifestError,
     Permission,
     load_manifest_text,
     parse_manifest,
 )
+from tests.fixtures.manifests import minimal_manifest as minimal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,16 +56,6 @@ def full_manifest() -> dict[str, Any]:
             "timeout_ms": 30000,
         },
         "config_schema": {"type": "object", "properties": {"top": {"type": "integer"}}},
-    }
-
-
-def minimal() -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "id": "com.example.min",
-        "name": "Min",
-        "version": "0.1.0",
-        "runtime": {"base": "python", "entrypoint": "m:plugin"},
     }
 
 
@@ -338,15 +332,12 @@ def test_every_design_extension_point_is_accepted(point: str) -> None:
     assert parse_manifest(data).extensions[0].point.value == point
 
 
-def test_extension_point_set_is_the_designs() -> None:
-    assert {p.value for p in ExtensionPoint} == {
-        "data_source",
-        "analyzer",
-        "visualization",
-        "export",
-        "auth_provider",
-        "workflow",
-    }
+def test_the_model_and_its_checks_are_the_sdks() -> None:
+    """One contract: the extension points are the protocol's, and the orchestrator's manifest
+    is the SDK's model (``summit-plugin`` checks with it too)."""
+    assert ExtensionPoint is spec.ExtensionPoint
+    assert tuple(ExtensionPoint) == spec.EXTENSION_POINTS
+    assert Manifest is sdk_manifest.Manifest and Permission is sdk_manifest.Permission
 
 
 @pytest.mark.parametrize("name", ["Word", "word count", "-lead", "", "x" * 64, "wörd"])

@@ -30,6 +30,7 @@ from summit_sdk.unixsock import hand_over
 
 from orchestrator.api.host.app import PLUGIN_SCOPE_KEY
 from orchestrator.api.http_guard import HttpLimits
+from orchestrator.runtime.endpoints import Endpoint, UnixEndpoint
 from orchestrator.security.tokens import HostTokens
 
 __all__ = ["HOST_SOCKET_NAME", "HostGateway", "HostServer"]
@@ -143,30 +144,31 @@ class HostGateway:
         self.tokens = tokens
 
     @staticmethod
-    def socket_path(endpoint: str) -> Path | None:
+    def socket_path(endpoint: Endpoint) -> Path | None:
         """The host socket beside the plugin's own, for containers reached over unix sockets."""
-        if not endpoint.startswith("unix://"):
+        if not isinstance(endpoint, UnixEndpoint):
             return None
-        return Path(endpoint.removeprefix("unix://")).parent / HOST_SOCKET_NAME
+        return endpoint.folder / HOST_SOCKET_NAME
 
-    def open(self, plugin_id: str, container_id: str, endpoint: str) -> tuple[str, str] | None:
+    def open(self, plugin_id: str, container_id: str, endpoint: Endpoint) -> tuple[str, str] | None:
         """Listen for this container and issue its token: (url inside the container, token)."""
         path = self.socket_path(endpoint)
         if path is None:
             return None
         self.server.listen(plugin_id, path)
         token = self.tokens.issue(plugin_id=plugin_id, container_id=container_id)
-        return f"unix://{CONTAINER_SOCKET_DIR}/{HOST_SOCKET_NAME}", token
+        # The plugin is told where the host API is inside its container, as text (the wire).
+        return str(UnixEndpoint(Path(CONTAINER_SOCKET_DIR) / HOST_SOCKET_NAME)), token
 
-    def reattach(self, plugin_id: str, endpoint: str) -> None:
+    def reattach(self, plugin_id: str, endpoint: Endpoint) -> None:
         """After an orchestrator restart: listen again; the plugin keeps its token."""
         path = self.socket_path(endpoint)
         if path is not None:
             self.server.listen(plugin_id, path)
 
-    def close(self, container_id: str, endpoint: str) -> None:
+    def close(self, container_id: str, endpoint: Endpoint | None) -> None:
         self.tokens.revoke(container_id=container_id)
-        path = self.socket_path(endpoint)
+        path = self.socket_path(endpoint) if endpoint is not None else None
         if path is not None:
             self.server.close(path)
 

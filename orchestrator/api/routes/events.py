@@ -13,8 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from orchestrator.api.deps import PrincipalDep
-from orchestrator.events.bus import EventBus
+from orchestrator.api.deps import EventsDep, PrincipalDep
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -31,25 +30,20 @@ class EmitBatch(BaseModel):
     events: list[EmitBody] = Field(min_length=1, max_length=1000)
 
 
-def _bus(request: Request) -> EventBus:
-    bus: EventBus = request.app.state.events
-    return bus
-
-
 @router.post("", status_code=201)
-async def emit(body: EmitBody, request: Request, principal: PrincipalDep) -> dict[str, Any]:
+async def emit(body: EmitBody, bus: EventsDep, principal: PrincipalDep) -> dict[str, Any]:
     """Emit an event as the operator (source ``admin``): logged first, then delivered."""
-    event = await _bus(request).emit(
+    event = await bus.emit(
         body.type, source=f"api:{principal}", subject=body.subject, payload=body.payload
     )
     return event.to_json()
 
 
 @router.post("/batch", status_code=201)
-async def emit_batch(body: EmitBatch, request: Request, principal: PrincipalDep) -> dict[str, Any]:
+async def emit_batch(body: EmitBatch, bus: EventsDep, principal: PrincipalDep) -> dict[str, Any]:
     """Emit up to 1000 events in one transaction (all are logged, or none)."""
     logged = await run_in_threadpool(
-        _bus(request).emit_many_sync,
+        bus.emit_many_sync,
         [(e.type, e.subject, e.payload) for e in body.events],
         source=f"api:{principal}",
     )
@@ -58,7 +52,7 @@ async def emit_batch(body: EmitBatch, request: Request, principal: PrincipalDep)
 
 @router.get("")
 async def list_events(
-    request: Request,
+    bus: EventsDep,
     _: PrincipalDep,
     type: str | None = Query(None, description="Type or pattern, e.g. plugin.*"),
     source: str | None = None,
@@ -70,7 +64,7 @@ async def list_events(
 ) -> dict[str, Any]:
     """The event log, oldest first, filtered; ``next`` continues it."""
     return await run_in_threadpool(
-        _bus(request).page,
+        bus.page,
         type_pattern=type,
         source=source,
         subject=subject,
@@ -84,11 +78,11 @@ async def list_events(
 @router.get("/stream")
 async def stream(
     request: Request,
+    bus: EventsDep,
     _: PrincipalDep,
     type: str = Query("*", description="Type or pattern to follow"),
 ) -> StreamingResponse:
     """Server-sent events: every event logged from now on that matches ``type``."""
-    bus = _bus(request)
 
     async def lines() -> AsyncIterator[bytes]:
         async with bus.tail(type) as queue:

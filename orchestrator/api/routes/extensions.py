@@ -5,17 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from orchestrator.domain import jsonlimits
-from orchestrator.domain.errors import Conflict, InvalidInput, SummitError
-from orchestrator.domain.manifest import ExtensionPoint
+from orchestrator.domain.errors import InvalidInput, SummitError
 from orchestrator.jobs.worker import ExecutePayload
 
-from ..deps import BrokerDep, PrincipalDep, QueriesDep, SettingsDep
-from .jobs import JobsDep, submit_execute
+from ..deps import ExtensionsDep, PrincipalDep, SettingsDep
 
 router = APIRouter(prefix="/v1/extension-points", tags=["extension points"])
 
@@ -73,24 +70,8 @@ ExecuteBodyDep = Annotated[ExecuteBody, Depends(execute_body)]
 
 
 @router.get("")
-def list_points(broker: BrokerDep, _: PrincipalDep) -> list[dict[str, Any]]:
-    out = []
-    for point in ExtensionPoint:
-        providers = [
-            {
-                "plugin": route.plugin_id,
-                "version": route.version,
-                "name": ext.name,
-                "priority": ext.priority,
-                "idempotent": ext.idempotent,
-                "input_schema": ext.input_schema,
-                "output_schema": ext.output_schema,
-                "breaker": broker.breakers.describe(route.plugin_id),
-            }
-            for route, ext in broker.providers(point.value)
-        ]
-        out.append({"point": point.value, "providers": providers})
-    return out
+def list_points(extensions: ExtensionsDep, _: PrincipalDep) -> list[dict[str, Any]]:
+    return extensions.providers()
 
 
 @router.post(
@@ -106,11 +87,8 @@ def list_points(broker: BrokerDep, _: PrincipalDep) -> list[dict[str, Any]]:
 async def execute(
     point: str,
     body: ExecuteBodyDep,
-    broker: BrokerDep,
-    queries: QueriesDep,
+    extensions: ExtensionsDep,
     _: PrincipalDep,
-    jobs: JobsDep,
-    settings: SettingsDep,
     response: Response,
 ) -> dict[str, Any] | JSONResponse:
     """Call the providers of ``point``: ``all`` at once, a ``pipeline``, or the ``first``
@@ -120,15 +98,9 @@ async def execute(
     if body.run_async:
         payload = ExecutePayload(point=point, **body.model_dump(exclude={"run_async"}))
         response.status_code = 202
-        return await submit_execute(jobs, payload, max_attempts=settings.job_max_attempts)
-    try:
-        result = await broker.execute(
-            point, body.input, mode=body.mode, plugins=body.plugins, timeout_ms=body.timeout_ms
-        )
-        # Already JSON-safe (it came from JSON): skip FastAPI's recursive jsonable_encoder.
-        return JSONResponse(result)
-    except Conflict as exc:
-        if exc.code == "not_active":
-            for plugin_id in exc.details["plugins"]:
-                await run_in_threadpool(queries.get, plugin_id)  # 404 when not installed
-        raise
+        return await extensions.submit(payload)
+    result = await extensions.execute(
+        point, body.input, mode=body.mode, plugins=body.plugins, timeout_ms=body.timeout_ms
+    )
+    # Already JSON-safe (it came from JSON): skip FastAPI's recursive jsonable_encoder.
+    return JSONResponse(result)

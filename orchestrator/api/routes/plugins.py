@@ -18,13 +18,20 @@ from orchestrator.api.errors import error_body
 from orchestrator.config import Settings
 from orchestrator.domain import jsonlimits
 from orchestrator.domain.errors import BadRequest, InvalidInput, SummitError, TooLarge
-from orchestrator.jobs.install import INSTALL, InstallPayload, save_upload
+from orchestrator.jobs.install import INSTALL, save_upload
 from orchestrator.jobs.queue import JobQueue
-from orchestrator.services.lifecycle import InstallRequest, LifecycleService
-from orchestrator.services.plugins import PluginQueries, PluginView, TransitionView
+from orchestrator.services.install import InstallRequest, InstallService
+from orchestrator.services.plugins import PluginView, TransitionView
 
-from ..deps import LifecycleDep, PrincipalDep, QueriesDep, SettingsDep
-from .jobs import JobsDep
+from ..deps import (
+    EgressDep,
+    InstallsDep,
+    JobsDep,
+    LifecycleDep,
+    PrincipalDep,
+    QueriesDep,
+    SettingsDep,
+)
 
 router = APIRouter(prefix="/v1/plugins", tags=["plugins"])
 NDJSON = "application/x-ndjson"
@@ -32,19 +39,6 @@ NDJSON = "application/x-ndjson"
 INSTALL_BODY_EXTRA_BYTES = 64 * 1024
 # The smallest cap on a multipart text field: a signature envelope or a permission list.
 FORM_FIELD_MIN_BYTES = 1024 * 1024
-
-
-class InstallImage(BaseModel):
-    image: str = Field(min_length=1, max_length=512, description="OCI image reference")
-    approved_permissions: list[str] = Field(default_factory=list)
-    config: dict[str, Any] = Field(default_factory=dict)
-    allow_findings: bool = Field(
-        False, description="Install despite blocking scanner findings (admin only; recorded)"
-    )
-    override_reason: str | None = Field(None, max_length=500)
-    signature: dict[str, Any] | None = Field(
-        None, description="Detached signature envelope from `summit-plugin sign`"
-    )
 
 
 class ConfigBody(BaseModel):
@@ -108,17 +102,23 @@ def _decode_body(raw: bytes, model: type[BaseModel]) -> Any:
     data = jsonlimits.loads(
         raw or b"{}", what="the request body", max_depth=jsonlimits.MAX_DEPTH + 1
     )
+    return _validated(model, data)
+
+
+def _validated(model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(
-            "the request is not valid",
-            code="invalid_request",
-            details=[
+        raise _invalid(
+            [
                 {"path": ".".join(map(str, e["loc"])) or "(body)", "message": e["msg"]}
                 for e in exc.errors()
-            ],
+            ]
         ) from None
+
+
+def _invalid(details: list[dict[str, str]]) -> InvalidInput:
+    return InvalidInput("the request is not valid", code="invalid_request", details=details)
 
 
 async def _install_form(request: Request, settings: Settings) -> Any:
@@ -142,7 +142,10 @@ _INSTALL_DOC = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": InstallImage.model_json_schema()},
+            # The one install model; a JSON body names an image (a bundle comes as multipart).
+            "application/json": {
+                "schema": {**InstallRequest.model_json_schema(), "required": ["image"]}
+            },
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -165,8 +168,7 @@ _INSTALL_DOC = {
 @router.post("", status_code=201, response_model=PluginView, openapi_extra=_INSTALL_DOC)
 async def install_plugin(
     request: Request,
-    lifecycle: LifecycleDep,
-    queries: QueriesDep,
+    installs: InstallsDep,
     principal: PrincipalDep,
     jobs: JobsDep,
     settings: SettingsDep,
@@ -179,6 +181,8 @@ async def install_plugin(
     """
     ctype = request.headers.get("content-type", "")
     upload: UploadFile | None = None
+    # Who asks is the authenticated caller, never a field of the request.
+    server_set = {"principal": principal, "bundle_path": None}
     if ctype.startswith("multipart/form-data"):
         form = await _install_form(request, settings)
         field = form.get("bundle")
@@ -187,10 +191,9 @@ async def install_plugin(
                 "the multipart body needs a file field 'bundle'", code="invalid_request"
             )
         upload = field
-        req = InstallRequest(
-            bundle=field.file,
-            approved_permissions=_json_field(form, "approved_permissions", [], list),
-            config=_json_field(
+        fields = {
+            "approved_permissions": _json_field(form, "approved_permissions", [], list),
+            "config": _json_field(
                 form,
                 "config",
                 {},
@@ -198,11 +201,11 @@ async def install_plugin(
                 max_bytes=settings.config_max_bytes,
                 too_large_code="config_too_large",
             ),
-            allow_findings=_json_field(form, "allow_findings", False, bool),
-            override_reason=str(form.get("override_reason") or "") or None,
-            principal=principal,
-            signature=_json_field(form, "signature", None, dict),
-        )
+            "allow_findings": _json_field(form, "allow_findings", False, bool),
+            "override_reason": str(form.get("override_reason") or "") or None,
+            "signature": _json_field(form, "signature", None, dict),
+        }
+        req: InstallRequest = _validated(InstallRequest, {**fields, **server_set})
     elif ctype.startswith("application/json"):
         raw = await _read_body(
             request,
@@ -210,50 +213,35 @@ async def install_plugin(
             code="request_too_large",
             hint=f" (a config may have at most {settings.config_max_bytes})",
         )
-        body = _decode_body(raw, InstallImage)
-        req = InstallRequest(
-            image=body.image,
-            approved_permissions=body.approved_permissions,
-            config=body.config,
-            allow_findings=body.allow_findings,
-            override_reason=body.override_reason,
-            principal=principal,
-            signature=body.signature,
-        )
+        req = _decode_body(raw, InstallRequest).model_copy(update=server_set)
+        if req.image is None:
+            raise _invalid([{"path": "image", "message": "Field required"}])
     else:
         raise InvalidInput(
             "send application/json with 'image' or multipart/form-data with 'bundle'",
             code="unsupported_media_type",
         )
+    bundle = upload.file if upload is not None else None
     if request.query_params.get("async", "").lower() in ("1", "true", "yes"):
         try:
-            lifecycle.check_request(req)  # refused now, not by the job later
+            installs.check(req)  # refused now, not by the job later
             return await _install_queued(req, upload, jobs, settings)
         finally:
             if upload is not None:
                 await upload.close()
     if NDJSON in request.headers.get("accept", ""):
-        return await _install_streaming(lifecycle, queries, req, upload)
+        return await _install_streaming(installs, req, upload)
     try:
-        plugin = await run_in_threadpool(lifecycle.install, req)
+        view: PluginView = await run_in_threadpool(installs.install, req, bundle=bundle)
     finally:
         if upload is not None:
             await upload.close()
-    return await run_in_threadpool(queries.get, plugin.id)
+    return view
 
 
 async def _install_queued(
     req: InstallRequest, upload: UploadFile | None, jobs: JobQueue, settings: Settings
 ) -> Response:
-    payload = InstallPayload(
-        image=req.image,
-        approved_permissions=req.approved_permissions,
-        config=req.config,
-        allow_findings=req.allow_findings,
-        override_reason=req.override_reason,
-        principal=req.principal,
-        signature=req.signature,
-    )
     if upload is not None:
         path = await run_in_threadpool(
             save_upload,
@@ -261,9 +249,9 @@ async def _install_queued(
             settings.state_dir / "uploads",
             max_bytes=settings.bundle_max_bytes,
         )
-        payload.bundle_path = str(path.resolve())
+        req = req.model_copy(update={"bundle_path": str(path.resolve())})
     job = await run_in_threadpool(
-        jobs.submit, INSTALL, payload.model_dump(), max_attempts=settings.job_max_attempts
+        jobs.submit, INSTALL, req.model_dump(), max_attempts=settings.job_max_attempts
     )
     return JSONResponse(
         {"job_id": job.id, "status": job.status.value, "links": {"self": f"/v1/jobs/{job.id}"}},
@@ -272,10 +260,7 @@ async def _install_queued(
 
 
 async def _install_streaming(
-    lifecycle: LifecycleService,
-    queries: PluginQueries,
-    req: InstallRequest,
-    upload: UploadFile | None,
+    installs: InstallService, req: InstallRequest, upload: UploadFile | None
 ) -> Response:
     """Install, answering NDJSON lines: ``{"progress"}`` while it builds, then ``{"plugin"}``.
 
@@ -284,14 +269,14 @@ async def _install_streaming(
     """
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    bundle = upload.file if upload is not None else None
 
     def progress(line: str) -> None:
         loop.call_soon_threadsafe(lines.put_nowait, {"progress": line})
 
     async def run() -> None:
         try:
-            plugin = await run_in_threadpool(lifecycle.install, req, progress=progress)
-            view = await run_in_threadpool(queries.get, plugin.id)
+            view = await run_in_threadpool(installs.install, req, bundle=bundle, progress=progress)
             await lines.put({"plugin": view.model_dump(mode="json")})
         except SummitError as exc:
             await lines.put(
@@ -414,11 +399,11 @@ def plugin_logs(
 
 @router.get("/{plugin_id}/usage")
 def plugin_usage(
-    plugin_id: str, request: Request, queries: QueriesDep, _: PrincipalDep
+    plugin_id: str, queries: QueriesDep, egress: EgressDep, _: PrincipalDep
 ) -> dict[str, Any]:
     """Container resources now, and the bytes the plugin moved through the egress proxy."""
     usage = queries.usage(plugin_id)
-    return {**usage, "network": request.app.state.egress.usage(plugin_id)}
+    return {**usage, "network": egress.usage(plugin_id)}
 
 
 @router.get("/{plugin_id}/events", response_model=list[TransitionView])

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from orchestrator.api.deps import ROW_ID_MAX, HostDep, PrincipalDep
-from orchestrator.security.access import ApiTokens, NewToken, TokenView
-from orchestrator.security.trust import TrustedKeyView, TrustStore
+from orchestrator.api.deps import ROW_ID_MAX, ApiTokensDep, HostDep, PrincipalDep, TrustDep
+from orchestrator.security.access import NewToken, TokenView
+from orchestrator.security.trust import TrustedKeyView
 
 router = APIRouter(prefix="/v1", tags=["security"])
 
@@ -85,21 +85,18 @@ class TokenRequest(BaseModel):
 
 
 @router.post("/tokens", status_code=201, response_model=NewToken)
-def create_token(body: TokenRequest, request: Request, _: PrincipalDep) -> NewToken:
+def create_token(body: TokenRequest, tokens: ApiTokensDep, _: PrincipalDep) -> NewToken:
     """A new API token; the token itself is in this answer only (it is stored hashed)."""
-    tokens: ApiTokens = request.app.state.api_tokens
     return tokens.create(name=body.name, role=body.role)
 
 
 @router.get("/tokens", response_model=list[TokenView])
-def list_tokens(request: Request, _: PrincipalDep) -> list[TokenView]:
-    tokens: ApiTokens = request.app.state.api_tokens
+def list_tokens(tokens: ApiTokensDep, _: PrincipalDep) -> list[TokenView]:
     return tokens.list()
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenView)
-def revoke_token(token_id: str, request: Request, _: PrincipalDep) -> TokenView:
-    tokens: ApiTokens = request.app.state.api_tokens
+def revoke_token(token_id: str, tokens: ApiTokensDep, _: PrincipalDep) -> TokenView:
     return tokens.revoke(token_id)
 
 
@@ -109,20 +106,17 @@ class KeyRequest(BaseModel):
 
 
 @router.post("/trust/keys", status_code=201, response_model=TrustedKeyView)
-def trust_key(body: KeyRequest, request: Request, _: PrincipalDep) -> TrustedKeyView:
+def trust_key(body: KeyRequest, trust: TrustDep, _: PrincipalDep) -> TrustedKeyView:
     """Trust a publisher key (``summit-plugin keygen`` writes one)."""
-    trust: TrustStore = request.app.state.lifecycle.trust
     return trust.add(name=body.name, public_key=body.public_key)
 
 
 @router.get("/trust/keys", response_model=list[TrustedKeyView])
-def trusted_keys(request: Request, _: PrincipalDep) -> list[TrustedKeyView]:
-    trust: TrustStore = request.app.state.lifecycle.trust
+def trusted_keys(trust: TrustDep, _: PrincipalDep) -> list[TrustedKeyView]:
     return trust.list()
 
 
 @router.delete("/trust/keys/{key_id}", response_model=TrustedKeyView)
-def distrust_key(key_id: str, request: Request, _: PrincipalDep) -> TrustedKeyView:
+def distrust_key(key_id: str, trust: TrustDep, _: PrincipalDep) -> TrustedKeyView:
     """Revoke a key: plugins it signs are refused from now on (installed ones keep running)."""
-    trust: TrustStore = request.app.state.lifecycle.trust
     return trust.revoke(key_id)

@@ -4,23 +4,14 @@ dead letters, replay and delivery history."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.api.deps import ROW_ID_MAX, PrincipalDep, RowCursor, RowIdPath
-from orchestrator.services.webhooks import WebhookService
+from orchestrator.api.deps import ROW_ID_MAX, PrincipalDep, RowCursor, RowIdPath, WebhooksDep
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-
-
-def _service(request: Request) -> WebhookService:
-    service: WebhookService = request.app.state.webhooks
-    return service
-
-
-ServiceDep = Annotated[WebhookService, Depends(_service)]
 
 
 class Policy(BaseModel):
@@ -72,7 +63,7 @@ class Replay(BaseModel):
 
 
 @router.post("", status_code=201)
-def create(body: NewWebhook, service: ServiceDep, _: PrincipalDep) -> dict[str, Any]:
+def create(body: NewWebhook, service: WebhooksDep, _: PrincipalDep) -> dict[str, Any]:
     """Register a receiver. The answer carries the signing secret; it is not shown again."""
     return service.create(
         url=body.url,
@@ -86,18 +77,18 @@ def create(body: NewWebhook, service: ServiceDep, _: PrincipalDep) -> dict[str, 
 
 
 @router.get("")
-def list_webhooks(service: ServiceDep, _: PrincipalDep) -> dict[str, Any]:
+def list_webhooks(service: WebhooksDep, _: PrincipalDep) -> dict[str, Any]:
     return {"webhooks": service.list()}
 
 
 @router.get("/{webhook_id}")
-def get(webhook_id: str, service: ServiceDep, _: PrincipalDep) -> dict[str, Any]:
+def get(webhook_id: str, service: WebhooksDep, _: PrincipalDep) -> dict[str, Any]:
     return service.get(webhook_id)
 
 
 @router.patch("/{webhook_id}")
 def change(
-    webhook_id: str, body: WebhookChanges, service: ServiceDep, _: PrincipalDep
+    webhook_id: str, body: WebhookChanges, service: WebhooksDep, _: PrincipalDep
 ) -> dict[str, Any]:
     """Change filters, transformation, URL or policy; ``status: active`` resumes a paused one."""
     changes = body.model_dump(exclude_unset=True)
@@ -107,7 +98,7 @@ def change(
 
 
 @router.delete("/{webhook_id}", status_code=204, response_class=Response)
-def remove(webhook_id: str, service: ServiceDep, _: PrincipalDep) -> Response:
+def remove(webhook_id: str, service: WebhooksDep, _: PrincipalDep) -> Response:
     service.delete(webhook_id)
     return Response(status_code=204)
 
@@ -115,7 +106,7 @@ def remove(webhook_id: str, service: ServiceDep, _: PrincipalDep) -> Response:
 @router.get("/{webhook_id}/deliveries")
 def deliveries(
     webhook_id: str,
-    service: ServiceDep,
+    service: WebhooksDep,
     _: PrincipalDep,
     status: str | None = Query(None, description="pending, delivered, dead, replayed, cancelled"),
     limit: int = Query(100, ge=1, le=1000),
@@ -127,7 +118,7 @@ def deliveries(
 
 @router.get("/{webhook_id}/deliveries/{delivery_id}")
 def delivery(
-    webhook_id: str, delivery_id: RowIdPath, service: ServiceDep, _: PrincipalDep
+    webhook_id: str, delivery_id: RowIdPath, service: WebhooksDep, _: PrincipalDep
 ) -> dict[str, Any]:
     """One delivery with its event and every attempt."""
     return service.delivery(webhook_id, delivery_id)
@@ -136,7 +127,7 @@ def delivery(
 @router.get("/{webhook_id}/dead-letters")
 def dead_letters(
     webhook_id: str,
-    service: ServiceDep,
+    service: WebhooksDep,
     _: PrincipalDep,
     limit: int = Query(100, ge=1, le=1000),
     before: RowCursor = None,
@@ -146,7 +137,7 @@ def dead_letters(
 
 
 @router.post("/{webhook_id}/replay", status_code=202)
-def replay(webhook_id: str, body: Replay, service: ServiceDep, _: PrincipalDep) -> dict[str, Any]:
+def replay(webhook_id: str, body: Replay, service: WebhooksDep, _: PrincipalDep) -> dict[str, Any]:
     """Send again: ``{delivery_id}``, ``{dead_letters: true}`` or ``{since, until?}``."""
     return service.replay(
         webhook_id,

@@ -21,14 +21,13 @@ from typing import Any
 
 import httpx
 
-from summit_sdk.cli.docker_ops import PLUGIN_USER
+from summit_sdk.sandbox import HOST_SOCKET_NAME, PLUGIN_USER, SOCKET_MOUNT
 from summit_sdk.testing import FakeHost
 from summit_sdk.unixsock import hand_over
 
 __all__ = ["SAMPLE_SECRET", "ConformanceHost", "serving"]
 
 SAMPLE_SECRET = "summit-conformance-secret"
-SOCKET_NAME = "host.sock"
 PLUGIN_UID, PLUGIN_GID = (int(n) for n in PLUGIN_USER.split(":"))
 
 
@@ -98,14 +97,14 @@ class _Handler(BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def serving(host: FakeHost, socket_dir: Path) -> Iterator[str]:
     """Serve ``host`` on ``socket_dir/host.sock``; yields the URL the plugin is given."""
-    path = socket_dir / SOCKET_NAME
+    path = socket_dir / HOST_SOCKET_NAME
     server = _Server(str(path), _Handler)
     server.host = host
     hand_over(path, PLUGIN_UID, PLUGIN_GID)  # the plugin runs as another user
     thread = threading.Thread(target=server.serve_forever, name="conformance-host", daemon=True)
     thread.start()
     try:
-        yield f"unix:///run/summit/{SOCKET_NAME}"
+        yield f"unix://{SOCKET_MOUNT}/{HOST_SOCKET_NAME}"
     finally:
         server.shutdown()
         server.server_close()

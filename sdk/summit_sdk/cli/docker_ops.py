@@ -1,16 +1,15 @@
 """Docker work of the CLI: build a plugin image, run it sandboxed, push it.
 
-The image and the sandbox are the same as the orchestrator's (``orchestrator/runtime``):
-``network_mode: none``, the protocol on a unix socket in a directory bind-mounted at
-``/run/summit``, non-root user, read-only root, tmpfs ``/tmp``, no capabilities,
-``no-new-privileges``, pids/memory/CPU limits.
+The image and the sandbox are the orchestrator's own: the build follows
+:mod:`summit_sdk.imagebuild` and the container gets :func:`summit_sdk.sandbox.sandbox_options`
+(no network, the protocol on a unix socket in a folder bind-mounted at ``/run/summit``,
+non-root, read-only root, no capabilities, pids/memory/CPU/open-files limits).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import tempfile
@@ -23,17 +22,19 @@ from typing import Any
 import httpx
 import yaml
 
-from summit_sdk.cli.manifest import LABEL_MANIFEST
 from summit_sdk.imagebuild import prepare_context, source_digest
+from summit_sdk.labels import LABEL_MANIFEST, LABEL_OWNER, LABEL_PLUGIN, LABEL_SOURCE_DIGEST
+from summit_sdk.sandbox import (
+    DEFAULT_CPU_PERCENT,
+    DEFAULT_MEMORY_MB,
+    SOCKET_NAME,
+    open_socket_dir,
+    sandbox_options,
+)
 from summit_sdk.unixsock import sync_transport
 
 DEFAULT_BASE = "summit/plugin-python:latest"
-LABEL_SOURCE_DIGEST = "io.summit.source-digest"
-LABEL_OWNER = "io.summit.owner"
 CLI_OWNER = "summit-plugin-cli"
-SOCKET_MOUNT = "/run/summit"
-SOCKET_NAME = "plugin.sock"
-PLUGIN_USER = "10001:10001"
 
 Progress = Callable[[str], None]
 
@@ -150,40 +151,17 @@ class Sandbox:
 def start_sandboxed(docker: Any, image: str, manifest: dict[str, Any], purpose: str) -> Sandbox:
     """Create and start ``image`` with the orchestrator's sandbox; the caller removes it."""
     resources = manifest.get("resources") or {}
-    memory_mb = int(resources.get("memory_mb", 256))
-    cpu_percent = int(resources.get("cpu_percent", 50))
     sock_dir = Path(tempfile.mkdtemp(prefix="summit-"))
-    uid, _, gid = PLUGIN_USER.partition(":")
-    if os.geteuid() == 0:
-        os.chown(sock_dir, int(uid), int(gid))
-        sock_dir.chmod(0o700)
-    else:
-        sock_dir.chmod(0o777)
-    from docker.types import LogConfig, Mount
-
+    open_socket_dir(sock_dir)
     name = f"summit-{purpose}-{secrets.token_hex(4)}"
-    memory = f"{memory_mb}m"
+    options = sandbox_options(
+        socket_dir=sock_dir,
+        memory_mb=int(resources.get("memory_mb", DEFAULT_MEMORY_MB)),
+        cpu_percent=int(resources.get("cpu_percent", DEFAULT_CPU_PERCENT)),
+        labels={LABEL_OWNER: CLI_OWNER, LABEL_PLUGIN: str(manifest.get("id"))},
+    )
     try:
-        container = docker.containers.create(
-            image,
-            name=name,
-            user=PLUGIN_USER,
-            environment={"SUMMIT_PLUGIN_LISTEN": f"unix://{SOCKET_MOUNT}/{SOCKET_NAME}"},
-            labels={LABEL_OWNER: CLI_OWNER, "io.summit.plugin-id": str(manifest.get("id"))},
-            network_mode="none",
-            read_only=True,
-            tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m,mode=1777"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
-            pids_limit=128,
-            mem_limit=memory,
-            memswap_limit=memory,
-            nano_cpus=int(cpu_percent * 10_000_000),
-            ipc_mode="private",
-            mounts=[Mount(SOCKET_MOUNT, str(sock_dir), type="bind", read_only=False)],
-            log_config=LogConfig(type="json-file", config={"max-size": "5m", "max-file": "2"}),
-            detach=True,
-        )
+        container = docker.containers.create(image, name=name, **options)
     except Exception as exc:
         shutil.rmtree(sock_dir, ignore_errors=True)
         raise DockerError(f"cannot create a container from {image}: {exc}") from None

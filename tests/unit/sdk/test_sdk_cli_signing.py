@@ -1,10 +1,13 @@
-"""Detached Ed25519 signatures: canonical JSON, sign, verify, and what must be refused."""
+"""Detached Ed25519 signatures: canonical JSON, sign, verify, what a signature must cover, and
+what must be refused (:mod:`summit_sdk.signing`, used by ``summit-plugin`` and the trust store)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,16 +16,21 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from summit_sdk.cli import app
-from summit_sdk.cli.signing import (
+from summit_sdk.signing import (
     SIGNATURE_TYPE,
     SignatureError,
+    bundle_files,
     canonical_json,
+    coverage_problems,
     generate_keypair,
     key_id,
     load_private_key,
     load_public_key,
     make_document,
+    public_key_from_pem,
     sign_document,
+    signed_key_id,
+    unpacked_files,
     verify_signature,
 )
 from typer.testing import CliRunner
@@ -189,3 +197,97 @@ def test_cli_keygen_and_verify_signature(tmp_path: Path) -> None:
 
     missing = runner.invoke(app, ["verify-signature", str(tmp_path / "nope.json"), "--pub", pub])
     assert missing.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("modules", "banned"),
+    [
+        (
+            "summit_sdk.signing, summit_sdk.manifest, summit_sdk.sandbox, summit_sdk.labels",
+            ("typer", "rich", "docker", "summit_sdk.cli"),
+        ),
+        ("orchestrator.security.trust", ("typer", "summit_sdk.cli")),
+    ],
+)
+def test_verifying_a_signature_needs_neither_typer_nor_the_cli(
+    modules: str, banned: tuple[str, ...]
+) -> None:
+    """The orchestrator verifies signatures and manifests with the SDK; that must not drag the
+    author's command line (Typer, Rich, docker-py) in."""
+    code = (
+        f"import sys, {modules}\n"
+        f"banned = {banned!r}\n"
+        "print(sorted(m for m in sys.modules"
+        " if any(m == b or m.startswith(b + '.') for b in banned)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_signed_key_is_named_before_any_key_is_looked_up() -> None:
+    key = Ed25519PrivateKey.generate()
+    assert signed_key_id(_signed(key)) == key_id(key.public_key())
+    for bad in (None, [], {"document": []}, {"document": {"key_id": 7}}):
+        with pytest.raises(SignatureError, match="names no key"):
+            signed_key_id(bad)
+
+
+def test_public_keys_are_read_from_pem_text_and_anything_else_is_named_in_the_error() -> None:
+    key = Ed25519PrivateKey.generate()
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert key_id(public_key_from_pem(pem)) == key_id(key.public_key())
+    with pytest.raises(SignatureError, match=r"^public_key is not a PEM public key"):
+        public_key_from_pem(b"nope", source="public_key")
+
+
+def test_a_signature_covers_the_manifest_as_written() -> None:
+    doc = _signed(Ed25519PrivateKey.generate())["document"]
+    assert coverage_problems(doc, MANIFEST) == []
+    # Permissions in another order are the same permissions.
+    assert coverage_problems(doc, {**MANIFEST, "permissions": ["read:data", "write:data"]}) == []
+    other = {
+        **MANIFEST,
+        "version": "1.2.4",
+        "permissions": ["read:data"],
+        "resources": {"memory_mb": 128},  # cpu_percent left to its default: not what was signed
+    }
+    assert coverage_problems(doc, other) == [
+        "signed for com.example.demo 1.2.3, not com.example.demo 1.2.4",
+        "the permissions differ from the signed ones",
+        "the resources differ from the signed ones",
+    ]
+
+
+def test_a_bundle_signature_covers_every_file_and_no_link(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "plugin.yaml").write_text("id: x\n")
+    (src / "pkg" / "mod.py").write_text("X = 1\n")
+    key = Ed25519PrivateKey.generate()
+    files = bundle_files(src)
+    assert files == {
+        "pkg/mod.py": hashlib.sha256(b"X = 1\n").hexdigest(),
+        "plugin.yaml": hashlib.sha256(b"id: x\n").hexdigest(),
+    }
+    doc = make_document(MANIFEST, image_digest=None, files=files, public=key.public_key())
+    assert unpacked_files(src) == (files, [])
+    assert coverage_problems(doc, MANIFEST, bundle_root=src) == []
+
+    (src / "pkg" / "mod.py").write_text("X = 2\n")
+    (src / "plugin.yaml").unlink()
+    (src / "extra.py").write_text("")
+    (src / "link").symlink_to("/etc/passwd")
+    assert coverage_problems(doc, MANIFEST, bundle_root=src) == [
+        "a signed bundle may not hold links: link",
+        "unlisted files: extra.py",
+        "missing files: plugin.yaml",
+        "changed files: pkg/mod.py",
+    ]
+    image_doc = _signed(key)["document"]
+    assert coverage_problems(image_doc, MANIFEST, bundle_root=src) == [
+        "the signature covers an image, not a source bundle"
+    ]

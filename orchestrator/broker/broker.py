@@ -1,0 +1,269 @@
+"""The broker: routes extension calls to the current container of each ACTIVE plugin.
+
+Routes are swapped atomically on reload: new calls go to the new container at once, and the
+old container is stopped only after its in-flight calls have finished (``wait_drained``).
+One transport per endpoint is kept for the life of the route (``leases.py``), built by the
+injected :class:`~orchestrator.broker.transport.TransportFactory`.
+
+Every call passes, in order: the plugin's circuit breaker, its rate limit, its concurrency
+limit (``guards.py``), the input schema (``schemas.py``); then the plugin is called with the
+caller's deadline (retried with backoff and jitter only when the extension is marked
+idempotent, ``retries.py``), its answer is read up to the size cap, decoded within the JSON
+depth limit (``wire.py``; the input is held to it too) and checked against the output schema.
+``execute`` fans one input out to the providers of a point (``modes.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from orchestrator.broker import wire
+from orchestrator.broker.breaker import Breakers
+from orchestrator.broker.errors import (
+    InvalidOutput,
+    PluginRejected,
+    PluginTimeout,
+    counts_against_plugin,
+)
+from orchestrator.broker.event_delivery import deliver_event
+from orchestrator.broker.guards import Guards
+from orchestrator.broker.leases import TransportLeases
+from orchestrator.broker.limits import (
+    BrokerLimits,
+    ConcurrencyLimits,
+    MemoryRateLimiter,
+    RateLimiter,
+    TooManyRequests,
+)
+from orchestrator.broker.modes import MODES, CallTally, fan_out
+from orchestrator.broker.retries import with_retries
+from orchestrator.broker.routes import POINTS, Provider, Route, RoutingTable
+from orchestrator.broker.schemas import SchemaChecks
+from orchestrator.broker.transport import TransportFactory, open_transport
+from orchestrator.domain import jsonlimits
+from orchestrator.domain.errors import Conflict, InvalidInput, NotFound, SummitError
+from orchestrator.domain.manifest import Extension
+from orchestrator.monitor.metrics import Metrics
+from orchestrator.runtime.endpoints import Endpoint
+
+__all__ = ["Broker"]
+
+
+class Broker:
+    def __init__(
+        self,
+        *,
+        limits: BrokerLimits | None = None,
+        metrics: Metrics | None = None,
+        rate_limiter: RateLimiter | None = None,
+        transport_factory: TransportFactory = open_transport,
+    ) -> None:
+        self.limits = limits or BrokerLimits()
+        self.metrics = metrics or Metrics()
+        self.guards = Guards(self.limits, self.metrics, rate_limiter or MemoryRateLimiter())
+        self.table = RoutingTable()
+        self.schemas = SchemaChecks()
+        self.leases = TransportLeases(
+            transport_factory, max_connections=self.limits.plugin_concurrency
+        )
+        self.tally = CallTally()
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        return self.guards.rate_limiter
+
+    @property
+    def breakers(self) -> Breakers:
+        return self.guards.breakers
+
+    @property
+    def concurrency(self) -> ConcurrencyLimits:
+        return self.guards.concurrency
+
+    @property
+    def max_response_bytes(self) -> int:
+        return self.limits.max_response_bytes
+
+    def take_tally(self) -> tuple[dict[tuple[str, str], list[float]], dict[str, int]]:
+        """The calls and rate-limit refusals counted since the last take (loop thread)."""
+        return self.tally.take(), self.guards.take_refused()
+
+    # -- routing table (called from lifecycle threads) ---------------------------------------
+
+    def set_route(self, route: Route) -> Route | None:
+        old = self.table.set(route)
+        if old is None or old.version != route.version:
+            self.breakers.forget(route.plugin_id)
+        return old
+
+    def drop_route(self, plugin_id: str) -> Route | None:
+        route = self.table.drop(plugin_id)
+        self.breakers.forget(plugin_id)
+        return route
+
+    def route(self, plugin_id: str) -> Route | None:
+        return self.table.get(plugin_id)
+
+    def routes(self) -> list[Route]:
+        return self.table.all()
+
+    def providers(self, point: str) -> list[Provider]:
+        """(route, extension) pairs for ``point``, highest priority first."""
+        return self.table.providers(point)
+
+    def wait_drained(self, endpoint: Endpoint, *, timeout_s: float) -> bool:
+        """Block until no call is in flight on ``endpoint``, then close its transport."""
+        return self.leases.retire(endpoint, timeout_s=timeout_s)
+
+    def schema_errors(
+        self, route: Route, ext: Extension, value: Any, which: str
+    ) -> list[dict[str, str]]:
+        return self.schemas.errors(route, ext, value, which)
+
+    # -- calls (event loop) ------------------------------------------------------------------
+
+    async def call(
+        self,
+        route: Route,
+        ext: Extension,
+        payload: Any,
+        *,
+        timeout_ms: int | None = None,
+        encoded: bytes | None = None,
+    ) -> Any:
+        """Call one extension of one plugin with every guard of the broker.
+
+        ``encoded`` is ``payload`` as JSON already (a fan-out encodes its input once)."""
+        plugin, point = route.plugin_id, ext.point.value
+        guards = self.guards
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            await guards.enter(route)
+            try:
+                raw = encoded if encoded is not None else json.dumps(payload).encode()
+                output = await self._call_with_retries(route, ext, raw, timeout_ms)
+            except BaseException as exc:
+                if counts_against_plugin(exc):
+                    guards.record(plugin, ok=False)
+                elif isinstance(exc, PluginRejected):
+                    guards.record(plugin, ok=True)  # it answered sensibly
+                else:
+                    guards.release(plugin)  # cancelled (mode first), or not the plugin's doing
+                raise
+            finally:
+                guards.leave(plugin)
+            errors = self.schemas.errors(route, ext, output, "output")
+            if errors:
+                guards.record(plugin, ok=False)
+                raise InvalidOutput(
+                    f"plugin {plugin} answered output that does not match its output_schema",
+                    details=errors,
+                )
+            guards.record(plugin, ok=True)
+            return output
+        except SummitError as exc:
+            outcome = exc.code
+            if isinstance(exc, TooManyRequests):
+                self.metrics.refused.labels(plugin, exc.code).inc()
+            raise
+        finally:
+            self.metrics.observe_call(plugin, point, outcome, time.perf_counter() - started)
+
+    async def _call_with_retries(
+        self, route: Route, ext: Extension, payload: bytes, timeout_ms: int | None
+    ) -> Any:
+        budget_ms = timeout_ms or ext.timeout_ms or route.timeout_ms
+        deadline = time.monotonic() + budget_ms / 1000
+        if not ext.idempotent or self.limits.retry_attempts <= 1:
+            return await self._send(route, ext, payload, deadline)
+        return await with_retries(
+            lambda: self._send(route, ext, payload, deadline),
+            attempts=self.limits.retry_attempts,
+            budget_s=budget_ms / 1000,
+            on_retry=lambda: self.metrics.retries.labels(route.plugin_id, ext.point.value).inc(),
+        )
+
+    async def _send(self, route: Route, ext: Extension, payload: bytes, deadline: float) -> Any:
+        """POST the ExtensionRequest with ``payload`` (JSON) as its input."""
+        plugin = route.plugin_id
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PluginTimeout(f"no time left to call plugin {plugin}", details={"plugin": plugin})
+        content = wire.extension_request(payload, remaining)
+        cap = self.limits.max_response_bytes
+        lease = self.leases.acquire(route)
+        try:
+            async with asyncio.timeout(remaining):
+                answer = await lease.transport.request(
+                    b"POST",
+                    wire.extension_target(ext),
+                    headers=wire.JSON_HEADERS,
+                    content=content,
+                    max_body=cap,
+                )
+        except Exception as exc:
+            raise wire.call_failure(plugin, exc, cap) from None
+        finally:
+            self.leases.release(lease)
+        return wire.decode_answer(plugin, answer.status, answer.body)
+
+    async def deliver_event(self, route: Route, event: dict[str, Any], *, timeout_s: float) -> None:
+        """POST one event to the plugin's ``/summit/v1/events``; raises unless it answers 2xx."""
+        await deliver_event(self.leases, route, event, timeout_s=timeout_s)
+
+    async def execute(
+        self,
+        point: str,
+        payload: Any,
+        *,
+        mode: str = "all",
+        plugins: list[str] | None = None,
+        timeout_ms: int | None = None,
+    ) -> dict[str, Any]:
+        if point not in POINTS:
+            raise NotFound(f"unknown extension point {point!r}", code="unknown_point")
+        if mode not in MODES:
+            raise InvalidInput(f"unknown mode {mode!r}", details={"allowed": list(MODES)})
+        providers = self.providers(point)
+        if plugins is not None:
+            active = {route.plugin_id for route, _ in providers}
+            missing = [p for p in plugins if p not in active]
+            if missing:
+                raise Conflict(
+                    f"not ACTIVE providers of {point}: {', '.join(missing)}",
+                    code="not_active",
+                    details={"plugins": missing},
+                )
+            providers = [pair for pair in providers if pair[0].plugin_id in plugins]
+        if not providers:
+            raise NotFound(f"no ACTIVE plugin provides {point}", code="no_provider")
+        # Encoded once for every call that takes the input as it came; the depth limit goes
+        # first, before any schema check walks the value.
+        raw = json.dumps(payload).encode()
+        jsonlimits.check_depth(raw, payload, what="the input")
+        checked = providers if mode != "pipeline" else providers[:1]
+        errors = self.schemas.input_errors(checked, payload)
+        if errors:
+            raise InvalidInput(
+                "the input does not match the provider's input_schema",
+                code="invalid_input",
+                details=errors,
+            )
+        return await fan_out(
+            mode,
+            point,
+            providers,
+            payload,
+            raw,
+            call=self.call,
+            schemas=self.schemas,
+            tally=self.tally,
+            timeout_ms=timeout_ms,
+        )
+
+    async def aclose(self) -> None:
+        await self.leases.aclose()

@@ -1,0 +1,276 @@
+"""Supervision: what keeps installed plugins running once the operator has enabled them.
+
+- runtime events: a container of ours that stops on its own (exit, OOM kill) is a crash;
+- health probes: a plugin that fails ``HEALTH_FAILURES`` probes in a row has crashed too;
+- crash restarts: a crashed plugin is enabled again after a backoff that doubles with every
+  crash within ``CRASH_WINDOW_S`` (``RESTART_BACKOFF_S``, at most ``RESTART_BACKOFF_CAP_S``);
+  the ``CRASH_LIMIT``-th crash within the window leaves it FAILED for an operator to look at;
+- reconcile, at start: the container engine and the database are made to agree (healthy
+  containers adopted, orphans removed, plugins whose container is gone FAILED and restarted).
+
+Every state change is the lifecycle's (``crashed``, ``recover``, ``enable``). Each loop
+survives the container engine going away and coming back: it waits, then retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Protocol
+
+from orchestrator.broker import Broker
+from orchestrator.config import Settings
+from orchestrator.domain.errors import SummitError
+from orchestrator.domain.lifecycle import PluginState
+from orchestrator.runtime.base import ContainerRuntime, RuntimeEvent
+from orchestrator.runtime.endpoints import Endpoint
+from orchestrator.services.containers import PluginContainers, endpoint_of
+from orchestrator.services.install import manifest_of
+from orchestrator.services.lifecycle import LifecycleService
+from orchestrator.store import crud
+from orchestrator.store.db import Engine, session_scope
+from orchestrator.store.models import utcnow
+
+__all__ = ["Supervision", "thread_timer"]
+
+log = logging.getLogger(__name__)
+
+RECONCILE_RETRY_S = 2.0
+EVENTS_RETRY_S = 1.0
+HEALTH_TIMEOUT_S = 2.0
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+Schedule = Callable[[float, Callable[[], None]], Timer]
+"""Runs a function after a delay (in seconds) unless cancelled: ``threading.Timer`` by
+default, a recorder in tests."""
+
+
+def thread_timer(delay_s: float, fn: Callable[[], None]) -> Timer:
+    timer = threading.Timer(delay_s, fn)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+class Supervision:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        lifecycle: LifecycleService,
+        runtime: ContainerRuntime,
+        containers: PluginContainers,
+        broker: Broker,
+        settings: Settings,
+        schedule: Schedule = thread_timer,
+    ) -> None:
+        self.engine = engine
+        self.lifecycle = lifecycle
+        self.runtime = runtime
+        self.containers = containers
+        self.broker = broker
+        self.settings = settings
+        self.schedule = schedule
+        self.reconciled = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._guard = threading.Lock()
+        self._restarts: dict[str, Timer] = {}
+        # Keyed by container endpoint too: a new container starts with a clean count.
+        self._health_failures: dict[tuple[str, Endpoint], int] = {}
+
+    # -- threads -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name, target in (
+            ("summit-reconcile", self._reconcile_loop),
+            ("summit-events", self._events_loop),
+            ("summit-health", self._health_loop),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        with self._guard:
+            timers, self._restarts = list(self._restarts.values()), {}
+        for timer in timers:
+            timer.cancel()
+        for thread in self._threads:
+            thread.join(timeout_s)
+
+    def _reconcile_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                log.info("reconciled: %s", self.reconcile())
+                self.reconciled.set()
+                return
+            except SummitError as exc:
+                log.warning("reconcile postponed: %s", exc.message)
+            except Exception:
+                log.exception("reconcile failed")
+            self._stop.wait(RECONCILE_RETRY_S)
+
+    def _events_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for event in self.runtime.events(self._stop):
+                    try:
+                        self.on_runtime_event(event)
+                    except Exception:
+                        log.exception("handling %s of %s failed", event.kind, event.container_id)
+            except SummitError as exc:
+                log.warning("event watch interrupted: %s", exc.message)
+            except Exception:
+                log.exception("event watch failed")
+            self._stop.wait(EVENTS_RETRY_S)
+
+    def _health_loop(self) -> None:
+        while not self._stop.wait(self.settings.health_interval_s):
+            if not self.reconciled.is_set():
+                continue
+            try:
+                self.probe_health()
+            except Exception:
+                log.exception("health probe round failed")
+
+    # -- crashes -----------------------------------------------------------------------------
+
+    def on_runtime_event(self, event: RuntimeEvent) -> None:
+        if event.kind == "die" and event.plugin_id:
+            self.crashed(event.plugin_id, event.container_id, None)
+
+    def crashed(self, plugin_id: str, container_id: str, why: str | None) -> None:
+        """Mark the plugin FAILED (if ``container_id`` is its current one) and restart it
+        after a backoff, unless it has crashed ``CRASH_LIMIT`` times within the window."""
+        if not self.lifecycle.crashed(plugin_id, container_id, why):
+            return
+        since = utcnow() - timedelta(seconds=self.settings.crash_window_s)
+        with session_scope(self.engine) as session:
+            crashes = crud.count_transitions_since(
+                session, plugin_id=plugin_id, action="fail", since=since
+            )
+            [failed] = crud.list_transitions(session, plugin_id=plugin_id, limit=1)
+        if crashes >= self.settings.crash_limit:
+            log.warning("plugin %s crashed %d times; it stays FAILED", plugin_id, crashes)
+            return
+        self._schedule_restart(plugin_id, self.backoff_s(crashes), after=failed.id)
+
+    def backoff_s(self, crashes: int) -> float:
+        """The wait before restarting after the ``crashes``-th crash within the window."""
+        first, cap = self.settings.restart_backoff_s, self.settings.restart_backoff_cap_s
+        return float(min(first * 2 ** (crashes - 1), cap))
+
+    def _schedule_restart(self, plugin_id: str, delay_s: float, *, after: int | None) -> None:
+        if self._stop.is_set():
+            return
+        timer = self.schedule(delay_s, lambda: self._restart(plugin_id, after))
+        with self._guard:
+            old = self._restarts.pop(plugin_id, None)
+            self._restarts[plugin_id] = timer
+        if old is not None:
+            old.cancel()
+
+    def _restart(self, plugin_id: str, after: int | None) -> None:
+        """Enable the plugin again, unless anything moved it since the crash (``after`` is the
+        id of the crash's transition): an operator's enable, disable or uninstall wins."""
+        if self._stop.is_set():
+            return
+        with session_scope(self.engine) as session:
+            plugin = crud.get_plugin(session, plugin_id=plugin_id)
+            last = crud.list_transitions(session, plugin_id=plugin_id, limit=1)
+        if plugin is None or plugin.state != PluginState.FAILED.value:
+            return
+        if after is not None and (not last or last[0].id != after):
+            return
+        try:
+            self.lifecycle.enable(plugin_id, reason="restarted after a crash")
+        except SummitError as exc:
+            log.warning("restart of %s failed: %s", plugin_id, exc.message)
+
+    # -- health ------------------------------------------------------------------------------
+
+    def probe_health(self) -> None:
+        """One round of health probes; a plugin failing ``HEALTH_FAILURES`` in a row crashed."""
+        routes = self.broker.routes()
+        serving = {(r.plugin_id, r.endpoint) for r in routes}
+        for gone in set(self._health_failures) - serving:
+            del self._health_failures[gone]  # a retired container's count
+        for route in routes:
+            key = (route.plugin_id, route.endpoint)
+            try:
+                client = self.containers.clients(route.endpoint)
+                try:
+                    client.health(timeout_s=HEALTH_TIMEOUT_S)
+                finally:
+                    client.close()
+                self._health_failures.pop(key, None)
+            except Exception:
+                n = self._health_failures.get(key, 0) + 1
+                self._health_failures[key] = n
+                if n < self.settings.health_failures:
+                    continue
+                self._health_failures.pop(key, None)
+                with session_scope(self.engine) as session:
+                    row = crud.current_container(session, plugin_id=route.plugin_id)
+                if row is not None:
+                    self.crashed(route.plugin_id, row.id, f"failed {n} health checks")
+
+    # -- reconcile ---------------------------------------------------------------------------
+
+    def reconcile(self) -> dict[str, list[str]]:
+        """Make the container engine and the database agree after a start (or a crash of the
+        orchestrator): adopt what runs, remove what no row claims, settle the rest."""
+        report: dict[str, list[str]] = {
+            "adopted": [],
+            "removed": [],
+            "restarted": [],
+            "settled": [],
+        }
+        owned = {c.id: c for c in self.runtime.list_owned()}
+        with session_scope(self.engine) as session:
+            plugins = {p.id: p for p in crud.list_plugins(session)}
+            rows = {c.id: c for c in crud.list_containers(session)}
+            manifests = {pid: manifest_of(session, p) for pid, p in plugins.items()}
+        keep: set[Endpoint] = set()
+        for cid, row in rows.items():
+            plugin, status, endpoint = plugins.get(row.plugin_id), owned.get(cid), endpoint_of(row)
+            active = plugin is not None and plugin.state == PluginState.ACTIVE.value
+            if plugin is not None and active and status and status.running and endpoint:
+                self.containers.serve(
+                    plugin.id, endpoint, manifests[plugin.id], dict(plugin.resources)
+                )
+                keep.add(endpoint)
+                report["adopted"].append(plugin.id)
+                if self.containers.host is not None:
+                    self.containers.host.reattach(plugin.id, endpoint)
+                continue
+            with session_scope(self.engine) as session:
+                crud.delete_container(session, container_id=cid)
+            if status is None:
+                self.containers.close_host(cid, endpoint)
+        for cid, status in owned.items():
+            if status.endpoint not in keep:
+                self.runtime.remove(cid)
+                self.containers.close_host(cid, status.endpoint)
+                report["removed"].append(status.name)
+        self.runtime.sweep_endpoints(keep)
+        for pid in plugins:
+            outcome = self.lifecycle.recover(pid, adopted=pid in report["adopted"])
+            if outcome == "restart":
+                report["restarted"].append(pid)
+            elif outcome == "settled":
+                report["settled"].append(pid)
+        for pid in report["restarted"]:
+            try:
+                self.lifecycle.enable(pid, reason="restarted by reconcile")
+            except SummitError as exc:
+                log.warning("reconcile could not restart %s: %s", pid, exc.message)
+        return report
