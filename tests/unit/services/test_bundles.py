@@ -34,7 +34,7 @@ from tests.fixtures.hostile_bundles import (
     with_pax,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MANIFEST = (
     b"schema_version: 1\nid: com.example.x\nname: X\nversion: 1.0.0\n"
     b"runtime: {base: python, entrypoint: x:plugin}\n"

@@ -17,7 +17,7 @@ from orchestrator.security import (
     read_requirements,
 )
 
-OSV = Path(__file__).resolve().parents[1] / "fixtures" / "osv"
+OSV = Path(__file__).resolve().parents[2] / "fixtures" / "osv"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from orchestrator.domain.manifest import (
 )
 from tests.fixtures.manifests import minimal_manifest as minimal
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def full_manifest() -> dict[str, Any]:
