@@ -568,12 +568,11 @@ def test_response_over_the_cap_fails(port: int, declared: bool) -> None:
 def test_slow_upstream_times_out(port: int) -> None:
     proxy = EgressProxy(allow_private=LOOPBACK, timeout_s=0.3)
 
-    started = time.monotonic()
+    # The upstream sleeps a second; the proxy gives it 0.3 s: the timeout, not the answer.
     with pytest.raises(EgressFailed) as failed:
         call(proxy, policy("127.0.0.1"), f"http://127.0.0.1:{port}/sleep/1")
 
     assert (failed.value.code, failed.value.status) == ("upstream_timeout", 504)
-    assert time.monotonic() - started < 0.9
 
 
 def test_refused_connection_is_unreachable() -> None:
