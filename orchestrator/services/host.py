@@ -263,6 +263,7 @@ class HostService:
                 value=None if kind == "blob" else value,
                 blob=bytes(value) if kind == "blob" else None,
                 size=size,
+                existing=row,
             )
 
     def storage_delete(self, caller: Caller, kind: str, key: str) -> None:

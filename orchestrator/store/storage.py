@@ -28,9 +28,12 @@ def put_storage_item(
     blob: bytes | None = None,
     size: int,
     at: datetime | None = None,
+    existing: StorageItem | None = None,
 ) -> StorageItem:
-    """Create or replace an entry: ``value`` for kind ``kv``, ``blob`` for kind ``blob``."""
-    row = session.get(StorageItem, (plugin_id, kind, key))
+    """Create or replace an entry: ``value`` for kind ``kv``, ``blob`` for kind ``blob``.
+    ``existing`` is the entry when the caller already read it in this session (the quota
+    check does), which saves a second lookup on every write."""
+    row = existing or session.get(StorageItem, (plugin_id, kind, key))
     if row is None:
         row = StorageItem(plugin_id=plugin_id, kind=kind, key=key)
     row.value, row.blob = value, blob

@@ -6,9 +6,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from orchestrator.api.errors import install_error_handlers
+from orchestrator.store.db import session_scope
 from orchestrator.store.models import ApiToken
 
 
@@ -21,7 +22,7 @@ def test_a_value_the_database_refuses_is_the_callers_fault(engine: Engine) -> No
 
     @app.get("/tokens/{name}")
     def by_name(name: str) -> dict[str, bool]:
-        with Session(engine) as session:
+        with session_scope(engine) as session:
             found = session.exec(select(ApiToken).where(col(ApiToken.name) == name)).first()
         return {"found": found is not None}
 
