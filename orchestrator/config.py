@@ -9,8 +9,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from summit_sdk.client import DEFAULT_TOKEN
 
-DEV_ADMIN_TOKEN = "dev-admin-token"
+# The development default, the same one the SDK's REST client falls back to.
+DEV_ADMIN_TOKEN = DEFAULT_TOKEN
 
 
 def _list_setting(raw: Any) -> Any:

@@ -39,32 +39,29 @@ class Guards:
         except SummitError:
             self.metrics.refused.labels(plugin, "circuit_open").inc()
             raise
+        # Inline, not a coroutine of its own: this runs for every provider of every call.
         try:
-            await self._admit(route)
+            limit = (
+                route.rate_limit_requests
+                if route.rate_limit_requests is not None
+                else self.limits.rate_limit_requests
+            )
+            if limit > 0:
+                window = route.rate_limit_window_s or self.limits.rate_limit_window_s
+                wait = await self.rate_limiter.acquire(plugin, limit=limit, window_s=window)
+                if wait > 0:
+                    self._refused[plugin] = self._refused.get(plugin, 0) + 1
+                    raise TooManyRequests(
+                        f"plugin {plugin} is limited to {limit} calls per {window:g}s",
+                        plugin_id=plugin,
+                        retry_after_s=wait,
+                        code="rate_limited",
+                    )
+            self.concurrency.enter(plugin, route.concurrency or self.limits.plugin_concurrency)
         except BaseException:
+            # A half-open probe refused here never reached the plugin: free it for the next.
             self.breakers.release_probe(plugin)
             raise
-
-    async def _admit(self, route: Route) -> None:
-        plugin = route.plugin_id
-        # The rate check inline, not a coroutine of its own: this runs for every provider.
-        limit = (
-            route.rate_limit_requests
-            if route.rate_limit_requests is not None
-            else self.limits.rate_limit_requests
-        )
-        if limit > 0:
-            window = route.rate_limit_window_s or self.limits.rate_limit_window_s
-            wait = await self.rate_limiter.acquire(plugin, limit=limit, window_s=window)
-            if wait > 0:
-                self._refused[plugin] = self._refused.get(plugin, 0) + 1
-                raise TooManyRequests(
-                    f"plugin {plugin} is limited to {limit} calls per {window:g}s",
-                    plugin_id=plugin,
-                    retry_after_s=wait,
-                    code="rate_limited",
-                )
-        self.concurrency.enter(plugin, route.concurrency or self.limits.plugin_concurrency)
 
     def record(self, plugin_id: str, *, ok: bool) -> None:
         """The call's outcome, for the breaker: did the plugin behave?"""

@@ -13,7 +13,7 @@ import re
 
 from orchestrator.domain.errors import InvalidInput
 
-__all__ = ["MAX_NAME_LENGTH", "check_image_reference"]
+__all__ = ["MAX_NAME_LENGTH", "check_image_reference", "names_registry"]
 
 MAX_NAME_LENGTH = 255
 
@@ -59,9 +59,14 @@ def check_image_reference(ref: str) -> str:
     return ref
 
 
-def _parse(ref: str) -> re.Match[str] | None:
+def names_registry(ref: str) -> bool:
+    """Whether ``ref`` starts with a registry (Docker's rule: a first part with a dot or a
+    port, ``localhost`` or an IPv6 literal); a bare local name cannot be pulled again."""
     first, slash, _ = ref.partition("/")
-    has_domain = bool(slash) and (
+    return bool(slash) and (
         "." in first or ":" in first or first == "localhost" or first.startswith("[")
     )
-    return (_WITH_DOMAIN if has_domain else _WITHOUT_DOMAIN).fullmatch(ref)
+
+
+def _parse(ref: str) -> re.Match[str] | None:
+    return (_WITH_DOMAIN if names_registry(ref) else _WITHOUT_DOMAIN).fullmatch(ref)

@@ -40,6 +40,7 @@ from orchestrator.domain.errors import (
     RuntimeUnavailable,
     SummitError,
 )
+from orchestrator.domain.images import names_registry
 from orchestrator.runtime.base import (
     LABEL_ENDPOINT,
     LABEL_OWNER,
@@ -337,7 +338,7 @@ class DockerRuntime:
 
     def pull_image(self, ref: str) -> ImageInfo:
         """Pull ``ref`` from its registry; a local name that is already present is used as is."""
-        if not _is_remote(ref):
+        if not names_registry(ref):
             local = self.image(ref)
             if local is not None:
                 return local
@@ -393,11 +394,6 @@ def _split_ref(ref: str) -> tuple[str, str | None]:
         repo, tag = ref.rsplit(":", 1)
         return repo, tag
     return ref, "latest"
-
-
-def _is_remote(ref: str) -> bool:
-    first = ref.split("/", 1)[0]
-    return "/" in ref and ("." in first or ":" in first or first == "localhost")
 
 
 # The socket folder is the one host path a plugin can write. As root, the orchestrator gives

@@ -30,7 +30,7 @@ from summit_sdk.imagebuild import pack_bundle, source_digest
 from orchestrator.config import Settings
 from orchestrator.domain import jsonlimits
 from orchestrator.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, SummitError
-from orchestrator.domain.images import check_image_reference
+from orchestrator.domain.images import check_image_reference, names_registry
 from orchestrator.domain.manifest import Manifest, ManifestError, load_manifest_text
 from orchestrator.domain.versions import Version, VersionRange
 from orchestrator.events.bus import EventBus
@@ -91,13 +91,6 @@ class ImageMissing(Conflict):
 
 class ImageChanged(Conflict):
     code = "image_changed"
-
-
-def pulled_from_registry(ref: str) -> bool:
-    """Whether ``ref`` names a registry (Docker's rule: a first part with a dot or a port, or
-    ``localhost``); a bare local name cannot be pulled again."""
-    first = ref.split("/", 1)[0]
-    return "/" in ref and ("." in first or ":" in first or first == "localhost")
 
 
 # -- the checks an install makes, which enable, reload and config changes make again --------
@@ -274,9 +267,7 @@ class PluginImages:
 
         Built images, and images pulled from a registry, go with the plugin; a local image the
         operator named by hand is theirs to keep."""
-        images = {
-            v.image for v in versions if v.source == "bundle" or pulled_from_registry(v.image)
-        }
+        images = {v.image for v in versions if v.source == "bundle" or names_registry(v.image)}
         with session_scope(self.engine) as session:
             in_use = crud.images_in_use(session)
         for image in sorted(images - in_use):
@@ -369,7 +360,7 @@ class PluginImages:
             shutil.rmtree(bundle.root, ignore_errors=True)
 
     def _pull_again(self, version: PluginVersion, progress: BuildProgress) -> ImageInfo:
-        if not pulled_from_registry(version.image):
+        if not names_registry(version.image):
             raise self._missing(version, f"{version.image} names no registry")
         try:
             info = self.pull(version.image, progress)

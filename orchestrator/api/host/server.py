@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from summit_sdk.sandbox import HOST_SOCKET_NAME, SOCKET_MOUNT
 from summit_sdk.unixsock import hand_over
 
 from orchestrator.api.host.app import PLUGIN_SCOPE_KEY
@@ -37,8 +38,7 @@ __all__ = ["HOST_SOCKET_NAME", "HostGateway", "HostServer"]
 
 log = logging.getLogger(__name__)
 
-HOST_SOCKET_NAME = "host.sock"
-CONTAINER_SOCKET_DIR = "/run/summit"
+CONTAINER_SOCKET_DIR = SOCKET_MOUNT
 OPEN_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 64
 
