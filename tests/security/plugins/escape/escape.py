@@ -411,7 +411,11 @@ def _peer_closed(sock: socket.socket) -> bool:
     timeout = sock.gettimeout()
     sock.setblocking(False)  # a socket with a timeout would wait for data despite MSG_DONTWAIT
     try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
+        # Bytes still unread (the rest of an answer) are not the peer's close: read past
+        # them to the end of what arrived, and only an end of stream counts.
+        while sock.recv(65536):
+            pass
+        return True
     except BlockingIOError:
         return False
     except ConnectionResetError:
@@ -455,7 +459,9 @@ def hold_host_connections(args: dict[str, Any], ctx: PluginContext) -> dict[str,
             conn = _UnixHTTPConnection(path)
             conn.sock = open_now[0]
             conn.request("GET", "/host/v1/storage/kv/escape-probe", headers=_bearer(ctx))
-            request_status = conn.getresponse().status
+            answer = conn.getresponse()
+            answer.read()
+            request_status = answer.status
         time.sleep(float(args.get("hold_s", 0)))
         still_open = sum(not _peer_closed(sock) for sock in socks)
     finally:
