@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,14 +28,16 @@ from orchestrator.events.sender import DeliverySender, default_owner
 from orchestrator.events.stream import EventStream
 from orchestrator.events.summaries import BrokerSummaries
 from orchestrator.jobs.setup import make_queue, start_embedded_worker
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.runtime.select import make_backend
 from orchestrator.security.access import ApiTokens
 from orchestrator.security.egress import EgressProxy
 from orchestrator.security.secretbox import SecretBox
 from orchestrator.security.tokens import HostTokens
 from orchestrator.services.assembly import assemble
 from orchestrator.services.host import HostService
+from orchestrator.services.leadership import Leadership
 from orchestrator.services.plugins import PluginQueries
+from orchestrator.services.routing import ROUTE_EVENTS, RouteSync
 from orchestrator.services.webhooks import RetryPolicy, WebhookService
 from orchestrator.store.db import make_engine, migrate
 
@@ -54,12 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.sockets_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.database_url)
         migrate(engine)
-        runtime = DockerRuntime(
-            owner=settings.instance,
-            sockets_dir=settings.sockets_dir,
-            nofile_limit=settings.nofile_limit,
-            tmpfs_inodes=settings.tmpfs_inodes,
-        )
+        runtime, image_store = make_backend(settings)
         broker = make_broker(settings)
         events = EventBus(engine, max_payload_bytes=settings.event_max_payload_bytes)
         events.bind(asyncio.get_running_loop())
@@ -90,12 +88,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings, max_connections=settings.host_max_connections
             ),
         )
-        # DockerRuntime is both the ContainerRuntime and the ImageStore.
         services = assemble(
             engine=engine,
             settings=settings,
             runtime=runtime,
-            images=runtime,
+            images=image_store,
             broker=broker,
             events=events,
             host=HostGateway(host_server, tokens),
@@ -149,10 +146,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.secretbox = secretbox
         summaries = BrokerSummaries(broker, events, interval_s=settings.event_summary_interval_s)
         summaries.start()
+        # Supervision and event retention run on the elected replica only.
+        leadership = Leadership(
+            engine,
+            holder=replica,
+            lease_s=settings.leader_lease_s,
+            renew_s=settings.leader_renew_s,
+            on_elected=supervision.start,
+            on_deposed=supervision.stop,
+        )
         retention = Retention(
-            engine, keep_s=settings.event_retention_s, interval_s=settings.event_prune_interval_s
+            engine,
+            keep_s=settings.event_retention_s,
+            interval_s=settings.event_prune_interval_s,
+            when=lambda: leadership.leader,
         )
         retention.start()
+        routes = RouteSync(
+            engine=engine,
+            broker=broker,
+            containers=services.containers,
+            locks=lifecycle.locks,
+            interval_s=settings.route_resync_s,
+        )
+        broker.refresh = routes.refresh
+        for event_type in ROUTE_EVENTS:
+            events.on(event_type, routes.on_event)
         stream: EventStream | None = None
         if settings.redis_url:
             stream = EventStream(
@@ -165,8 +184,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await stream.start()
         app.state.api_tokens = ApiTokens(engine, cache_s=settings.api_token_cache_s)
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
-        app.state.reconciled = supervision.reconciled
-        supervision.start()
+        app.state.reconciled = routes.synced
+        app.state.leadership = leadership
+        leadership.start()
+
+        def routes_may_start(stop: threading.Event) -> bool:
+            # The leader first reconciles (adopting what runs); the others read at once.
+            while not stop.is_set():
+                if leadership.decided.wait(0.1) and (
+                    not leadership.leader or supervision.reconciled.wait(0.1)
+                ):
+                    return True
+            return False
+
+        routes.start(after=routes_may_start)
         app.state.jobs = make_queue(settings)
         queue = app.state.jobs
         broker.metrics.gauge_from(
@@ -176,8 +207,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            # Plugin containers keep running: the next start adopts them.
-            supervision.stop()
+            # Plugin containers keep running: the next start (or the next leader) adopts them.
+            routes.stop()
+            await asyncio.to_thread(leadership.stop)
             if job_worker is not None:
                 await job_worker.stop()
             app.state.jobs.close()

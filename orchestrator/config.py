@@ -227,6 +227,77 @@ class Settings(BaseSettings):
         60.0, description="How long an event is retried to a plugin that is away"
     )
 
+    # Scale-out: the container backend, isolation tiers, replicas.
+    runtime: Literal["docker", "kubernetes"] = Field(
+        "docker",
+        description="Where plugin containers run: the local Docker Engine, or pods in a "
+        "Kubernetes cluster (in-cluster configuration, or KUBECONFIG outside one)",
+    )
+    kube_namespace: str = Field("summit-plugins", description="Namespace of the plugin pods")
+    kube_image_pull_secrets: ListSetting = Field(
+        default_factory=list, description="imagePullSecrets names given to every plugin pod"
+    )
+    kube_runtime_classes: ListSetting = Field(
+        default_factory=lambda: ["gvisor=gvisor"],
+        description="ISOLATION=runtimeClassName pairs: the RuntimeClass a plugin pod of each "
+        "isolation tier gets (a tier not named runs under the cluster's default)",
+    )
+    kube_orchestrator_namespace: str | None = Field(
+        None,
+        description="Namespace of the orchestrator pods, which plugin pods accept calls from "
+        "and call the host API in (default: POD_NAMESPACE from the environment, else the "
+        "service account's namespace)",
+    )
+    kube_orchestrator_labels: ListSetting = Field(
+        default_factory=lambda: [
+            "app.kubernetes.io/name=summit",
+            "app.kubernetes.io/component=orchestrator",
+        ],
+        description="KEY=VALUE labels that select the orchestrator pods in the plugin pods' "
+        "NetworkPolicy",
+    )
+    insecure_registries: ListSetting = Field(
+        default_factory=lambda: ["127.0.0.1:5000", "localhost:5000"],
+        description="OCI registries (host:port) read over plain HTTP instead of HTTPS",
+    )
+    kube_plugin_port: int = Field(8080, ge=1, le=65535, description="Port plugin pods serve on")
+    host_api_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="TCP port the host API is also served on, for plugins that reach the "
+        "orchestrator over a network (pods); unset: unix sockets only (Docker)",
+    )
+    host_api_address: str | None = Field(
+        None,
+        description="IP[:port] plugins are told to reach the host API at (plugins get no "
+        "DNS); default: POD_IP from the environment and HOST_API_PORT",
+    )
+    isolation: Literal["runc", "gvisor"] = Field(
+        "runc",
+        description="Default isolation tier of plugin containers: runc (namespaces, seccomp) "
+        "or gvisor (runsc, a user-space kernel between the plugin and the host's)",
+    )
+    isolation_unsigned: Literal["runc", "gvisor"] | None = Field(
+        None,
+        description="Isolation tier of plugins without a verified signature (unset: ISOLATION)",
+    )
+    leader_lease_s: float = Field(
+        10.0,
+        gt=0,
+        description="Lease of the elected supervisor replica; another takes over when it is "
+        "not renewed for this long",
+    )
+    leader_renew_s: float = Field(
+        2.0, gt=0, description="Period at which the supervisor renews (and others try) the lease"
+    )
+    route_resync_s: float = Field(
+        5.0,
+        gt=0,
+        description="Period of the full re-read of routes from the database (the safety net "
+        "under the event stream that carries route changes between replicas)",
+    )
+
     @property
     def sockets_dir(self) -> Path:
         return self.run_dir or self.state_dir / "run"

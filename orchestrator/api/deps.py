@@ -73,6 +73,7 @@ def system_of(state: State) -> SystemService:
             runtime=state.runtime,
             reconciled=state.reconciled,
             registry=state.broker.metrics.registry,
+            is_leader=lambda: getattr(getattr(state, "leadership", None), "leader", True),
         )
     return service
 

@@ -11,6 +11,11 @@ caller's deadline (retried with backoff and jitter only when the extension is ma
 idempotent, ``retries.py``), its answer is read up to the size cap, decoded within the JSON
 depth limit (``wire.py``; the input is held to it too) and checked against the output schema.
 ``execute`` fans one input out to the providers of a point (``modes.py``).
+
+With several replicas, another replica may have moved a plugin (disabled, reloaded,
+restarted) a moment before this one hears of it. A call that gets no answer at all therefore
+asks ``refresh`` (the route as the database has it now) before it fails: a plugin no longer
+ACTIVE answers 409 ``not_active``; one that moved to a new container is called there, once.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from orchestrator.broker import wire
@@ -26,6 +32,7 @@ from orchestrator.broker.errors import (
     InvalidOutput,
     PluginRejected,
     PluginTimeout,
+    PluginUnreachable,
     counts_against_plugin,
 )
 from orchestrator.broker.event_delivery import deliver_event
@@ -49,7 +56,13 @@ from orchestrator.domain.manifest import Extension
 from orchestrator.monitor.metrics import Metrics
 from orchestrator.runtime.endpoints import Endpoint
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "RouteRefresh"]
+
+# Named plugins a fan-out looks up in the database when this replica has no route for them.
+MAX_REFRESH = 8
+
+RouteRefresh = Callable[[str], Awaitable[Route | None]]
+"""The plugin's route as the database has it now (None: it is not ACTIVE)."""
 
 
 class Broker:
@@ -70,6 +83,7 @@ class Broker:
             transport_factory, max_connections=self.limits.plugin_concurrency
         )
         self.tally = CallTally()
+        self.refresh: RouteRefresh | None = None
 
     @property
     def rate_limiter(self) -> RateLimiter:
@@ -137,6 +151,33 @@ class Broker:
         """Call one extension of one plugin with every guard of the broker.
 
         ``encoded`` is ``payload`` as JSON already (a fan-out encodes its input once)."""
+        try:
+            return await self._guarded_call(route, ext, payload, timeout_ms, encoded)
+        except PluginUnreachable:
+            if self.refresh is None:
+                raise
+            fresh = await self.refresh(route.plugin_id)
+            if fresh is None:
+                raise Conflict(
+                    f"plugin {route.plugin_id} is not ACTIVE",
+                    code="not_active",
+                    details={"plugins": [route.plugin_id]},
+                ) from None
+            same = next(
+                (e for e in fresh.extensions if (e.point, e.name) == (ext.point, ext.name)), None
+            )
+            if fresh.endpoint == route.endpoint or same is None:
+                raise
+            return await self._guarded_call(fresh, same, payload, timeout_ms, encoded)
+
+    async def _guarded_call(
+        self,
+        route: Route,
+        ext: Extension,
+        payload: Any,
+        timeout_ms: int | None,
+        encoded: bytes | None,
+    ) -> Any:
         plugin, point = route.plugin_id, ext.point.value
         guards = self.guards
         started = time.perf_counter()
@@ -232,6 +273,13 @@ class Broker:
         if plugins is not None:
             active = {route.plugin_id for route, _ in providers}
             missing = [p for p in plugins if p not in active]
+            if missing and self.refresh is not None and len(missing) <= MAX_REFRESH:
+                # Perhaps enabled a moment ago through another replica: ask the database.
+                for plugin_id in missing:
+                    await self.refresh(plugin_id)
+                providers = self.providers(point)
+                active = {route.plugin_id for route, _ in providers}
+                missing = [p for p in plugins if p not in active]
             if missing:
                 raise Conflict(
                     f"not ACTIVE providers of {point}: {', '.join(missing)}",

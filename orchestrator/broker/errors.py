@@ -15,6 +15,7 @@ __all__ = [
     "PluginCallError",
     "PluginRejected",
     "PluginTimeout",
+    "PluginUnreachable",
     "ResponseTooLarge",
     "counts_against_plugin",
     "retryable",
@@ -26,6 +27,11 @@ class PluginCallError(SummitError):
 
     status_code = 502
     code = "plugin_error"
+
+
+class PluginUnreachable(PluginCallError):
+    """The call did not get an answer: no connection, or the connection broke. The same 502
+    for the caller; the broker asks whether the route is stale before it says so."""
 
 
 class PluginTimeout(SummitError):

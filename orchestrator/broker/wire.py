@@ -17,6 +17,7 @@ from orchestrator.broker.errors import (
     PluginCallError,
     PluginRejected,
     PluginTimeout,
+    PluginUnreachable,
     ResponseTooLarge,
 )
 from orchestrator.broker.limits import TooManyRequests
@@ -70,7 +71,7 @@ def call_failure(plugin: str, exc: Exception, cap: int) -> SummitError:
             details={"plugin": plugin, "cap_bytes": cap},
         )
     # Connect, read and protocol errors share no base.
-    return PluginCallError(
+    return PluginUnreachable(
         f"plugin {plugin} could not be reached or broke the connection: {type(exc).__name__}",
         details={"plugin": plugin},
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from orchestrator.events.periodic import Periodic
@@ -30,16 +31,26 @@ FINISHED = ("delivered", "cancelled", "replayed")
 class Retention(Periodic):
     name = "event log pruning"
 
-    def __init__(self, engine: Engine, *, keep_s: float, interval_s: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        keep_s: float,
+        interval_s: float,
+        when: Callable[[], bool] = lambda: True,
+    ) -> None:
         super().__init__(interval_s)
         self.engine = engine
         self.keep_s = keep_s
+        self.when = when  # with replicas: only on the elected one
 
     def start(self) -> None:
         if self.keep_s > 0:
             super().start()
 
     async def tick(self) -> None:
+        if not self.when():
+            return
         removed = await asyncio.to_thread(self.prune)
         if any(removed.values()):
             log.info("pruned %s", ", ".join(f"{n} {what}" for what, n in removed.items()))

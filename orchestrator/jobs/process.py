@@ -11,7 +11,7 @@ from orchestrator.jobs.install import INSTALL, install_handler
 from orchestrator.jobs.routes import load_routes
 from orchestrator.jobs.setup import make_queue
 from orchestrator.jobs.worker import EXECUTE, Worker, execute_handler
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.runtime.select import make_backend
 from orchestrator.services.assembly import assemble
 from orchestrator.store.db import make_engine
 
@@ -23,17 +23,12 @@ def run_worker_process(settings: Settings, stop: threading.Event) -> None:
     engine = make_engine(settings.database_url)
     queue = make_queue(settings)
     broker = make_broker(settings)
-    # Installs (builds) run here too; the Docker Engine must be the orchestrator's.
-    runtime = DockerRuntime(
-        owner=settings.instance,
-        sockets_dir=settings.sockets_dir,
-        nofile_limit=settings.nofile_limit,
-        tmpfs_inodes=settings.tmpfs_inodes,
-    )
-    # A worker only installs: it has no host API to open and no event bus (its install
-    # transitions are stored, their events are not). Docker is the ImageStore too.
+    # Installs (builds) run here too, on the orchestrator's container backend. A worker has
+    # no host API to open and no event bus (its install transitions are stored, their events
+    # are not).
+    runtime, image_store = make_backend(settings)
     services = assemble(
-        engine=engine, settings=settings, runtime=runtime, images=runtime, broker=broker
+        engine=engine, settings=settings, runtime=runtime, images=image_store, broker=broker
     )
     installs = services.installs
 

@@ -11,6 +11,7 @@ from orchestrator.broker import Broker, Route
 from orchestrator.domain.lifecycle import PluginState
 from orchestrator.domain.manifest import Manifest
 from orchestrator.runtime.endpoints import parse_endpoint
+from orchestrator.services.containers import route_for
 from orchestrator.store import plugins as store
 from orchestrator.store.db import Engine, session_scope
 
@@ -29,16 +30,13 @@ def load_routes(
             if container is None or version is None or not container.endpoint:
                 continue
             manifest = Manifest.model_validate(version.manifest)
-            resources = plugin.resources
-            wanted[plugin.id] = Route(
-                plugin_id=plugin.id,
-                version=manifest.version,
-                endpoint=parse_endpoint(container.endpoint),
-                extensions=tuple(manifest.extensions),
-                timeout_ms=int(resources.get("timeout_ms", default_timeout_ms)),
-                rate_limit_requests=resources.get("rate_limit_requests"),
-                rate_limit_window_s=resources.get("rate_limit_window_s"),
-                concurrency=resources.get("concurrency"),
+            wanted[plugin.id] = route_for(
+                plugin.id,
+                parse_endpoint(container.endpoint),
+                manifest,
+                plugin.resources,
+                default_timeout_ms=default_timeout_ms,
+                call_token=container.call_token,
             )
     for route in broker.routes():
         if route.plugin_id not in wanted:

@@ -43,6 +43,12 @@ class ContainerSpec:
     tmpfs_mb: int = 16
     user: str = "10001:10001"
     log_max_size: str = "5m"
+    storage_mb: int = 100
+    # runc (the default) or gvisor: which kernel the plugin's system calls meet.
+    isolation: str = "runc"
+    # Secret the plugin requires as a bearer token on its protocol when it listens on a network
+    # address (SUMMIT_PLUGIN_TOKEN); unused over unix sockets. Kept out of repr and logs.
+    call_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ class ContainerStatus:
     exit_code: int | None = None
     oom_killed: bool = False
     error: str | None = None
+    # The secret the container requires on its protocol (set by whoever started it; a
+    # backend that lists containers does not know it).
+    call_token: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

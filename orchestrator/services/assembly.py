@@ -20,6 +20,7 @@ from orchestrator.services.containers import (
 )
 from orchestrator.services.install import InstallService, PluginImages
 from orchestrator.services.lifecycle import LifecycleService
+from orchestrator.services.locks import PluginLocks
 from orchestrator.services.scanning import SupplyChainCheck
 from orchestrator.services.supervision import Schedule, Supervision, thread_timer
 from orchestrator.store.db import Engine
@@ -70,6 +71,7 @@ def assemble(
         clients=clients,
     )
     lifecycle = LifecycleService(
+        locks=PluginLocks(engine, namespace=settings.instance),
         engine=engine,
         runtime=runtime,
         broker=broker,

@@ -9,8 +9,10 @@ The plugin protocol client (health, initialize, shutdown) is a collaborator
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from summit_sdk.protocol import HealthResponse
@@ -60,11 +62,14 @@ class PluginConnection(Protocol):
 
 
 PluginClients = Callable[..., PluginConnection]
-"""Opens a connection to the plugin at an endpoint: ``clients(endpoint, timeout_s=...)``."""
+"""Opens a connection to the plugin at an endpoint:
+``clients(endpoint, timeout_s=..., call_token=...)``."""
 
 
-def plugin_client(endpoint: Endpoint, *, timeout_s: float = 10.0) -> PluginConnection:
-    return PluginClient(endpoint, timeout_s=timeout_s)
+def plugin_client(
+    endpoint: Endpoint, *, timeout_s: float = 10.0, call_token: str | None = None
+) -> PluginConnection:
+    return PluginClient(endpoint, timeout_s=timeout_s, call_token=call_token)
 
 
 class HostAccess(Protocol):
@@ -98,6 +103,7 @@ def route_for(
     resources: dict[str, Any],
     *,
     default_timeout_ms: int,
+    call_token: str | None = None,
 ) -> Route:
     return Route(
         plugin_id=plugin_id,
@@ -111,7 +117,20 @@ def route_for(
         subscribe=tuple(manifest.events.subscribe)
         if Permission.EVENTS_SUBSCRIBE in manifest.permissions
         else (),
+        call_token=call_token,
     )
+
+
+def isolation_for(resources: dict[str, Any], settings: Settings, *, signed: bool) -> str:
+    """The isolation tier a plugin's container runs under: the operator's choice for this
+    plugin (its ``isolation`` limit), else the tier of unsigned plugins when it is set and the
+    plugin is not signed by a trusted key, else the default tier."""
+    chosen = resources.get("isolation")
+    if chosen:
+        return str(chosen)
+    if not signed and settings.isolation_unsigned:
+        return settings.isolation_unsigned
+    return settings.isolation
 
 
 def why_stopped(status: ContainerStatus | None) -> str:
@@ -142,16 +161,27 @@ class PluginContainers:
         self.clients = clients
 
     def serve(
-        self, plugin_id: str, endpoint: Endpoint, manifest: Manifest, resources: dict[str, Any]
+        self,
+        plugin_id: str,
+        endpoint: Endpoint,
+        manifest: Manifest,
+        resources: dict[str, Any],
+        *,
+        call_token: str | None = None,
     ) -> Route | None:
-        """Route the plugin's calls to ``endpoint`` from now on; the route it replaces."""
+        """Route the plugin's calls to ``endpoint`` from now on; the route it replaces (an
+        equal route is left as it is)."""
         route = route_for(
             plugin_id,
             endpoint,
             manifest,
             resources,
             default_timeout_ms=self.settings.default_timeout_ms,
+            call_token=call_token,
         )
+        current = self.broker.route(plugin_id)
+        if current == route:
+            return current
         return self.broker.set_route(route)
 
     @staticmethod
@@ -165,13 +195,14 @@ class PluginContainers:
             version=version,
             image=status.image,
             endpoint=str(status.endpoint) if status.endpoint else "",
+            call_token=status.call_token,
         )
 
     def reinitialize(self, plugin_id: str, *, config: dict[str, Any], grants: list[str]) -> None:
         """Give a serving plugin its new config (nothing to do when it is not serving)."""
         route = self.broker.route(plugin_id)
         if route is not None:
-            client = self.clients(route.endpoint)
+            client = self.clients(route.endpoint, call_token=route.call_token)
             try:
                 client.initialize(config=config, permissions=grants)
             finally:
@@ -185,12 +216,12 @@ class PluginContainers:
             self.broker.wait_drained(route.endpoint, timeout_s=self.settings.shutdown_grace_s)
         with session_scope(self.engine) as session:
             rows = crud.list_containers(session, plugin_id=plugin_id)
-            found = {row.id: endpoint_of(row) for row in rows}
+            found = {row.id: (endpoint_of(row), row.call_token) for row in rows}
         for status in self.runtime.list_owned():
             if status.plugin_id == plugin_id:
-                found.setdefault(status.id, status.endpoint)
-        for container_id, endpoint in found.items():
-            self.retire(container_id, endpoint, graceful=graceful)
+                found.setdefault(status.id, (status.endpoint, None))
+        for container_id, (endpoint, call_token) in found.items():
+            self.retire(container_id, endpoint, graceful=graceful, call_token=call_token)
             with session_scope(self.engine) as session:
                 crud.delete_container(session, container_id=container_id)
         if self.host is not None:
@@ -214,26 +245,31 @@ class PluginContainers:
         resources: dict[str, Any],
         config: dict[str, Any],
         grants: list[str],
+        signed: bool = False,
     ) -> ContainerStatus:
-        """Deploy, wait for health, initialize. On any failure the container is removed."""
+        """Deploy, wait for health, initialize. On any failure the container is removed.
+        The status carries the container's call token (its protocol's bearer secret)."""
         spec = ContainerSpec(
             plugin_id=plugin_id,
             version=version,
             image=image,
             memory_mb=int(resources.get("memory_mb", self.settings.default_memory_mb)),
             cpu_percent=int(resources.get("cpu_percent", self.settings.default_cpu_percent)),
+            storage_mb=int(resources.get("storage_mb", self.settings.default_storage_mb)),
             pids_limit=self.settings.pids_limit,
             tmpfs_mb=self.settings.tmpfs_mb,
             user=self.settings.plugin_user,
             log_max_size=self.settings.log_max_size,
+            isolation=isolation_for(resources, self.settings, signed=signed),
+            call_token=secrets.token_urlsafe(32),
         )
-        status = self.runtime.deploy(spec)
+        status = replace(self.runtime.deploy(spec), call_token=spec.call_token)
         try:
             if status.endpoint is None:
                 raise StartFailed(f"the runtime gave {plugin_id}'s container no endpoint")
             host = self.host.open(plugin_id, status.id, status.endpoint) if self.host else None
             host_url, host_token = host if host is not None else (None, None)
-            client = self.clients(status.endpoint)
+            client = self.clients(status.endpoint, call_token=status.call_token)
             try:
                 self._wait_healthy(client, status, plugin_id)
                 client.initialize(
@@ -286,12 +322,19 @@ class PluginContainers:
             code="startup_timeout",
         )
 
-    def retire(self, container_id: str, endpoint: Endpoint | None, *, graceful: bool) -> None:
+    def retire(
+        self,
+        container_id: str,
+        endpoint: Endpoint | None,
+        *,
+        graceful: bool,
+        call_token: str | None = None,
+    ) -> None:
         """Remove a container (after asking it to shut down, when ``graceful``)."""
         grace = self.settings.shutdown_grace_s
         if graceful and endpoint is not None:
             try:
-                client = self.clients(endpoint, timeout_s=grace)
+                client = self.clients(endpoint, timeout_s=grace, call_token=call_token)
                 try:
                     client.shutdown(timeout_s=grace)
                 finally:

@@ -7,16 +7,16 @@ config and limits, and the edges supervision takes (``crashed``, ``recover``). T
 pipeline is ``install.py``, running a container ``containers.py``, crash restarts, health
 probes and reconcile ``supervision.py``.
 
-Operations on one plugin are serialised by a per-plugin lock. Crash safety: state is written
-*before* the side effect it announces (INITIALIZING before a container is created, UNLOADING
-before one is stopped), and a container is recorded only once it is healthy, so reconcile can
-finish or roll back whatever a killed orchestrator left half-done.
+Operations on one plugin are serialised by a per-plugin lock, across replicas on PostgreSQL
+(``locks.py``). Crash safety: state is written *before* the side effect it announces
+(INITIALIZING before a container is created, UNLOADING before one is stopped), and a container
+is recorded only once it is healthy, so reconcile can finish or roll back whatever a killed
+orchestrator left half-done.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,6 +40,7 @@ from orchestrator.services.install import (
     resources_for,
     validate_config,
 )
+from orchestrator.services.locks import PluginLocks
 from orchestrator.services.plugins import PluginView, plugin_view
 from orchestrator.store import crud
 from orchestrator.store.db import Engine, Session, session_scope
@@ -72,6 +73,7 @@ class LifecycleService:
         images: PluginImages,
         settings: Settings,
         events: EventBus | None = None,
+        locks: PluginLocks | None = None,
     ) -> None:
         self.engine = engine
         self.runtime = runtime
@@ -80,17 +82,15 @@ class LifecycleService:
         self.images = images
         self.settings = settings
         self.events = events
-        self._locks: dict[str, threading.RLock] = {}
-        self._locks_guard = threading.Lock()
+        self.locks = locks or PluginLocks()
 
     # -- transitions -------------------------------------------------------------------------
 
     @contextmanager
     def locked(self, plugin_id: str) -> Iterator[None]:
-        """Hold the plugin's lock: one operation on a plugin at a time."""
-        with self._locks_guard:
-            lock = self._locks.setdefault(plugin_id, threading.RLock())
-        with lock:
+        """Hold the plugin's lock: one operation on a plugin at a time, across replicas on
+        PostgreSQL (``locks.py``)."""
+        with self.locks.hold(plugin_id):
             yield
 
     def _get(self, session: Session, plugin_id: str) -> Plugin:
@@ -245,8 +245,9 @@ class LifecycleService:
             assert version is not None
             grants = crud.list_grants(session, plugin_id=plugin_id)
             config, resources = dict(plugin.config), dict(plugin.resources)
+            signed = is_signed(session, version)
         try:
-            status, endpoint = self._run(version, resources, config, grants)
+            status, endpoint = self._run(version, resources, config, grants, signed=signed)
         except SummitError as exc:
             self._set_state(plugin_id, "fail", exc.message)
             raise
@@ -254,7 +255,9 @@ class LifecycleService:
             plugin = self._get(session, plugin_id)
             self.containers.record(session, plugin_id, plugin.version, status)
             self._transition(session, plugin, "initialized", "healthy and initialized")
-        self.containers.serve(plugin_id, endpoint, manifest, resources)
+        self.containers.serve(
+            plugin_id, endpoint, manifest, resources, call_token=status.call_token
+        )
         return plugin
 
     def _run(
@@ -263,6 +266,8 @@ class LifecycleService:
         resources: dict[str, Any],
         config: dict[str, Any],
         grants: list[str],
+        *,
+        signed: bool,
     ) -> tuple[ContainerStatus, Endpoint]:
         """A healthy, initialized container of ``version`` and its endpoint, its image made
         again first if it is gone from the host (``docker image prune -a``)."""
@@ -273,6 +278,7 @@ class LifecycleService:
             resources=resources,
             config=config,
             grants=grants,
+            signed=signed,
         )
         assert status.endpoint is not None  # containers.start refuses one without
         return status, status.endpoint
@@ -321,16 +327,19 @@ class LifecycleService:
                 resources = resources_for(manifest, self.settings, plugin.resources)
                 config = dict(plugin.config)
                 validate_config(manifest, config)
+                signed = is_signed(session, version)
                 old = [
-                    (r.id, endpoint_of(r))
+                    (r.id, endpoint_of(r), r.call_token)
                     for r in crud.list_containers(session, plugin_id=plugin_id)
                 ]
-            status, endpoint = self._run(version, resources, config, grants)
+            status, endpoint = self._run(version, resources, config, grants, signed=signed)
             # The new container is healthy: switch traffic, then record it.
-            old_route = self.containers.serve(plugin_id, endpoint, manifest, resources)
+            old_route = self.containers.serve(
+                plugin_id, endpoint, manifest, resources, call_token=status.call_token
+            )
             with session_scope(self.engine) as session:
                 plugin = self._get(session, plugin_id)
-                for container_id, _ in old:
+                for container_id, _, _ in old:
                     crud.delete_container(session, container_id=container_id)
                 self.containers.record(session, plugin_id, target, status)
                 previous = plugin.version
@@ -344,8 +353,10 @@ class LifecycleService:
                 self.broker.wait_drained(
                     old_route.endpoint, timeout_s=self.settings.shutdown_grace_s
                 )
-            for container_id, old_endpoint in old:
-                self.containers.retire(container_id, old_endpoint, graceful=True)
+            for container_id, old_endpoint, old_token in old:
+                self.containers.retire(
+                    container_id, old_endpoint, graceful=True, call_token=old_token
+                )
             return plugin
 
     # -- uninstall ---------------------------------------------------------------------------
@@ -398,7 +409,9 @@ class LifecycleService:
                 manifest = manifest_of(session, plugin)
             route = self.broker.route(plugin_id)
             if route is not None:
-                self.containers.serve(plugin_id, route.endpoint, manifest, resources)
+                self.containers.serve(
+                    plugin_id, route.endpoint, manifest, resources, call_token=route.call_token
+                )
             return plugin
 
     # -- the edges supervision takes ---------------------------------------------------------
@@ -441,3 +454,9 @@ class LifecycleService:
                 self._transition(session, plugin, "destroy", "orchestrator stopped during disable")
                 return "settled"
             return None
+
+
+def is_signed(session: Session, version: PluginVersion) -> bool:
+    """Whether the version was installed with a signature verified against the trust store."""
+    scan = crud.get_scan_report(session, plugin_id=version.plugin_id, version=version.version)
+    return bool(scan is not None and scan.report.get("signature"))

@@ -5,10 +5,14 @@
 - crash restarts: a crashed plugin is enabled again after a backoff that doubles with every
   crash within ``CRASH_WINDOW_S`` (``RESTART_BACKOFF_S``, at most ``RESTART_BACKOFF_CAP_S``);
   the ``CRASH_LIMIT``-th crash within the window leaves it FAILED for an operator to look at;
-- reconcile, at start: the container engine and the database are made to agree (healthy
-  containers adopted, orphans removed, plugins whose container is gone FAILED and restarted).
+- reconcile, at start and every ``RECONCILE_INTERVAL_S``: the container engine and the
+  database are made to agree (healthy containers adopted, orphans removed, plugins whose
+  container is gone FAILED and restarted, host API listeners nobody serves any more opened).
 
-Every state change is the lifecycle's (``crashed``, ``recover``, ``enable``). Each loop
+With several replicas, supervision runs on the elected one only (``leadership.py`` starts and
+stops it). Reconcile takes each plugin's lock without waiting and leaves alone a plugin that
+another replica (or another thread here) is busy with: a container it is starting is not an
+orphan. Every state change is the lifecycle's (``crashed``, ``recover``, ``enable``). Each loop
 survives the container engine going away and coming back: it waits, then retries.
 """
 
@@ -24,7 +28,7 @@ from orchestrator.broker import Broker
 from orchestrator.config import Settings
 from orchestrator.domain.errors import SummitError
 from orchestrator.domain.lifecycle import PluginState
-from orchestrator.runtime.base import ContainerRuntime, RuntimeEvent
+from orchestrator.runtime.base import ContainerRuntime, ContainerStatus, RuntimeEvent
 from orchestrator.runtime.endpoints import Endpoint
 from orchestrator.services.containers import PluginContainers, endpoint_of
 from orchestrator.services.install import manifest_of
@@ -38,6 +42,7 @@ __all__ = ["Supervision", "thread_timer"]
 log = logging.getLogger(__name__)
 
 RECONCILE_RETRY_S = 2.0
+RECONCILE_INTERVAL_S = 30.0
 EVENTS_RETRY_S = 1.0
 HEALTH_TIMEOUT_S = 2.0
 
@@ -88,6 +93,9 @@ class Supervision:
     # -- threads -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the loops (again, after a ``stop``: a replica elected a second time)."""
+        self._stop = threading.Event()
+        self._threads = []
         for name, target in (
             ("summit-reconcile", self._reconcile_loop),
             ("summit-events", self._events_loop),
@@ -107,21 +115,26 @@ class Supervision:
             thread.join(timeout_s)
 
     def _reconcile_loop(self) -> None:
-        while not self._stop.is_set():
+        stop = self._stop
+        while not stop.is_set():
             try:
-                log.info("reconciled: %s", self.reconcile())
+                report = self.reconcile()
+                if not self.reconciled.is_set() or _changed(report):
+                    log.info("reconciled: %s", report)
                 self.reconciled.set()
-                return
+                stop.wait(RECONCILE_INTERVAL_S)
+                continue
             except SummitError as exc:
                 log.warning("reconcile postponed: %s", exc.message)
             except Exception:
                 log.exception("reconcile failed")
-            self._stop.wait(RECONCILE_RETRY_S)
+            stop.wait(RECONCILE_RETRY_S)
 
     def _events_loop(self) -> None:
-        while not self._stop.is_set():
+        stop = self._stop
+        while not stop.is_set():
             try:
-                for event in self.runtime.events(self._stop):
+                for event in self.runtime.events(stop):
                     try:
                         self.on_runtime_event(event)
                     except Exception:
@@ -130,10 +143,11 @@ class Supervision:
                 log.warning("event watch interrupted: %s", exc.message)
             except Exception:
                 log.exception("event watch failed")
-            self._stop.wait(EVENTS_RETRY_S)
+            stop.wait(EVENTS_RETRY_S)
 
     def _health_loop(self) -> None:
-        while not self._stop.wait(self.settings.health_interval_s):
+        stop = self._stop
+        while not stop.wait(self.settings.health_interval_s):
             if not self.reconciled.is_set():
                 continue
             try:
@@ -206,7 +220,7 @@ class Supervision:
         for route in routes:
             key = (route.plugin_id, route.endpoint)
             try:
-                client = self.containers.clients(route.endpoint)
+                client = self.containers.clients(route.endpoint, call_token=route.call_token)
                 try:
                     client.health(timeout_s=HEALTH_TIMEOUT_S)
                 finally:
@@ -226,51 +240,98 @@ class Supervision:
     # -- reconcile ---------------------------------------------------------------------------
 
     def reconcile(self) -> dict[str, list[str]]:
-        """Make the container engine and the database agree after a start (or a crash of the
-        orchestrator): adopt what runs, remove what no row claims, settle the rest."""
+        """Make the container engine and the database agree (after a start, a crash of the
+        orchestrator, or another replica's): adopt what runs, remove what no row claims,
+        settle the rest. Plugins whose lock is held elsewhere are left alone ("busy")."""
         report: dict[str, list[str]] = {
             "adopted": [],
             "removed": [],
             "restarted": [],
             "settled": [],
+            "busy": [],
         }
-        owned = {c.id: c for c in self.runtime.list_owned()}
+        owned: dict[str | None, list[ContainerStatus]] = {}
+        for status in self.runtime.list_owned():
+            owned.setdefault(status.plugin_id, []).append(status)
         with session_scope(self.engine) as session:
-            plugins = {p.id: p for p in crud.list_plugins(session)}
-            rows = {c.id: c for c in crud.list_containers(session)}
-            manifests = {pid: manifest_of(session, p) for pid, p in plugins.items()}
+            installed = [p.id for p in crud.list_plugins(session)]
         keep: set[Endpoint] = set()
-        for cid, row in rows.items():
-            plugin, status, endpoint = plugins.get(row.plugin_id), owned.get(cid), endpoint_of(row)
-            active = plugin is not None and plugin.state == PluginState.ACTIVE.value
-            if plugin is not None and active and status and status.running and endpoint:
-                self.containers.serve(
-                    plugin.id, endpoint, manifests[plugin.id], dict(plugin.resources)
-                )
-                keep.add(endpoint)
-                report["adopted"].append(plugin.id)
-                if self.containers.host is not None:
-                    self.containers.host.reattach(plugin.id, endpoint)
-                continue
-            with session_scope(self.engine) as session:
-                crud.delete_container(session, container_id=cid)
-            if status is None:
-                self.containers.close_host(cid, endpoint)
-        for cid, status in owned.items():
-            if status.endpoint not in keep:
-                self.runtime.remove(cid)
-                self.containers.close_host(cid, status.endpoint)
-                report["removed"].append(status.name)
+        for pid in sorted(set(installed) | {p for p in owned if p is not None}):
+            with self.lifecycle.locks.attempt(pid) as mine:
+                if not mine:
+                    report["busy"].append(pid)
+                    keep.update(c.endpoint for c in owned.get(pid, ()) if c.endpoint)
+                    continue
+                self._reconcile_plugin(pid, owned.get(pid, []), keep, report)
+        for status in owned.get(None, []):  # ours, but naming no plugin
+            self.runtime.remove(status.id)
+            report["removed"].append(status.name)
         self.runtime.sweep_endpoints(keep)
-        for pid in plugins:
-            outcome = self.lifecycle.recover(pid, adopted=pid in report["adopted"])
-            if outcome == "restart":
-                report["restarted"].append(pid)
-            elif outcome == "settled":
-                report["settled"].append(pid)
         for pid in report["restarted"]:
             try:
                 self.lifecycle.enable(pid, reason="restarted by reconcile")
             except SummitError as exc:
                 log.warning("reconcile could not restart %s: %s", pid, exc.message)
         return report
+
+    def _reconcile_plugin(
+        self,
+        plugin_id: str,
+        containers: list[ContainerStatus],
+        keep: set[Endpoint],
+        report: dict[str, list[str]],
+    ) -> None:
+        """Reconcile one plugin, holding its lock."""
+        with session_scope(self.engine) as session:
+            plugin = crud.get_plugin(session, plugin_id=plugin_id)
+            rows = list(crud.list_containers(session, plugin_id=plugin_id))
+            manifest = manifest_of(session, plugin) if plugin is not None else None
+        running = {c.id: c for c in containers}
+        if self.reconciled.is_set() and plugin is not None and rows:
+            # A later round: a serving container that stopped is a crash, with its backoff
+            # and crash limit (the event watch may not have told us yet).
+            current = max(rows, key=lambda r: r.created_at)
+            status = running.get(current.id)
+            if plugin.state == PluginState.ACTIVE.value and not (status and status.running):
+                self.crashed(plugin_id, current.id, None if status else "container vanished")
+                return
+        adopted = False
+        for row in rows:
+            status, endpoint = running.get(row.id), endpoint_of(row)
+            active = plugin is not None and plugin.state == PluginState.ACTIVE.value
+            if active and not adopted and status and status.running and endpoint and manifest:
+                assert plugin is not None
+                self.containers.serve(
+                    plugin_id,
+                    endpoint,
+                    manifest,
+                    dict(plugin.resources),
+                    call_token=row.call_token,
+                )
+                keep.add(endpoint)
+                adopted = True
+                report["adopted"].append(plugin_id)
+                if self.containers.host is not None:
+                    self.containers.host.reattach(plugin_id, endpoint)
+                continue
+            with session_scope(self.engine) as session:
+                crud.delete_container(session, container_id=row.id)
+            if status is None:
+                self.containers.close_host(row.id, endpoint)
+        for cid, status in running.items():
+            if status.endpoint is None or status.endpoint not in keep:
+                self.runtime.remove(cid)
+                self.containers.close_host(cid, status.endpoint)
+                report["removed"].append(status.name)
+        if plugin is None:
+            return
+        outcome = self.lifecycle.recover(plugin_id, adopted=adopted)
+        if outcome == "restart":
+            report["restarted"].append(plugin_id)
+        elif outcome == "settled":
+            report["settled"].append(plugin_id)
+
+
+def _changed(report: dict[str, list[str]]) -> bool:
+    """Whether a reconcile did more than find everything as it was."""
+    return any(v for k, v in report.items() if k not in ("adopted", "busy"))

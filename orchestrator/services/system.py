@@ -4,6 +4,7 @@ and its Prometheus metrics."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -29,11 +30,18 @@ class SystemService:
         runtime: _Pingable,
         reconciled: threading.Event,
         registry: CollectorRegistry,
+        is_leader: Callable[[], bool] = lambda: True,
     ) -> None:
         self.engine = engine
         self.runtime = runtime
         self.reconciled = reconciled
         self.registry = registry
+        self.is_leader = is_leader
+
+    def role(self) -> str:
+        """``supervisor`` on the elected replica (crash restarts, probes, reconcile run
+        there), ``replica`` on the others."""
+        return "supervisor" if self.is_leader() else "replica"
 
     def readiness(self) -> dict[str, str]:
         """Each check's outcome: ``ok``, ``pending`` or ``error: ...``; ready when all are ok."""

@@ -156,6 +156,7 @@ def add_container(
     version: str,
     image: str,
     endpoint: str,
+    call_token: str | None = None,
 ) -> None:
     session.add(
         Container(
@@ -165,6 +166,7 @@ def add_container(
             version=version,
             image=image,
             endpoint=endpoint,
+            call_token=call_token,
         )
     )
 

@@ -70,6 +70,9 @@ class Container(SQLModel, table=True):
     version: str = Field(max_length=64)
     image: str = Field(max_length=512)
     endpoint: str = Field(max_length=512)
+    # The secret the plugin requires on its protocol where it listens on a network address
+    # (pods); every replica needs it to call the container, so it is kept with it.
+    call_token: str | None = Field(default=None, max_length=128, repr=False)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -267,3 +270,18 @@ class DeliveryAttempt(SQLModel, table=True):
     status_code: int | None = None
     error: str | None = None
     latency_ms: float
+
+
+# -- replicas ---------------------------------------------------------------------------------
+
+
+class Lease(SQLModel, table=True):
+    """A named role one replica holds at a time (``supervisor``) until ``expires_at``,
+    renewed by its heartbeat; an expired lease is anyone's to take."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=200)
+    expires_at: datetime
+    acquired_at: datetime

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CONTAINER_SOCKET_DIR = SOCKET_MOUNT
 OPEN_TIMEOUT_S = 10.0
+PROBE_TIMEOUT_S = 0.5
 DEFAULT_MAX_CONNECTIONS = 64
 
 ASGIApp = Callable[
@@ -110,6 +111,11 @@ class HostServer:
         if old is not None:
             self._call(old.shutdown())
 
+    @property
+    def serving(self) -> set[str]:
+        """The socket paths this process listens on."""
+        return set(self._servers)
+
     def close(self, path: Path) -> None:
         server = self._servers.pop(str(path), None)
         if server is not None:
@@ -161,9 +167,11 @@ class HostGateway:
         return str(UnixEndpoint(Path(CONTAINER_SOCKET_DIR) / HOST_SOCKET_NAME)), token
 
     def reattach(self, plugin_id: str, endpoint: Endpoint) -> None:
-        """After an orchestrator restart: listen again; the plugin keeps its token."""
+        """Listen again where nobody does any more (this orchestrator restarted, or the
+        replica that started the container died); the plugin keeps its token. A socket
+        another live replica serves is left to it."""
         path = self.socket_path(endpoint)
-        if path is not None:
+        if path is not None and str(path) not in self.server.serving and not _answers(path):
             self.server.listen(plugin_id, path)
 
     def close(self, container_id: str, endpoint: Endpoint | None) -> None:
@@ -174,3 +182,18 @@ class HostGateway:
 
     def revoke_plugin(self, plugin_id: str) -> None:
         self.tokens.revoke(plugin_id=plugin_id)
+
+
+def _answers(path: Path) -> bool:
+    """Whether some process accepts connections on the unix socket ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(PROBE_TIMEOUT_S)
+    try:
+        probe.connect(str(path))
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):  # nobody listens there
+        return False
+    except OSError:  # busy or slow, but somebody's
+        return True
+    finally:
+        probe.close()

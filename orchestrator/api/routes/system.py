@@ -31,6 +31,6 @@ def readyz(system: SystemDep) -> JSONResponse:
     checks = system.readiness()
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {"status": "ready" if ready else "not ready", "checks": checks, "role": system.role()},
         status_code=200 if ready else 503,
     )

@@ -152,7 +152,7 @@ def test_reconcile_adopts_a_running_container(services: Services) -> None:
     again = _restarted(services)
     report = again.supervision.reconcile()
 
-    assert report == {"adopted": [PID], "removed": [], "restarted": [], "settled": []}
+    assert report == {"adopted": [PID], "removed": [], "restarted": [], "settled": [], "busy": []}
     route = again.broker.route(PID)
     assert route is not None and route.endpoint == services.runtime.status(running).endpoint  # type: ignore[union-attr]
     assert services.container(PID) == running and services.state(PID) == "ACTIVE"

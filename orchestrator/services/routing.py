@@ -1,0 +1,134 @@
+"""Routes shared by replicas: every replica's broker routes each plugin as the database says.
+
+The database is the truth (a plugin's state and its current container). A replica learns of a
+change another replica made from the lifecycle event it logged (``plugin.enabled``,
+``plugin.disabling``, ``plugin.failed``, ...), which reaches every replica through the event
+stream, and re-reads that one plugin. Under that, every ``ROUTE_RESYNC_S`` it re-reads them all
+(the safety net: an event lost while Redis was away, a limits change, which logs no event).
+A call that finds its container gone asks too (``Broker.refresh``).
+
+A replica never re-reads a plugin while one of its own operations holds that plugin's lock:
+the operation sets the route itself, and a read in between could see the database a moment
+before the operation commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+from orchestrator.broker import Broker, Route
+from orchestrator.domain.lifecycle import PluginState
+from orchestrator.events.bus import Event
+from orchestrator.services.containers import PluginContainers, endpoint_of
+from orchestrator.services.install import manifest_of
+from orchestrator.services.locks import PluginLocks
+from orchestrator.store import crud
+from orchestrator.store.db import Engine, session_scope
+
+__all__ = ["ROUTE_EVENTS", "RouteSync"]
+
+log = logging.getLogger(__name__)
+
+# The events after which a plugin's route may have changed.
+ROUTE_EVENTS = (
+    "plugin.enabled",
+    "plugin.reloaded",
+    "plugin.failed",
+    "plugin.disabling",
+    "plugin.disabled",
+    "plugin.uninstalled",
+)
+
+
+class RouteSync:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        broker: Broker,
+        containers: PluginContainers,
+        locks: PluginLocks,
+        interval_s: float,
+    ) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.containers = containers
+        self.locks = locks
+        self.interval_s = interval_s
+        self.synced = threading.Event()  # the first full re-read is done
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one plugin, all plugins (threads) -----------------------------------------------------
+
+    def resync(self, plugin_id: str) -> Route | None:
+        """Route ``plugin_id`` as the database says; its route now (None: not ACTIVE here)."""
+        with self.locks.attempt_local(plugin_id) as free:
+            if free:
+                self._apply(plugin_id)
+        return self.broker.route(plugin_id)
+
+    def _apply(self, plugin_id: str) -> None:
+        with session_scope(self.engine) as session:
+            plugin = crud.get_plugin(session, plugin_id=plugin_id)
+            active = plugin is not None and plugin.state == PluginState.ACTIVE.value
+            row = crud.current_container(session, plugin_id=plugin_id) if active else None
+            endpoint = endpoint_of(row) if row is not None else None
+            if plugin is None or row is None or endpoint is None:
+                if self.broker.drop_route(plugin_id) is not None:
+                    log.info("route of %s dropped: not ACTIVE in the database", plugin_id)
+                return
+            manifest = manifest_of(session, plugin)
+            resources, token = dict(plugin.resources), row.call_token
+        self.containers.serve(plugin_id, endpoint, manifest, resources, call_token=token)
+
+    def resync_all(self) -> None:
+        """Re-read every plugin; drop routes of plugins the database no longer has."""
+        with session_scope(self.engine) as session:
+            known = [p.id for p in crud.list_plugins(session)]
+        for route in self.broker.routes():
+            if route.plugin_id not in known:
+                self.resync(route.plugin_id)
+        for plugin_id in known:
+            try:
+                self.resync(plugin_id)
+            except Exception:
+                log.exception("re-reading the route of %s failed", plugin_id)
+
+    # -- the event stream (event loop) -------------------------------------------------------
+
+    async def on_event(self, event: Event) -> None:
+        if event.subject and self.synced.is_set():
+            await asyncio.to_thread(self.resync, event.subject)
+
+    async def refresh(self, plugin_id: str) -> Route | None:
+        """The broker's question after a call found no container: the route as it is now."""
+        return await asyncio.to_thread(self.resync, plugin_id)
+
+    # -- the safety net ----------------------------------------------------------------------
+
+    def start(self, *, after: Callable[[threading.Event], bool]) -> None:
+        """Re-read all routes every ``interval_s``, the first time once ``after(stop)`` says
+        this replica may (on the elected supervisor: once reconcile has adopted what runs)."""
+
+        def run() -> None:
+            if not after(self._stop):
+                return
+            while not self._stop.is_set():
+                try:
+                    self.resync_all()
+                    self.synced.set()
+                except Exception as exc:
+                    log.warning("re-reading routes failed: %s", exc)
+                self._stop.wait(self.interval_s)
+
+        self._thread = threading.Thread(target=run, name="summit-routes", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
