@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from orchestrator import __version__
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.fastpath import FastPathAPI
 from orchestrator.api.host import HostGateway, HostServer, create_host_app
+from orchestrator.api.host.server import advertised_host_url
 from orchestrator.api.http_guard import HttpLimits, raise_open_files_limit
 from orchestrator.api.routes import events as event_routes
 from orchestrator.api.routes import extensions, jobs, plugins, security, system, webhooks
@@ -88,6 +90,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings, max_connections=settings.host_max_connections
             ),
         )
+        advertised: str | None = None
+        if settings.host_api_port:
+            # Plugins on a network (pods) reach the host API here, through any replica.
+            advertised = advertised_host_url(
+                settings.host_api_address, settings.host_api_port, os.environ.get("POD_IP")
+            )
+            await asyncio.to_thread(
+                host_server.listen_tcp, "0.0.0.0", settings.host_api_port, tokens
+            )
+            log.info(
+                "host API on port %d, told to plugins as %s", settings.host_api_port, advertised
+            )
         services = assemble(
             engine=engine,
             settings=settings,
@@ -95,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             images=image_store,
             broker=broker,
             events=events,
-            host=HostGateway(host_server, tokens),
+            host=HostGateway(host_server, tokens, advertised_url=advertised),
         )
         lifecycle, installs, supervision = (
             services.lifecycle,

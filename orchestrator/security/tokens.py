@@ -49,6 +49,17 @@ class HostTokens:
             # The lookup was by hash; still compare the binding in constant time.
             return hmac.compare_digest(row.plugin_id.encode(), plugin_id.encode())
 
+    def plugin_of(self, token: str | None) -> str | None:
+        """The plugin a live token was issued to (a listener on a network address serves
+        every plugin and learns which one calls from its token)."""
+        if not token:
+            return None
+        with session_scope(self.engine) as session:
+            row = store.get_host_token(session, token_hash=hash_token(token))
+            if row is None or row.revoked_at is not None:
+                return None
+            return row.plugin_id
+
     def revoke(self, *, plugin_id: str | None = None, container_id: str | None = None) -> int:
         with session_scope(self.engine) as session:
             return store.revoke_host_tokens(session, plugin_id=plugin_id, container_id=container_id)

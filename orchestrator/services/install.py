@@ -444,6 +444,14 @@ class InstallService:
         check_config(req.config, self.settings)
         if req.image is not None:
             check_image_reference(req.image)
+        elif self.settings.runtime == "kubernetes":
+            raise Conflict(
+                "plugins on Kubernetes run from images in a registry; this orchestrator "
+                "builds no source bundles. Build and push the plugin with `summit-plugin "
+                "publish`, then install it by image reference",
+                code="source_install_unsupported",
+                details={"runtime": "kubernetes", "hint": "summit-plugin publish"},
+            )
 
     @contextmanager
     def fetch(

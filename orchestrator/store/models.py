@@ -34,7 +34,7 @@ class PluginVersion(SQLModel, table=True):
     version: str = Field(primary_key=True, max_length=64)
     manifest: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     image: str = Field(max_length=512)
-    image_id: str | None = Field(default=None, max_length=128)
+    image_id: str | None = Field(default=None, max_length=512)
     source: str = Field(max_length=16)  # "bundle" | "image"
     source_digest: str | None = Field(default=None, max_length=80)
     installed_at: datetime = Field(default_factory=utcnow)
@@ -285,3 +285,39 @@ class Lease(SQLModel, table=True):
     holder: str = Field(max_length=200)
     expires_at: datetime
     acquired_at: datetime
+
+
+# -- resource monitor -------------------------------------------------------------------------
+
+# (Here rather than at the top while the top of this file is being edited: fold it in there.)
+from sqlalchemy import BigInteger  # noqa: E402
+
+
+class UsagePoint(SQLModel, table=True):
+    """One point of a plugin's resource series: the samples of one ``step_s`` bucket starting
+    at ``at`` (unix seconds, UTC). Raw units: bytes, microseconds, counts. Fields named
+    ``*_total`` are the plugin's running totals at the bucket's end; the other counters are
+    what was used within the bucket. None: not available (the backend could not tell)."""
+
+    __tablename__ = "resource_usage"
+    __table_args__ = (Index("ix_resource_usage_step_at", "step_s", "at"),)
+
+    plugin_id: str = Field(primary_key=True, max_length=128)
+    step_s: int = Field(primary_key=True)
+    at: int = Field(primary_key=True, sa_type=BigInteger)
+    samples: int = 1
+    memory_bytes: int | None = Field(default=None, sa_type=BigInteger)  # mean
+    memory_max_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    memory_limit_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    cpu_usec: int | None = Field(default=None, sa_type=BigInteger)
+    cpu_total_usec: int | None = Field(default=None, sa_type=BigInteger)
+    cpu_periods: int | None = Field(default=None, sa_type=BigInteger)
+    cpu_throttled_periods: int | None = Field(default=None, sa_type=BigInteger)
+    pids: int | None = None  # highest
+    io_read_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    io_write_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    network_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    network_total_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    storage_bytes: int | None = Field(default=None, sa_type=BigInteger)  # last
+    calls: int | None = Field(default=None, sa_type=BigInteger)
+    calls_total: int | None = Field(default=None, sa_type=BigInteger)

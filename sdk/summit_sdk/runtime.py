@@ -13,6 +13,10 @@ Environment:
   has none
 - ``SUMMIT_PLUGIN_CONCURRENCY`` default 64; extension calls beyond it get 429
 - ``SUMMIT_PLUGIN_LOG_LEVEL``   default INFO
+- ``SUMMIT_PLUGIN_TOKEN``       the call token; on a TCP address every request but
+  ``GET /summit/v1/health`` must carry ``Authorization: Bearer <token>`` (else 401
+  ``unauthorized``). A network address, unlike the unix socket only the orchestrator can
+  reach, is open to whatever the cluster's network plugin lets by.
 
 After ``POST /summit/v1/shutdown`` has been answered the server stops by itself and the process
 exits 0; SIGTERM does the same after in-flight requests finish. uvicorn is imported only when
@@ -25,6 +29,7 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
+import hmac
 import importlib
 import inspect
 import json
@@ -52,6 +57,7 @@ __all__ = [
     "DEFAULT_MANIFEST",
     "EntrypointError",
     "PluginApp",
+    "call_token_for",
     "create_app",
     "load_entrypoint",
     "main",
@@ -63,6 +69,7 @@ __all__ = [
 DEFAULT_LISTEN = "tcp://0.0.0.0:8080"
 DEFAULT_MANIFEST = "/summit/plugin.json"
 DEFAULT_CONCURRENCY = 64
+TOKEN_ENV = "SUMMIT_PLUGIN_TOKEN"
 
 log = logging.getLogger("summit_sdk.runtime")
 
@@ -168,9 +175,17 @@ class PluginApp:
     plugin: its configuration, host access and calls in flight.
     """
 
-    def __init__(self, state: _State, endpoints: dict[tuple[str, str], _Endpoint]) -> None:
+    def __init__(
+        self,
+        state: _State,
+        endpoints: dict[tuple[str, str], _Endpoint],
+        *,
+        call_token: str | None = None,
+    ) -> None:
         self.state = state
         self._endpoints = endpoints
+        # The credential expected in Authorization, compared in constant time.
+        self._credential = call_token.encode() if call_token else None
         self._methods: dict[str, list[str]] = {}
         for method, path in endpoints:
             self._methods.setdefault(path, []).append(method)
@@ -186,6 +201,19 @@ class PluginApp:
         head = method == "HEAD"  # a GET without the body, as HTTP has it
         if head:
             method = "GET"
+        # The kubelet's readiness probe carries no token; health reveals only the id, version
+        # and extensions. Everything else is refused before it is routed.
+        needs_token = self._credential is not None and not (method == "GET" and path == _HEALTH)
+        if needs_token and not self._authorized(scope.get("headers") or ()):
+            status, content = _error("unauthorized", "a valid call token is required")
+            headers = [
+                _JSON_TYPE,
+                (b"content-length", str(len(content)).encode()),
+                (b"www-authenticate", b"Bearer"),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if head else content})
+            return
         params: tuple[str, ...] = ()
         if path.startswith(_EXTENSIONS_PREFIX):  # the one route with parameters
             parts = path[len(_EXTENSIONS_PREFIX) :].split("/")
@@ -218,7 +246,18 @@ class PluginApp:
         if after is not None:
             after()
 
+    def _authorized(self, headers: Any) -> bool:
+        assert self._credential is not None
+        for name, value in headers:
+            if name.lower() == b"authorization":
+                scheme, _, credential = bytes(value).strip().partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credential.strip(), self._credential
+                )
+        return False
 
+
+_HEALTH = f"{BASE_PATH}/health"
 _EXTENSIONS_PREFIX = f"{BASE_PATH}/extensions/"
 _EXTENSIONS = f"{_EXTENSIONS_PREFIX}{{point}}/{{name}}"
 
@@ -251,8 +290,13 @@ def create_app(
     on_exit: Callable[[], None] | None = None,
     concurrency: int | None = None,
     host_transport: Any = None,
+    call_token: str | None = None,
 ) -> PluginApp:
     """Build the ASGI app for ``plugin``.
+
+    With ``call_token`` every request but ``GET /summit/v1/health`` must carry
+    ``Authorization: Bearer <call_token>``; :func:`serve` passes ``SUMMIT_PLUGIN_TOKEN`` when
+    it listens on TCP.
 
     ``on_exit`` is called once, after the answer to ``/shutdown`` has been sent; :func:`serve`
     uses it to stop the server. Without it, shutdown only runs the plugin's handler.
@@ -362,7 +406,8 @@ def create_app(
 
     return PluginApp(
         state,
-        {
+        call_token=call_token,
+        endpoints={
             ("GET", f"{BASE_PATH}/health"): get_health,
             ("POST", f"{BASE_PATH}/initialize"): post_initialize,
             ("POST", _EXTENSIONS): post_extension,
@@ -562,8 +607,12 @@ def parse_listen(listen: str) -> tuple[Literal["tcp"], str, int] | tuple[Literal
     raise ValueError(f"listen address must be tcp://HOST:PORT or unix:///PATH, got {listen!r}")
 
 
-def serve(plugin: Plugin, listen: str = DEFAULT_LISTEN) -> None:
-    """Serve ``plugin`` until ``/shutdown`` or SIGTERM/SIGINT; returns normally in both cases."""
+def serve(plugin: Plugin, listen: str = DEFAULT_LISTEN, *, call_token: str | None = None) -> None:
+    """Serve ``plugin`` until ``/shutdown`` or SIGTERM/SIGINT; returns normally in both cases.
+
+    On TCP the calls must carry ``call_token`` (default: ``SUMMIT_PLUGIN_TOKEN``); without
+    one the plugin answers anyone who can reach the port, and says so in its log. A unix
+    socket needs none: only the orchestrator can reach its folder."""
     import uvicorn  # here, not at module level: only serving needs it
 
     address = parse_listen(listen)
@@ -573,7 +622,8 @@ def serve(plugin: Plugin, listen: str = DEFAULT_LISTEN) -> None:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(plugin, on_exit=stop)
+    token = call_token_for(address[0], call_token)
+    app = create_app(plugin, on_exit=stop, call_token=token)
     options: dict[str, Any] = {}
     if address[0] == "tcp":
         options = {"host": address[1], "port": address[2]}
@@ -598,6 +648,20 @@ def serve(plugin: Plugin, listen: str = DEFAULT_LISTEN) -> None:
         restore()
         if address[0] == "unix":
             _unlink(address[1])
+
+
+def call_token_for(kind: str, given: str | None = None) -> str | None:
+    """The token calls must carry on a listener of ``kind`` ("tcp" or "unix")."""
+    if kind != "tcp":
+        return None
+    token = given if given is not None else os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        log.warning(
+            "listening on TCP without %s: any caller that reaches this port is served",
+            TOKEN_ENV,
+        )
+        return None
+    return token
 
 
 def _bind_unix(path: str) -> socket.socket:

@@ -30,6 +30,7 @@ ERROR_CODES: Final = {
     "bad_request": 400,  # body is not JSON or does not match the request model
     "invalid_input": 400,  # input failed the typed extension's model (details: pydantic errors)
     "plugin_error": 400,  # default code of summit_sdk.PluginError (handlers may choose another)
+    "unauthorized": 401,  # over TCP: no valid `Authorization: Bearer <SUMMIT_PLUGIN_TOKEN>`
     "permission_denied": 403,  # a host API call the plugin was not granted (PermissionDenied)
     "not_found": 404,  # no such route
     "unknown_extension": 404,  # no handler for {point}/{name}

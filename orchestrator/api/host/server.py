@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
@@ -111,6 +113,35 @@ class HostServer:
         if old is not None:
             self._call(old.shutdown())
 
+    def listen_tcp(self, host: str, port: int, tokens: HostTokens) -> None:
+        """Serve every plugin on ``host:port`` (plugins reached over a network); the bearer
+        token names the calling plugin, and a request without a live one is refused (401)
+        before it reaches the host API."""
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        config = uvicorn.Config(
+            _by_token(self.app, tokens),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=2,
+            **self.limits.uvicorn_options(f"host API on {host}:{port}"),
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        self._call(server.startup(sockets=[sock]))
+        self._servers[f"tcp://{host}:{port}"] = server
+
     @property
     def serving(self) -> set[str]:
         """The socket paths this process listens on."""
@@ -143,11 +174,18 @@ class HostServer:
 
 
 class HostGateway:
-    """What the lifecycle service needs: a listener and a token per container."""
+    """What the lifecycle service needs: a listener and a token per container.
 
-    def __init__(self, server: HostServer, tokens: HostTokens) -> None:
+    A container reached over a unix socket gets a listener of its own beside it. A container
+    on a network address (a pod) is told ``advertised_url``, the host API's TCP listener that
+    every replica serves (``HostServer.listen_tcp``): its token says which plugin calls."""
+
+    def __init__(
+        self, server: HostServer, tokens: HostTokens, *, advertised_url: str | None = None
+    ) -> None:
         self.server = server
         self.tokens = tokens
+        self.advertised_url = advertised_url
 
     @staticmethod
     def socket_path(endpoint: Endpoint) -> Path | None:
@@ -160,7 +198,10 @@ class HostGateway:
         """Listen for this container and issue its token: (url inside the container, token)."""
         path = self.socket_path(endpoint)
         if path is None:
-            return None
+            if self.advertised_url is None:
+                return None
+            token = self.tokens.issue(plugin_id=plugin_id, container_id=container_id)
+            return self.advertised_url, token
         self.server.listen(plugin_id, path)
         token = self.tokens.issue(plugin_id=plugin_id, container_id=container_id)
         # The plugin is told where the host API is inside its container, as text (the wire).
@@ -197,3 +238,77 @@ def _answers(path: Path) -> bool:
         return True
     finally:
         probe.close()
+
+
+def _by_token(app: ASGIApp, tokens: HostTokens) -> ASGIApp:
+    """``app`` for a listener that serves every plugin: the plugin is the one the request's
+    bearer token was issued to."""
+    refusal = json.dumps(
+        {
+            "error": {
+                "code": "unauthenticated",
+                "message": "the host API needs the bearer token given in initialize",
+                "details": {},
+            }
+        }
+    ).encode()
+
+    async def by_token(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        auth = dict(scope.get("headers") or ()).get(b"authorization", b"").decode("latin-1")
+        token = auth[7:] if auth[:7].lower() == "bearer " else None
+        plugin_id = await asyncio.to_thread(tokens.plugin_of, token) if token else None
+        if plugin_id is None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"www-authenticate", b"Bearer"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": refusal})
+            return
+        await app({**scope, PLUGIN_SCOPE_KEY: plugin_id}, receive, send)
+
+    return by_token
+
+
+def advertised_host_url(address: str | None, port: int, pod_ip: str | None) -> str:
+    """The host API's URL as plugins on a network are told it: an IP, since plugins get no
+    DNS. ``address`` is ``HOST[:PORT]`` (a name is resolved here, once: a Service's cluster IP
+    stays for the Service's life); unset, this pod's own IP and ``port``."""
+    if address:
+        host, port = _host_and_port(address, port)
+    elif pod_ip:
+        host = pod_ip
+    else:
+        raise ValueError(
+            "SUMMIT_HOST_API_PORT is set but plugins cannot be told where to reach it: set "
+            "SUMMIT_HOST_API_ADDRESS (an IP or a name to resolve, e.g. the host API Service) "
+            "or run in a pod with POD_IP"
+        )
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        ip = ipaddress.ip_address(infos[0][4][0])
+    shown = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"http://{shown}:{port}"
+
+
+def _host_and_port(address: str, default_port: int) -> tuple[str, int]:
+    """``10.0.0.7``, ``10.0.0.7:8701``, ``[fd00::7]:8701``, ``fd00::7``, ``name:8701``."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port
+    if address.count(":") == 1:
+        host, _, given = address.partition(":")
+        if not given.isdigit():
+            raise ValueError(f"SUMMIT_HOST_API_ADDRESS: {address!r} has no valid port")
+        return host, int(given)
+    return address, default_port

@@ -229,3 +229,17 @@ def test_the_lease_must_outlast_its_renewals(engine: Engine) -> None:
 def test_settings_hold_the_replica_defaults() -> None:
     s = Settings()
     assert s.leader_lease_s + s.leader_renew_s < 15  # a new leader within 15 s
+
+
+def test_on_kubernetes_a_source_bundle_is_refused_before_anything_is_read(
+    services: Services,
+) -> None:
+    from orchestrator.services.install import InstallRequest
+
+    installs = services.installs
+    installs.settings = services.settings.model_copy(update={"runtime": "kubernetes"})
+    with pytest.raises(Conflict) as refused:
+        installs.check(InstallRequest())
+    assert refused.value.code == "source_install_unsupported"
+    assert "summit-plugin publish" in refused.value.message
+    installs.check(InstallRequest(image="registry.example/p@sha256:" + "0" * 64))
