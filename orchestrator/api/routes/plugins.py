@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -51,6 +51,12 @@ class LimitsBody(BaseModel):
     rate_limit_requests: int | None = Field(None, ge=0, description="0 = unlimited")
     rate_limit_window_s: float | None = Field(None, gt=0, le=86400)
     concurrency: int | None = Field(None, ge=1, le=10000)
+    isolation: Literal["runc", "gvisor"] | None = Field(
+        None,
+        description="Isolation tier of this plugin's containers (null: SUMMIT_ISOLATION, or "
+        "SUMMIT_ISOLATION_UNSIGNED for an unsigned plugin); takes effect at its next start "
+        "or reload",
+    )
 
 
 def _json_field(
@@ -385,7 +391,8 @@ async def put_config(
 def put_limits(
     plugin_id: str, body: LimitsBody, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
 ) -> PluginView:
-    """Rate limit (sliding window) and concurrency limit of calls into this plugin."""
+    """Rate limit (sliding window) and concurrency limit of calls into this plugin, and the
+    isolation tier its containers run under."""
     lifecycle.set_limits(plugin_id, body.model_dump())
     return queries.get(plugin_id)
 

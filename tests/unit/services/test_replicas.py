@@ -15,6 +15,8 @@ from sqlalchemy.engine import Engine
 from orchestrator.broker.errors import PluginUnreachable
 from orchestrator.config import Settings
 from orchestrator.domain.errors import Conflict
+from orchestrator.runtime.base import ContainerSpec
+from orchestrator.services.containers import isolation_for
 from orchestrator.services.leadership import Leadership
 from orchestrator.services.locks import PluginLocks
 from orchestrator.services.routing import RouteSync
@@ -243,3 +245,38 @@ def test_on_kubernetes_a_source_bundle_is_refused_before_anything_is_read(
     assert refused.value.code == "source_install_unsupported"
     assert "summit-plugin publish" in refused.value.message
     installs.check(InstallRequest(image="registry.example/p@sha256:" + "0" * 64))
+
+
+# -- isolation tiers -------------------------------------------------------------------------
+
+
+def _spec_of(services: Services, plugin_id: str) -> ContainerSpec:
+    [status] = services.runtime.running(plugin_id)
+    return services.runtime.containers[status.id].spec
+
+
+def test_the_isolation_tier_is_the_operators_then_the_unsigned_tier_then_the_default(
+    services: Services,
+) -> None:
+    services.settings.isolation_unsigned = "gvisor"
+    services.install(PID)
+    services.lifecycle.enable(PID)
+    spec = _spec_of(services, PID)
+    assert spec.isolation == "gvisor"  # unsigned
+    assert spec.call_token and len(spec.call_token) >= 32
+
+    services.lifecycle.set_limits(PID, {"isolation": "runc"})
+    services.lifecycle.reload(PID)
+    assert _spec_of(services, PID).isolation == "runc"  # the operator's choice wins
+
+    services.lifecycle.set_limits(PID, {"isolation": None})
+    services.settings.isolation_unsigned = None
+    services.lifecycle.reload(PID)
+    assert _spec_of(services, PID).isolation == services.settings.isolation == "runc"
+
+
+def test_isolation_for_a_signed_plugin_is_the_default_tier() -> None:
+    settings = Settings(isolation="runc", isolation_unsigned="gvisor")
+    assert isolation_for({}, settings, signed=True) == "runc"
+    assert isolation_for({}, settings, signed=False) == "gvisor"
+    assert isolation_for({"isolation": "gvisor"}, settings, signed=True) == "gvisor"
