@@ -1,5 +1,5 @@
 # Everyday commands. Each target is a script in scripts/ that a newcomer can also run directly.
-.PHONY: up down test lint bench base-image
+.PHONY: up down test lint bench base-image image
 
 up:          ## Docker + venv + base image + orchestrator + example plugin ACTIVE
 	bash scripts/up.sh
@@ -17,6 +17,9 @@ lint:
 
 base-image:  ## (re)build summit/plugin-python (pass ARGS=--force to rebuild)
 	bash plugin-base-images/build.sh $(ARGS)
+
+image:       ## (re)build summit/orchestrator, prints its size (pass ARGS=--force to rebuild)
+	bash scripts/build-orchestrator-image.sh $(ARGS)
 
 bench:       ## cold-start benchmark (prints figures)
 	.venv/bin/python bench/cold_start.py
