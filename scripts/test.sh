@@ -6,6 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/ensure-docker.sh
+bash scripts/ensure-gvisor.sh
 bash scripts/ensure-services.sh
 bash scripts/bootstrap-venv.sh
 bash plugin-base-images/build.sh

@@ -8,6 +8,10 @@ creates and bind-mounts at ``/run/summit``; that directory is the only host path
 Every plugin container also gets an open-files limit (``nofile``) below the orchestrator's own,
 and each of its tmpfs mounts a cap on inodes besides bytes: empty files cost no bytes but each
 takes kernel memory.
+
+A ``ContainerSpec`` of isolation ``gvisor`` runs under gVisor's ``runsc``, which dockerd knows
+only once ``scripts/ensure-gvisor.sh`` has registered it; until then such a deploy is refused
+(503 ``isolation_unavailable``) before anything is created.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import secrets
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from docker.models.containers import Container
 from summit_sdk.sandbox import (
     DEFAULT_NOFILE_LIMIT,
     DEFAULT_TMPFS_INODES,
+    GVISOR_RUNTIME,
     SOCKET_NAME,
     sandbox_options,
 )
@@ -38,6 +44,7 @@ from orchestrator.domain.errors import (
     NotFound,
     RuntimeFailure,
     RuntimeUnavailable,
+    ServiceUnavailable,
     SummitError,
 )
 from orchestrator.domain.images import names_registry
@@ -57,6 +64,8 @@ from orchestrator.runtime.endpoints import Endpoint, UnixEndpoint, parse_endpoin
 log = logging.getLogger(__name__)
 
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
+# A socket folder is created before its container; a sweep spares folders this young.
+SWEEP_MIN_AGE_S = 300.0
 
 
 def _translate(exc: Exception, what: str) -> SummitError:
@@ -89,6 +98,9 @@ class DockerRuntime:
         self._timeout_s = timeout_s
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        # Set once dockerd has listed runsc: it stays registered in the normal course, and a
+        # deploy that meets it gone looks again (``_gvisor_gone``).
+        self._gvisor_seen = False
         if len(str(self.sockets_dir)) + 1 + 12 + 1 + len(SOCKET_NAME) > MAX_SOCKET_PATH:
             raise ValueError(f"sockets directory path is too long for unix sockets: {sockets_dir}")
 
@@ -131,36 +143,73 @@ class DockerRuntime:
         token = secrets.token_hex(6)
         name = f"summit-{spec.plugin_id.replace('.', '-')[:40]}-{token}"
         sock_dir = self._socket_dir(token)
-        uid, _, gid = spec.user.partition(":")
-        _make_socket_dir(sock_dir, int(uid), int(gid or uid), inodes=self.tmpfs_inodes)
         labels = {
             LABEL_OWNER: self.owner,
             LABEL_PLUGIN: spec.plugin_id,
             LABEL_VERSION: spec.version,
             LABEL_ENDPOINT: str(UnixEndpoint(sock_dir / SOCKET_NAME)),
         }
-        options = sandbox_options(
-            socket_dir=sock_dir,
-            memory_mb=spec.memory_mb,
-            cpu_percent=spec.cpu_percent,
-            pids_limit=spec.pids_limit,
-            tmpfs_mb=spec.tmpfs_mb,
-            tmpfs_inodes=self.tmpfs_inodes,
-            nofile_limit=self.nofile_limit,
-            user=spec.user,
-            log_max_size=spec.log_max_size,
-            environment=spec.env,
-            labels=labels,
-        )
+        # Everything that can refuse the spec runs before the socket folder exists.
+        try:
+            options = sandbox_options(
+                socket_dir=sock_dir,
+                memory_mb=spec.memory_mb,
+                cpu_percent=spec.cpu_percent,
+                pids_limit=spec.pids_limit,
+                tmpfs_mb=spec.tmpfs_mb,
+                tmpfs_inodes=self.tmpfs_inodes,
+                nofile_limit=self.nofile_limit,
+                user=spec.user,
+                log_max_size=spec.log_max_size,
+                environment=spec.env,
+                labels=labels,
+                isolation=spec.isolation,
+            )
+        except ValueError as exc:
+            raise InvalidInput(
+                f"{spec.plugin_id}: {exc}",
+                code="invalid_isolation",
+                details={"isolation": spec.isolation},
+            ) from exc
+        if spec.isolation == "gvisor":
+            self._require_gvisor()
+        uid, _, gid = spec.user.partition(":")
+        _make_socket_dir(sock_dir, int(uid), int(gid or uid), inodes=self.tmpfs_inodes)
         try:
             container = self._call(
                 "create container", self.client.containers.create, spec.image, name=name, **options
             )
             self._call("start container", container.start)
+        except RuntimeFailure as exc:
+            self._cleanup_failed_deploy(name, sock_dir)
+            gone = self._gvisor_gone() if spec.isolation == "gvisor" else None
+            if gone is not None:
+                raise gone from exc
+            raise
         except BaseException:
             self._cleanup_failed_deploy(name, sock_dir)
             raise
         return self._status_of(container, refresh=True)
+
+    def _runtimes(self) -> set[str]:
+        info = self._call("read daemon info", self.client.info)
+        return set(info.get("Runtimes") or {})
+
+    def _require_gvisor(self) -> None:
+        if not self._gvisor_seen:
+            if GVISOR_RUNTIME not in self._runtimes():
+                raise _gvisor_unavailable()
+            self._gvisor_seen = True
+
+    def _gvisor_gone(self) -> SummitError | None:
+        """After a failed gVisor deploy: the error to raise if runsc has gone from dockerd
+        since it was seen (someone edited daemon.json), else None."""
+        self._gvisor_seen = False
+        with contextlib.suppress(SummitError):
+            if GVISOR_RUNTIME not in self._runtimes():
+                return _gvisor_unavailable()
+            self._gvisor_seen = True
+        return None
 
     def _cleanup_failed_deploy(self, name: str, sock_dir: Path) -> None:
         with contextlib.suppress(Exception):
@@ -249,12 +298,19 @@ class DockerRuntime:
         return out
 
     def sweep_endpoints(self, keep: set[Endpoint]) -> None:
-        """Delete socket folders that belong to no container in ``keep`` (left by a crash)."""
+        """Delete socket folders that belong to no container in ``keep`` (left by a crash).
+        A folder younger than ``SWEEP_MIN_AGE_S`` is spared: it may be a deploy in flight
+        (here or on another replica) whose container is not listed yet."""
         if not self.sockets_dir.is_dir():
             return
+        young = time.time() - SWEEP_MIN_AGE_S
         for child in self.sockets_dir.iterdir():
-            if UnixEndpoint(child / SOCKET_NAME) not in keep:
-                _drop_socket_dir(child)
+            if UnixEndpoint(child / SOCKET_NAME) in keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if child.stat().st_mtime > young:
+                    continue
+            _drop_socket_dir(child)
 
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
         stream = self._call(
@@ -370,6 +426,19 @@ class DockerRuntime:
         """Untag/delete ``ref``; an image still used by some container is left alone."""
         with contextlib.suppress(NotFound, RuntimeFailure):
             self._call("remove image", self.client.images.remove, ref, force=False, noprune=False)
+
+
+def _gvisor_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"isolation gvisor needs the {GVISOR_RUNTIME!r} runtime, which the Docker Engine does "
+        "not list; run scripts/ensure-gvisor.sh on the Docker host",
+        code="isolation_unavailable",
+        details={
+            "isolation": "gvisor",
+            "runtime": GVISOR_RUNTIME,
+            "hint": "scripts/ensure-gvisor.sh installs runsc and registers it with dockerd",
+        },
+    )
 
 
 def _endpoint_of(labels: Mapping[str, str]) -> Endpoint | None:

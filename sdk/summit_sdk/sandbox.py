@@ -12,6 +12,11 @@ and in inodes (empty files cost no bytes but each takes kernel memory), every ca
 dropped, ``no-new-privileges``, the default seccomp profile, a private IPC namespace, pids,
 memory (no swap beyond it), CPU and open-files limits, and a capped log.
 
+Two isolation tiers (:data:`ISOLATIONS`): ``runc``, the default, where the plugin's system calls
+meet the host's kernel through namespaces and seccomp; and ``gvisor``, where dockerd runs the
+container with gVisor's ``runsc`` (:data:`GVISOR_RUNTIME`, registered by
+``scripts/ensure-gvisor.sh``) and those calls meet a user-space kernel instead.
+
 The options are plain data (docker-py turns them into its own types), so this module needs
 neither docker-py nor a daemon.
 """
@@ -24,7 +29,9 @@ from pathlib import Path
 from typing import Any, Final
 
 __all__ = [
+    "GVISOR_RUNTIME",
     "HOST_SOCKET_NAME",
+    "ISOLATIONS",
     "LISTEN",
     "PLUGIN_USER",
     "SOCKET_MOUNT",
@@ -46,6 +53,9 @@ DEFAULT_TMPFS_MB: Final = 16
 DEFAULT_TMPFS_INODES: Final = 4096
 DEFAULT_NOFILE_LIMIT: Final = 1024  # below the orchestrator's own
 DEFAULT_LOG_MAX_SIZE: Final = "5m"
+
+ISOLATIONS: Final = ("runc", "gvisor")
+GVISOR_RUNTIME: Final = "runsc"  # the name scripts/ensure-gvisor.sh gives it in dockerd
 
 
 def open_socket_dir(path: Path, user: str = PLUGIN_USER) -> None:
@@ -72,15 +82,22 @@ def sandbox_options(
     log_max_size: str = DEFAULT_LOG_MAX_SIZE,
     environment: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
+    isolation: str = "runc",
 ) -> dict[str, Any]:
     """Every keyword of a sandboxed plugin container but the image and its name.
 
     ``socket_dir`` is the host folder mounted at :data:`SOCKET_MOUNT`; the container is told
     to listen there (``SUMMIT_PLUGIN_LISTEN``, over any value in ``environment``).
-    ``cpu_percent`` is of one CPU (150 = one and a half).
+    ``cpu_percent`` is of one CPU (150 = one and a half). ``isolation`` is one of
+    :data:`ISOLATIONS`, anything else a ValueError; under ``gvisor`` ``pids_limit`` is not
+    applied (see below).
     """
+    if isolation not in ISOLATIONS:
+        raise ValueError(
+            f"unknown isolation {isolation!r}: expected one of {', '.join(ISOLATIONS)}"
+        )
     memory = f"{memory_mb}m"
-    return {
+    options: dict[str, Any] = {
         "user": user,
         "environment": {**(environment or {}), "SUMMIT_PLUGIN_LISTEN": LISTEN},
         "labels": dict(labels or {}),
@@ -103,3 +120,15 @@ def sandbox_options(
         "log_config": {"type": "json-file", "config": {"max-size": log_max_size, "max-file": "2"}},
         "detach": True,
     }
+    if isolation == "gvisor":
+        options["runtime"] = GVISOR_RUNTIME
+        # No pids limit: with runsc 0.0~20221219 (Debian bookworm) the pids cgroup counts the
+        # sandbox's own host threads and the ptrace platform's stub processes (about 47 for
+        # an idle plugin), not the plugin's processes. Over it the sandbox dies instead of
+        # the plugin's fork() failing with EAGAIN: "panic: error initializing first thread:
+        # resource temporarily unavailable" (exit 2) at 40 during start-up, or at 128 on the
+        # plugin's first burst of forks; at 32 `runsc start` hangs; elsewhere it has been seen
+        # as `urpc method "containerManager.StartRoot" failed: EOF`. The memory limit, which
+        # every task of the sandbox counts against, stops a fork bomb instead (OOM kill).
+        del options["pids_limit"]
+    return options

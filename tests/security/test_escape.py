@@ -5,6 +5,10 @@ what a user would notice: the errno the kernel answered, a limit that held, a st
 reason, what the host saw (Docker, the orchestrator's memory, files on disk). Weaknesses
 found while writing the suite are the ``xfail(strict=True)`` tests at the end: they show the
 problem today and turn red once it is fixed, so the mark is removed with the fix.
+
+Every attack runs against both isolation tiers (``conftest.TIERS``). Where gVisor answers
+differently from Linux the test asserts gVisor's answer and says why; where gVisor falls short
+of what runc gives (noexec), the gVisor case carries a strict xfail mark like those above.
 """
 
 from __future__ import annotations
@@ -32,11 +36,32 @@ from .conftest import (
     HOST_CANARY,
     PLUGIN_UID,
     EscapePlugin,
+    Tier,
     escape_plugin,
     remove_plugin,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+# This module runs once per isolation tier (conftest.TIERS): its orchestrator and plugins are
+# the tier's, under the names the package's fixtures have.
+
+
+@pytest.fixture(scope="module")
+def orch(tier: Tier) -> OrchestratorProcess:
+    return tier.orch
+
+
+@pytest.fixture(scope="module")
+def escape(tier: Tier) -> EscapePlugin:
+    return tier.escape
+
+
+@pytest.fixture(scope="module")
+def peer(tier: Tier) -> EscapePlugin:
+    return tier.peer
+
 
 MIB = 1 << 20
 PIDS_LIMIT = 128
@@ -138,10 +163,19 @@ def transitions_to_failed(orch: OrchestratorProcess, plugin_id: str) -> list[str
 # -- filesystem -----------------------------------------------------------------------------
 
 
-def test_root_filesystem_is_read_only(escape: EscapePlugin) -> None:
+def test_root_filesystem_is_read_only(tier: Tier, escape: EscapePlugin) -> None:
     report = escape.attack("write_rootfs")
     assert not report["escaped"], report["detail"]
     outcome = report["evidence"]
+    if tier.isolation == "gvisor":
+        # gVisor's kernel checks the caller's permission before the mount's read-only flag,
+        # so the plugin's user meets EACCES (EPERM for a chmod) in root-owned folders where
+        # Linux answers EROFS. That the root is mounted read-only shows in its mount table.
+        assert set(outcome.values()) <= {"EROFS", "EACCES", "EPERM"}, outcome
+        mounts = escape.attack("other_plugin")["evidence"]["mountinfo"].splitlines()
+        (root,) = [line for line in mounts if line.split()[4] == "/"]
+        assert "ro" in root.split()[5].split(","), root
+        return
     # New files and folders meet the read-only mount; existing root-owned files are refused
     # on ownership first, which is as final.
     creates = {what: why for what, why in outcome.items() if not what.startswith("append")}
@@ -181,20 +215,45 @@ def test_tmp_is_a_small_tmpfs(escape: EscapePlugin) -> None:
     assert TMPFS_BYTES - MIB <= report["evidence"]["written"] <= TMPFS_BYTES
 
 
-@pytest.mark.parametrize(
-    "folder",
-    [
-        "/tmp",
-        "/dev/shm",
-        "/run/summit",  # its own noexec tmpfs (it used to be a plain host folder)
-    ],
-)
-def test_dropped_files_cannot_be_executed(escape: EscapePlugin, folder: str) -> None:
-    report = escape.attack("exec_dropped", folders=[folder])
-    outcome = report["evidence"][folder]
+WRITABLE_FOLDERS = [
+    "/tmp",
+    "/dev/shm",
+    "/run/summit",  # its own noexec tmpfs (it used to be a plain host folder)
+]
+
+
+def gvisor_falls_short(request: pytest.FixtureRequest, tier: Tier, reason: str) -> None:
+    """Mark this test's gVisor case as a known shortfall of that tier (strict: it turns red
+    once gVisor holds, and the mark goes)."""
+    if tier.isolation == "gvisor":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+@pytest.mark.parametrize("folder", WRITABLE_FOLDERS)
+def test_dropped_files_cannot_be_executed(
+    request: pytest.FixtureRequest, tier: Tier, escape: EscapePlugin, folder: str
+) -> None:
+    if folder == "/run/summit":
+        # runsc's gofer serves the bind mount to the sandbox, which mounts it with the options
+        # of the container's spec; the noexec of the host's tmpfs under it does not carry over
+        # and Docker has no noexec option for a bind mount. A dropped script runs (a copied
+        # binary dies of SIGSEGV), in gVisor's kernel; setuid gives nothing (test below).
+        gvisor_falls_short(request, tier, "gVisor mounts the socket folder without noexec")
+    outcome = escape.attack("exec_dropped", folders=[folder])["evidence"][folder]
     assert outcome["script"] == "EACCES", outcome
     assert outcome["binary"] == "EACCES", outcome
-    # Nor through the dynamic loader, which maps the file instead of exec'ing it.
+
+
+@pytest.mark.parametrize("folder", WRITABLE_FOLDERS)
+def test_dropped_files_cannot_be_mapped_through_the_loader(
+    request: pytest.FixtureRequest, tier: Tier, escape: EscapePlugin, folder: str
+) -> None:
+    """The dynamic loader maps the file instead of exec'ing it; noexec must refuse that too."""
+    # gVisor (20221219) refuses execve on a noexec mount but not an executable mapping of a
+    # file on one: the loader runs a dropped binary. What runs meets gVisor's kernel, and the
+    # plugin runs code of its choosing anyway (it is a Python program); noexec is depth here.
+    gvisor_falls_short(request, tier, "gVisor's noexec does not refuse PROT_EXEC mappings")
+    outcome = escape.attack("exec_dropped", folders=[folder])["evidence"][folder]
     assert "failed to map segment" in outcome["loader"], outcome
 
 
@@ -202,8 +261,14 @@ def test_dropped_files_cannot_be_executed(escape: EscapePlugin, folder: str) -> 
 
 
 def test_fork_bomb_is_stopped_by_the_pids_limit(
-    orch: OrchestratorProcess, escape: EscapePlugin, peer: EscapePlugin, docker_client: Any
+    tier: Tier,
+    orch: OrchestratorProcess,
+    escape: EscapePlugin,
+    peer: EscapePlugin,
+    docker_client: Any,
 ) -> None:
+    if tier.isolation != "runc":
+        pytest.skip("no pids limit under gVisor (test_posture.py, 5.28): see the test below")
     container = escape.container(docker_client)
     before = process_ids(container)
     answers: list[int | str] = []
@@ -239,6 +304,45 @@ def test_fork_bomb_is_stopped_by_the_pids_limit(
     assert process_ids(container) == before
 
 
+def test_fork_bomb_under_gvisor_is_stopped_by_the_memory_limit(
+    tier: Tier, orch: OrchestratorProcess, peer: EscapePlugin, tmp_path: Path, docker_client: Any
+) -> None:
+    """Without a pids limit, each process the bomb forks costs the sandbox memory (gVisor's
+    kernel keeps its tasks and address spaces there, and the ptrace platform a stub process on
+    the host for each): the memory limit ends the bomb by killing its plugin, which the
+    orchestrator restarts. Not EAGAIN as under runc, but nothing outside the plugin notices."""
+    if tier.isolation != "gvisor":
+        pytest.skip("runc stops a fork bomb with the pids limit: see the test above")
+    plugin_id = f"{ESCAPE}.fork"
+    with escape_plugin(orch, tmp_path, plugin_id) as bomb:
+        killed = bomb.container_id
+        answers: list[int | str] = []
+        peer_replies: list[str] = []
+        with (
+            concurrent.futures.ThreadPoolExecutor(1) as pool,
+            httpx.Client(base_url=orch.url, timeout=1.0) as health,
+        ):
+            call = pool.submit(bomb.execute, {"attack": "fork_bomb", "hold_s": 3})
+            while not call.done():
+                try:
+                    answers.append(health.get("/healthz").status_code)
+                except httpx.TimeoutException as exc:
+                    answers.append(type(exc).__name__)
+                peer_replies.append(peer.attack("ping")["detail"])
+                time.sleep(0.1)
+            r = call.result()
+        assert r.status_code == 502, r.text
+        reasons = wait_until(
+            lambda: transitions_to_failed(orch, plugin_id), 20, "the plugin to go FAILED"
+        )
+        assert reasons == ["OOMKilled"]
+        assert answers and set(answers) == {200}, answers
+        assert set(peer_replies) == {"pong"}, peer_replies
+        wait_until(lambda: container_gone(docker_client, killed), 15, "the killed container to go")
+        orch.wait_state(plugin_id, "ACTIVE", timeout_s=15)
+        assert bomb.attack("ping")["evidence"]["processes"] == 1
+
+
 def test_memory_bomb_is_oom_killed_and_the_plugin_failed(
     orch: OrchestratorProcess, tmp_path: Path, docker_client: Any
 ) -> None:
@@ -261,7 +365,7 @@ def test_memory_bomb_is_oom_killed_and_the_plugin_failed(
         assert bomb.attack("ping")["detail"] == "pong"
 
 
-def test_cpu_hog_is_held_to_its_quota(escape: EscapePlugin, docker_client: Any) -> None:
+def test_cpu_hog_is_held_to_its_quota(tier: Tier, escape: EscapePlugin, docker_client: Any) -> None:
     cid = escape.container_id
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         hog = pool.submit(escape.attack, "cpu_hog", threads=4, seconds=6)
@@ -276,13 +380,26 @@ def test_cpu_hog_is_held_to_its_quota(escape: EscapePlugin, docker_client: Any) 
     # Four threads wanted up to four CPUs; the CFS quota is what held them back.
     assert last[2] > first[2]
     evidence = report["evidence"]
+    if tier.isolation == "gvisor":
+        # gVisor's kernel keeps its own CPU clock for its tasks, which runs on while the host's
+        # quota holds the sandbox back (8.2 s of CPU in 6.0 s, measured): the host's account
+        # above is the one that shows the quota.
+        return
     assert evidence["cpu_s"] / evidence["wall_s"] <= (CPU_PERCENT + 10) / 100
 
 
 # -- network and other plugins --------------------------------------------------------------
 
 
-def test_no_network_but_loopback(orch: OrchestratorProcess, escape: EscapePlugin) -> None:
+# No interface to send from: Linux answers ENETUNREACH (or EADDRNOTAVAIL), gVisor's network
+# stack EHOSTUNREACH; both at once.
+NO_ROUTE = {"runc": {"ENETUNREACH", "EADDRNOTAVAIL"}, "gvisor": {"EHOSTUNREACH"}}
+UDP_NO_ROUTE = {"runc": "ENETUNREACH", "gvisor": "EHOSTUNREACH"}
+
+
+def test_no_network_but_loopback(
+    tier: Tier, orch: OrchestratorProcess, escape: EscapePlugin
+) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
         # A port open on every host address: the target a bridged container would reach.
         listener.bind(("0.0.0.0", 0))
@@ -313,14 +430,14 @@ def test_no_network_but_loopback(orch: OrchestratorProcess, escape: EscapePlugin
     for host, port in unreachable:
         result = seen["connects"][f"{host}:{port}"]
         # No interface to send from: refused at once, not after a timeout.
-        assert result["result"] in ("ENETUNREACH", "EADDRNOTAVAIL"), (host, port, result)
+        assert result["result"] in NO_ROUTE[tier.isolation], (host, port, result)
         assert result["ms"] < 100, (host, port, result)
     for host, port in own_loopback:
         # The container's loopback is its own: the admin API on the host's is not there.
         result = seen["connects"][f"{host}:{port}"]
         assert result["result"] in ("ECONNREFUSED", "EADDRNOTAVAIL"), (host, port, result)
     assert seen["others"] == {
-        "udp 1.1.1.1:53": "ENETUNREACH",
+        "udp 1.1.1.1:53": UDP_NO_ROUTE[tier.isolation],
         "raw icmp socket": "EPERM",
         "packet socket": "EPERM",
     }
@@ -378,7 +495,7 @@ def test_another_plugins_token_is_refused_on_our_socket(
 # -- privileges -----------------------------------------------------------------------------
 
 
-def test_setuid_programs_do_not_give_root(escape: EscapePlugin) -> None:
+def test_setuid_programs_do_not_give_root(tier: Tier, escape: EscapePlugin) -> None:
     report = escape.attack("setuid")
     assert not report["escaped"], report["detail"]
     seen = report["evidence"]
@@ -386,24 +503,61 @@ def test_setuid_programs_do_not_give_root(escape: EscapePlugin) -> None:
     # Read from /proc while each one waited for a password: no-new-privileges kept our uid.
     assert set(seen["effective"]) >= {"/usr/bin/su", "/usr/bin/passwd", "/run/summit/escape-su"}
     copied = seen["effective"].pop("/run/summit/escape-su")
-    assert copied == "EACCES"  # a copied setuid binary cannot even run: the folder is noexec
+    if tier.isolation == "runc":
+        assert copied == "EACCES"  # a copied setuid binary cannot even run: the folder is noexec
+    else:
+        # Under gVisor the folder is not noexec (see above): the copy runs, as us.
+        assert copied == PLUGIN_UID
     assert set(seen["effective"].values()) == {PLUGIN_UID}, seen["uids"]
     assert seen["setuid_0"] == seen["setgroups_0"] == "EPERM"
-    assert seen["status"]["NoNewPrivs"] == "1"
+    if tier.isolation == "runc":
+        assert seen["status"]["NoNewPrivs"] == "1"
+    else:
+        # gVisor's /proc/<pid>/status has no NoNewPrivs line; the uids above are the evidence.
+        # Should it gain one, this turns red and the line above applies to both tiers.
+        assert "NoNewPrivs" not in seen["status"], seen["status"]
 
 
-def test_no_capabilities_no_runtime_socket_no_privileged_syscall(escape: EscapePlugin) -> None:
+def test_no_capabilities_no_runtime_socket_no_privileged_syscall(
+    tier: Tier, escape: EscapePlugin
+) -> None:
     report = escape.attack("privileges")
-    assert not report["escaped"], report["detail"]
     seen = report["evidence"]
-    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
-        assert int(seen["status"][field], 16) == 0, (field, seen["status"])
-    assert seen["status"]["Seccomp"] == "2"  # a filter is loaded
     assert not any(seen["sockets"].values()), seen["sockets"]
-    assert set(seen["syscalls"].values()) == {"EPERM"}, seen["syscalls"]
-    # Kernel knobs and the container's own cgroup limits (memory, pids, CPU) stay as set.
+    if tier.isolation == "runc":
+        assert not report["escaped"], report["detail"]
+        for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(seen["status"][field], 16) == 0, (field, seen["status"])
+        assert seen["status"]["Seccomp"] == "2"  # a filter is loaded
+        assert set(seen["syscalls"].values()) == {"EPERM"}, seen["syscalls"]
+        # Kernel knobs and the container's own cgroup limits (memory, pids, CPU) stay as set.
+        assert set(seen["writes"].values()) <= {"EROFS", "EACCES", "ENOENT", "EPERM"}, seen[
+            "writes"
+        ]
+        assert any(path.startswith("/sys/fs/cgroup") for path in seen["writes"])
+        return
+    # gVisor's kernel answers every one of these system calls itself; none reaches the host's.
+    # Its /proc/<pid>/status has no CapAmb line (and no ambient capabilities to show).
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd"):
+        assert int(seen["status"][field], 16) == 0, (field, seen["status"])
+    assert "CapAmb" not in seen["status"], seen["status"]
+    # runsc does not load the container's seccomp profile into the sandbox: the plugin's calls
+    # go to gVisor's kernel, which runs under its own seccomp filter on the host.
+    assert seen["status"]["Seccomp"] == "0"
+    # Looser than Linux, and only inside gVisor's kernel: a task without capabilities may
+    # unshare a mount namespace (in which mount still fails, EPERM) and make a device node
+    # (which opens to ENXIO: gVisor has no such device). Everything else is refused.
+    assert seen["syscalls"] == {
+        "unshare(CLONE_NEWUSER)": "EINVAL",
+        "unshare(CLONE_NEWNS)": "ok",
+        "mount tmpfs on /mnt": "EPERM",
+        "chroot /tmp": "EPERM",
+        "sethostname": "EPERM",
+        "mknod block device": "ok",
+    }
+    # No cgroup files are mounted in the sandbox at all; the host's cgroups hold its limits.
     assert set(seen["writes"].values()) <= {"EROFS", "EACCES", "ENOENT", "EPERM"}, seen["writes"]
-    assert any(path.startswith("/sys/fs/cgroup") for path in seen["writes"])
+    assert not any(path.startswith("/sys/fs/cgroup") for path in seen["writes"]), seen["writes"]
 
 
 # -- logs and answers -----------------------------------------------------------------------

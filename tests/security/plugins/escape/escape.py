@@ -677,7 +677,9 @@ def privileges(args: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
     status = _status_fields()
     present = [path for path in sockets if os.path.exists(path)]
     gained = [what for what, result in {**syscalls, **writes}.items() if result == "ok"]
-    caps = any(int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"))
+    caps = any(
+        int(status.get(k, "0"), 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+    )
     return _report(
         bool(present or gained or caps),
         f"sockets {present}, allowed {gained}, capabilities {caps}",
