@@ -20,7 +20,15 @@ from orchestrator.api.host import HostGateway, HostServer, create_host_app
 from orchestrator.api.host.server import advertised_host_url
 from orchestrator.api.http_guard import HttpLimits, raise_open_files_limit
 from orchestrator.api.routes import events as event_routes
-from orchestrator.api.routes import extensions, jobs, plugins, security, system, webhooks
+from orchestrator.api.routes import (
+    extensions,
+    jobs,
+    plugins,
+    security,
+    system,
+    usage,
+    webhooks,
+)
 from orchestrator.broker.setup import close_rate_limiter, make_broker
 from orchestrator.config import Settings, get_settings
 from orchestrator.events.bus import EventBus
@@ -30,6 +38,12 @@ from orchestrator.events.sender import DeliverySender, default_owner
 from orchestrator.events.stream import EventStream
 from orchestrator.events.summaries import BrokerSummaries
 from orchestrator.jobs.setup import make_queue, start_embedded_worker
+from orchestrator.monitor.cgroups import CgroupLocator, ContainerMeter
+from orchestrator.monitor.quotas import EventJournal, QuotaEnforcer, QuotaPolicy
+from orchestrator.monitor.resources import ResourceCollector
+from orchestrator.monitor.sampler import Sampler, call_counts_from
+from orchestrator.monitor.series import UsageSeries
+from orchestrator.monitor.service import UsageService
 from orchestrator.runtime.select import make_backend
 from orchestrator.security.access import ApiTokens
 from orchestrator.security.egress import EgressProxy
@@ -198,6 +212,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await stream.start()
         app.state.api_tokens = ApiTokens(engine, cache_s=settings.api_token_cache_s)
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
+        # The resource monitor samples on the elected supervisor only.
+        series = UsageSeries(engine)
+        sampler = Sampler(
+            engine=engine,
+            series=series,
+            meter=ContainerMeter(
+                CgroupLocator(settings.monitor_cgroup_root), runtime_stats=runtime.stats
+            ),
+            interval_s=settings.monitor_interval_s,
+            should_run=lambda: leadership.leader,
+            egress_bytes=lambda p: (u := egress.usage(p))["bytes_out"] + u["bytes_in"],
+            call_counts=call_counts_from(broker.metrics.calls),
+        )
+        quotas = QuotaEnforcer(
+            default=QuotaPolicy().override(settings.quota_policy),
+            control=lifecycle,
+            journal=EventJournal(engine, events),
+            recent=sampler.recent,
+            egress_since=lambda p, t: series.sum_since(p, "network_bytes", since=t),
+            default_rate_limit=settings.rate_limit_requests,
+            default_storage_mb=settings.default_storage_mb,
+        )
+        sampler.listeners.append(quotas)
+        sampler.start()
+        app.state.usage = UsageService(
+            engine=engine,
+            series=series,
+            egress_usage=egress.usage,
+            live_usage=app.state.queries.live_usage,
+            interval_s=settings.monitor_interval_s,
+        )
+        ResourceCollector(
+            states=app.state.usage.plugin_states, latest=app.state.usage.latest_points
+        ).register(broker.metrics.registry)
         app.state.reconciled = routes.synced
         app.state.leadership = leadership
         leadership.start()
@@ -223,6 +271,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             # Plugin containers keep running: the next start (or the next leader) adopts them.
             routes.stop()
+            await asyncio.to_thread(sampler.stop)
+            quotas.close()
             await asyncio.to_thread(leadership.stop)
             if job_worker is not None:
                 await job_worker.stop()
@@ -253,6 +303,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(security.router)
     app.include_router(event_routes.router)
     app.include_router(webhooks.router)
+    app.include_router(usage.router)
     return app
 
 

@@ -298,6 +298,21 @@ class Settings(BaseSettings):
         "under the event stream that carries route changes between replicas)",
     )
 
+    # Resource monitor.
+    monitor_interval_s: float = Field(
+        10.0, gt=0, description="Period of resource sampling of every running plugin"
+    )
+    monitor_cgroup_root: Path = Field(
+        Path("/sys/fs/cgroup"),
+        description="Where the host's cgroup tree is; an orchestrator in a container needs the "
+        "host's /sys/fs/cgroup mounted read-only here, else usage comes from the runtime's "
+        "stats (no CPU time)",
+    )
+    quota_policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Default quota policy (JSON), rule by rule over the built-in defaults",
+    )
+
     @property
     def sockets_dir(self) -> Path:
         return self.run_dir or self.state_dir / "run"

@@ -18,6 +18,7 @@ from orchestrator.broker import Broker
 from orchestrator.config import Settings
 from orchestrator.events.bus import EventBus
 from orchestrator.jobs.queue import JobQueue
+from orchestrator.monitor.service import UsageService
 from orchestrator.security.access import ApiTokens
 from orchestrator.security.egress import EgressProxy
 from orchestrator.security.trust import TrustStore
@@ -101,6 +102,11 @@ async def get_installs(request: Request) -> InstallService:
     return service
 
 
+async def get_usage(request: Request) -> UsageService:
+    service: UsageService = _state(request, "usage")
+    return service
+
+
 async def get_queries(request: Request) -> PluginQueries:
     queries: PluginQueries = _state(request, "queries")
     return queries
@@ -173,6 +179,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 LifecycleDep = Annotated[LifecycleService, Depends(get_lifecycle)]
 InstallsDep = Annotated[InstallService, Depends(get_installs)]
 QueriesDep = Annotated[PluginQueries, Depends(get_queries)]
+UsageDep = Annotated[UsageService, Depends(get_usage)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 HostDep = Annotated[HostService, Depends(get_host)]
 EventsDep = Annotated[EventBus, Depends(get_events)]

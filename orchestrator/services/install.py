@@ -58,7 +58,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Operator overrides (``PUT /limits``) that outlive an upgrade or a reload.
-OPERATOR_LIMITS = ("rate_limit_requests", "rate_limit_window_s", "concurrency", "isolation")
+OPERATOR_LIMITS = (
+    "rate_limit_requests",
+    "rate_limit_window_s",
+    "concurrency",
+    "isolation",
+    "quota_policy",
+)
 
 
 def _noop(_: str) -> None:

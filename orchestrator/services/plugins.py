@@ -111,10 +111,9 @@ class PluginQueries:
                 raise NotFound(f"no scan report for {plugin_id} {wanted}")
             return {"plugin_id": plugin_id, "version": wanted, **row.report}
 
+    def live_usage(self, plugin_id: str) -> dict[str, float]:
+        """The runtime's reading of the plugin's container now (Docker: about a second)."""
+        return self.runtime.stats(self._container_id(plugin_id))
+
     def logs(self, plugin_id: str, *, tail: int) -> str:
         return self.runtime.logs(self._container_id(plugin_id), tail=tail)
-
-    def usage(self, plugin_id: str) -> dict[str, Any]:
-        view = self.get(plugin_id)
-        stats = self.runtime.stats(self._container_id(plugin_id))
-        return {"plugin": plugin_id, "limits": view.resources, "usage": stats}

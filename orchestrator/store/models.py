@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
 
@@ -290,7 +290,6 @@ class Lease(SQLModel, table=True):
 # -- resource monitor -------------------------------------------------------------------------
 
 # (Here rather than at the top while the top of this file is being edited: fold it in there.)
-from sqlalchemy import BigInteger  # noqa: E402
 
 
 class UsagePoint(SQLModel, table=True):

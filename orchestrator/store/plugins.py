@@ -18,6 +18,7 @@ from orchestrator.store.models import (
     ScanReport,
     StateTransition,
     StorageItem,
+    UsagePoint,
     utcnow,
 )
 
@@ -167,6 +168,7 @@ def delete_plugin(session: Session, *, plugin_id: str) -> None:
         StorageItem,
         PluginSecret,
         ScanReport,
+        UsagePoint,
     ):
         session.exec(delete(table).where(col(table.plugin_id) == plugin_id))
     session.exec(delete(Plugin).where(col(Plugin.id) == plugin_id))

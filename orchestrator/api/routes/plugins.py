@@ -20,11 +20,11 @@ from orchestrator.domain import jsonlimits
 from orchestrator.domain.errors import BadRequest, InvalidInput, SummitError, TooLarge
 from orchestrator.jobs.install import INSTALL, save_upload
 from orchestrator.jobs.queue import JobQueue
+from orchestrator.monitor.quotas import QuotaPolicy
 from orchestrator.services.install import InstallRequest, InstallService
 from orchestrator.services.plugins import PluginView, TransitionView
 
 from ..deps import (
-    EgressDep,
     InstallsDep,
     JobsDep,
     LifecycleDep,
@@ -51,6 +51,12 @@ class LimitsBody(BaseModel):
     rate_limit_requests: int | None = Field(None, ge=0, description="0 = unlimited")
     rate_limit_window_s: float | None = Field(None, gt=0, le=86400)
     concurrency: int | None = Field(None, ge=1, le=10000)
+    quota_policy: dict[str, Any] | None = Field(
+        None,
+        description="This plugin's quota policy, rule by rule over the default "
+        "(SUMMIT_QUOTA_POLICY): memory, cpu_throttled, storage, egress, each with an action "
+        "(warn, throttle, restart, disable) or null to switch the rule off",
+    )
     isolation: Literal["runc", "gvisor"] | None = Field(
         None,
         description="Isolation tier of this plugin's containers (null: SUMMIT_ISOLATION, or "
@@ -393,6 +399,8 @@ def put_limits(
 ) -> PluginView:
     """Rate limit (sliding window) and concurrency limit of calls into this plugin, and the
     isolation tier its containers run under."""
+    if body.quota_policy is not None:
+        QuotaPolicy().override(body.quota_policy)  # 422 listing every bad field
     lifecycle.set_limits(plugin_id, body.model_dump())
     return queries.get(plugin_id)
 
@@ -402,15 +410,6 @@ def plugin_logs(
     plugin_id: str, queries: QueriesDep, _: PrincipalDep, tail: int = Query(100, ge=1, le=10000)
 ) -> dict[str, Any]:
     return {"plugin": plugin_id, "logs": queries.logs(plugin_id, tail=tail)}
-
-
-@router.get("/{plugin_id}/usage")
-def plugin_usage(
-    plugin_id: str, queries: QueriesDep, egress: EgressDep, _: PrincipalDep
-) -> dict[str, Any]:
-    """Container resources now, and the bytes the plugin moved through the egress proxy."""
-    usage = queries.usage(plugin_id)
-    return {**usage, "network": egress.usage(plugin_id)}
 
 
 @router.get("/{plugin_id}/events", response_model=list[TransitionView])
