@@ -37,6 +37,7 @@ from orchestrator.broker.errors import (
 )
 from orchestrator.broker.event_delivery import deliver_event
 from orchestrator.broker.guards import Guards
+from orchestrator.broker.h1pool import Phases
 from orchestrator.broker.leases import TransportLeases
 from orchestrator.broker.limits import (
     BrokerLimits,
@@ -46,6 +47,7 @@ from orchestrator.broker.limits import (
     TooManyRequests,
 )
 from orchestrator.broker.modes import MODES, CallTally, fan_out
+from orchestrator.broker.profile import CallProfile
 from orchestrator.broker.retries import with_retries
 from orchestrator.broker.routes import POINTS, Provider, Route, RoutingTable
 from orchestrator.broker.schemas import SchemaChecks
@@ -84,6 +86,7 @@ class Broker:
         )
         self.tally = CallTally()
         self.refresh: RouteRefresh | None = None
+        self.profile = CallProfile()
 
     @property
     def rate_limiter(self) -> RateLimiter:
@@ -116,6 +119,7 @@ class Broker:
     def drop_route(self, plugin_id: str) -> Route | None:
         route = self.table.drop(plugin_id)
         self.breakers.forget(plugin_id)
+        self.profile.forget(plugin_id)
         return route
 
     def route(self, plugin_id: str) -> Route | None:
@@ -184,9 +188,12 @@ class Broker:
         outcome = "ok"
         try:
             await guards.enter(route)
+            admitted = time.perf_counter()
             try:
                 raw = encoded if encoded is not None else json.dumps(payload).encode()
-                output = await self._call_with_retries(route, ext, raw, timeout_ms)
+                output, phases, decode_s = await self._call_with_retries(
+                    route, ext, raw, timeout_ms
+                )
             except BaseException as exc:
                 if counts_against_plugin(exc):
                     guards.record(plugin, ok=False)
@@ -197,6 +204,7 @@ class Broker:
                 raise
             finally:
                 guards.leave(plugin)
+            checking = time.perf_counter()
             errors = self.schemas.errors(route, ext, output, "output")
             if errors:
                 guards.record(plugin, ok=False)
@@ -205,6 +213,13 @@ class Broker:
                     details=errors,
                 )
             guards.record(plugin, ok=True)
+            self.profile.record(
+                plugin,
+                admitted - started + phases.waited_s,
+                phases.connect_s,
+                phases.peer_s,
+                phases.read_s + decode_s + time.perf_counter() - checking,
+            )
             return output
         except SummitError as exc:
             outcome = exc.code
@@ -216,7 +231,7 @@ class Broker:
 
     async def _call_with_retries(
         self, route: Route, ext: Extension, payload: bytes, timeout_ms: int | None
-    ) -> Any:
+    ) -> tuple[Any, Phases, float]:
         budget_ms = timeout_ms or ext.timeout_ms or route.timeout_ms
         deadline = time.monotonic() + budget_ms / 1000
         if not ext.idempotent or self.limits.retry_attempts <= 1:
@@ -228,8 +243,11 @@ class Broker:
             on_retry=lambda: self.metrics.retries.labels(route.plugin_id, ext.point.value).inc(),
         )
 
-    async def _send(self, route: Route, ext: Extension, payload: bytes, deadline: float) -> Any:
-        """POST the ExtensionRequest with ``payload`` (JSON) as its input."""
+    async def _send(
+        self, route: Route, ext: Extension, payload: bytes, deadline: float
+    ) -> tuple[Any, Phases, float]:
+        """POST the ExtensionRequest with ``payload`` (JSON) as its input; the output, where
+        the exchange's time went, and the time its decoding took."""
         plugin = route.plugin_id
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -250,7 +268,9 @@ class Broker:
             raise wire.call_failure(plugin, exc, cap) from None
         finally:
             self.leases.release(lease)
-        return wire.decode_answer(plugin, answer.status, answer.body)
+        decoding = time.perf_counter()
+        output = wire.decode_answer(plugin, answer.status, answer.body)
+        return output, answer.phases, time.perf_counter() - decoding
 
     async def deliver_event(self, route: Route, event: dict[str, Any], *, timeout_s: float) -> None:
         """POST one event to the plugin's ``/summit/v1/events``; raises unless it answers 2xx."""

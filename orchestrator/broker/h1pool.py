@@ -50,10 +50,26 @@ class BodyTooLarge(Exception):
 
 
 @dataclass(frozen=True)
+class Phases:
+    """Where an exchange's time went, in seconds: waiting for one of the pool's connection
+    slots, connecting (0 on a kept-alive connection), the peer's time from our last byte to
+    its first, and reading the rest of its answer."""
+
+    waited_s: float = 0.0
+    connect_s: float = 0.0
+    peer_s: float = 0.0
+    read_s: float = 0.0
+
+
+NO_PHASES = Phases()
+
+
+@dataclass(frozen=True)
 class H1Response:
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    phases: Phases = NO_PHASES
 
 
 def encode_request(
@@ -164,6 +180,8 @@ class _Answer:
 
 
 class _Connection:
+    sent_at = first_byte_at = 0.0
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
@@ -188,6 +206,7 @@ class _Connection:
         self.reusable = False
         self.writer.write(request)
         await self.writer.drain()
+        self.sent_at = self.first_byte_at = time.perf_counter()
         answer = _Answer(max_body, truncate)
         parser = answer.parser
         # Bytes read while no final head is complete. httptools reports a header only once
@@ -201,6 +220,8 @@ class _Connection:
                     # Delimited by the close: what came is the whole body.
                     return answer.response()
                 raise ProtocolFailure("the peer closed the connection mid-answer")
+            if not self.answer_started:
+                self.first_byte_at = time.perf_counter()
             self.answer_started = True
             try:
                 parser.feed_data(data)
@@ -280,9 +301,12 @@ class H1Pool:
         """Send one request; ``max_body`` caps the answer (:class:`BodyTooLarge`, or cut to
         the cap with ``truncate``). Host and Content-Length are added here."""
         request = encode_request(method, target, self.host_header, headers, content)
+        asked = time.perf_counter()
         async with self._slots:
             for _ in range(2):
+                admitted = time.perf_counter()
                 connection = await self._take()
+                connected = time.perf_counter()
                 try:
                     response = await connection.exchange(request, max_body, truncate=truncate)
                 except BaseException as exc:
@@ -300,7 +324,18 @@ class H1Pool:
                     self._idle.append(connection)
                 else:
                     self._drop(connection)
-                return response
+                done = time.perf_counter()
+                return H1Response(
+                    response.status,
+                    response.headers,
+                    response.body,
+                    Phases(
+                        admitted - asked,
+                        connected - admitted,
+                        connection.first_byte_at - connection.sent_at,
+                        done - connection.first_byte_at,
+                    ),
+                )
             raise ProtocolFailure("the connection closed twice before an answer")
 
     async def aclose(self) -> None:

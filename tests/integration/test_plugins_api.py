@@ -53,6 +53,13 @@ def test_full_lifecycle(orch: OrchestratorProcess, wc_dir: Path, docker_client) 
     assert result["output"]["words"] == 6
     assert result["output"]["top"][0] == {"word": "to", "count": 2}
 
+    # The call profile shows where that call's time went.
+    profile = orch.client.get(f"/v1/plugins/{WC}/profile").json()
+    assert profile["calls"] == 1
+    assert set(profile["phases"]) == {"slot", "connect", "plugin", "check"}
+    assert profile["phases"]["plugin"]["p50"] > 0
+    assert orch.client.get("/v1/plugins/com.example.nobody/profile").status_code == 404
+
     # Enabling an ACTIVE plugin is an illegal transition that names the current state.
     r = orch.client.post(f"/v1/plugins/{WC}/enable")
     assert r.status_code == 409

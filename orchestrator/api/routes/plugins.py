@@ -25,6 +25,7 @@ from orchestrator.services.install import InstallRequest, InstallService
 from orchestrator.services.plugins import PluginView, TransitionView
 
 from ..deps import (
+    BrokerDep,
     InstallsDep,
     JobsDep,
     LifecycleDep,
@@ -403,6 +404,18 @@ def put_limits(
         QuotaPolicy().override(body.quota_policy)  # 422 listing every bad field
     lifecycle.set_limits(plugin_id, body.model_dump())
     return queries.get(plugin_id)
+
+
+@router.get("/{plugin_id}/profile")
+async def plugin_profile(
+    plugin_id: str, broker: BrokerDep, queries: QueriesDep, _: PrincipalDep
+) -> dict[str, Any]:
+    """Where the time of the plugin's recent successful calls through this replica went,
+    phase by phase (``slot``: admission and waiting for a connection, ``connect``, ``plugin``:
+    the plugin's own time, ``check``: reading, decoding and checking the answer), in
+    milliseconds: p50, p90, p99, max and mean over the last calls kept."""
+    await run_in_threadpool(queries.get, plugin_id)  # 404 for a plugin not installed
+    return {"plugin": plugin_id, **broker.profile.summary(plugin_id)}
 
 
 @router.get("/{plugin_id}/logs")
