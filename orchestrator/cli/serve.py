@@ -6,13 +6,17 @@ inside the commands so that the client commands start quickly.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.cli.errors import CliError, fail
+
+if TYPE_CHECKING:
+    from orchestrator.config import Settings
 
 
 def serve(
@@ -52,7 +56,25 @@ def serve(
             ),
             verbose=False,
         )
+    _check_backend(settings)
     run_server(settings, host=host, port=port, log_level=log_level)
+
+
+def _check_backend(settings: Settings) -> None:
+    """Refuse, in one line, a container backend the settings cannot make (a Kubernetes
+    runtime that does not know its namespace, a host API nobody could be told of), before
+    anything starts."""
+    from orchestrator.api.host.server import advertised_host_url
+    from orchestrator.runtime.select import make_backend
+
+    try:
+        make_backend(settings)
+        if settings.host_api_port:
+            advertised_host_url(
+                settings.host_api_address, settings.host_api_port, os.environ.get("POD_IP")
+            )
+    except (ValueError, OSError) as exc:
+        fail(CliError("invalid_setting", str(exc)), verbose=False)
 
 
 def _loopback(host: str) -> bool:

@@ -641,3 +641,24 @@ def test_install_stream_error_line_exits_by_status(tmp_path, monkeypatch) -> Non
     result = CliRunner().invoke(cli.app, ["install", str(plugin_dir)])
     assert result.exit_code == 2
     assert "build_failed" in result.output and "boom" in result.output
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SUMMIT_RUNTIME": "kubernetes"}, "SUMMIT_KUBE_ORCHESTRATOR_NAMESPACE"),
+        ({"SUMMIT_HOST_API_PORT": "8701"}, "SUMMIT_HOST_API_ADDRESS"),
+    ],
+)
+def test_serve_refuses_a_backend_it_cannot_make_in_one_line(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    calls = _capture_serve(monkeypatch)
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    monkeypatch.delenv("POD_IP", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(cli.app, ["serve"])
+    assert result.exit_code == 2 and not calls
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: invalid_setting: ") and named in line
