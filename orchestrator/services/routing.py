@@ -15,9 +15,11 @@ before the operation commits.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from orchestrator.broker import Broker, Route
 from orchestrator.domain.lifecycle import PluginState
@@ -27,6 +29,7 @@ from orchestrator.services.install import manifest_of
 from orchestrator.services.locks import PluginLocks
 from orchestrator.store import crud
 from orchestrator.store.db import Engine, session_scope
+from orchestrator.store.models import Container
 
 __all__ = ["ROUTE_EVENTS", "RouteSync"]
 
@@ -59,6 +62,9 @@ class RouteSync:
         self.locks = locks
         self.interval_s = interval_s
         self.synced = threading.Event()  # the first full re-read is done
+        # What each plugin's route was last made from here (its version, container, token
+        # and limits): a re-read that finds the same skips the manifest.
+        self._applied: dict[str, tuple[Any, ...]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -78,21 +84,38 @@ class RouteSync:
             row = crud.current_container(session, plugin_id=plugin_id) if active else None
             endpoint = endpoint_of(row) if row is not None else None
             if plugin is None or row is None or endpoint is None:
+                self._applied.pop(plugin_id, None)
                 if self.broker.drop_route(plugin_id) is not None:
                     log.info("route of %s dropped: not ACTIVE in the database", plugin_id)
                 return
+            key = _route_key(plugin.version, row, plugin.resources)
+            if self._applied.get(plugin_id) == key and self.broker.route(plugin_id) is not None:
+                return  # as routed: no manifest to parse
             manifest = manifest_of(session, plugin)
             resources, token = dict(plugin.resources), row.call_token
         self.containers.serve(plugin_id, endpoint, manifest, resources, call_token=token)
+        self._applied[plugin_id] = key
 
     def resync_all(self) -> None:
-        """Re-read every plugin; drop routes of plugins the database no longer has."""
+        """Re-read every plugin in one read; re-route only those whose route would change
+        (a plugin's version, container, token or limits), and drop routes of plugins the
+        database no longer has ACTIVE. Cheap when nothing changed: one query for the plugins,
+        one for the containers, no manifest parsed."""
+        wanted: dict[str, tuple[Any, ...]] = {}
         with session_scope(self.engine) as session:
-            known = [p.id for p in crud.list_plugins(session)]
-        for route in self.broker.routes():
-            if route.plugin_id not in known:
-                self.resync(route.plugin_id)
-        for plugin_id in known:
+            current: dict[str, Container] = {}
+            for row in crud.list_containers(session):
+                held = current.get(row.plugin_id)
+                if held is None or row.created_at > held.created_at:
+                    current[row.plugin_id] = row
+            for plugin in crud.list_plugins(session, state=PluginState.ACTIVE.value):
+                newest = current.get(plugin.id)
+                if newest is not None:
+                    wanted[plugin.id] = _route_key(plugin.version, newest, plugin.resources)
+        stale = [r.plugin_id for r in self.broker.routes() if r.plugin_id not in wanted]
+        changed = [p for p, key in wanted.items() if self._applied.get(p) != key]
+        changed += [p for p in wanted if p not in changed and self.broker.route(p) is None]
+        for plugin_id in stale + changed:
             try:
                 self.resync(plugin_id)
             except Exception:
@@ -132,3 +155,8 @@ class RouteSync:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+
+def _route_key(version: str, row: Container, resources: dict[str, Any]) -> tuple[Any, ...]:
+    """What a plugin's route is made from, besides its version's manifest."""
+    return (version, row.id, row.endpoint, row.call_token, json.dumps(resources, sort_keys=True))

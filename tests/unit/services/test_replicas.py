@@ -280,3 +280,28 @@ def test_isolation_for_a_signed_plugin_is_the_default_tier() -> None:
     assert isolation_for({}, settings, signed=True) == "runc"
     assert isolation_for({}, settings, signed=False) == "gvisor"
     assert isolation_for({"isolation": "gvisor"}, settings, signed=True) == "gvisor"
+
+
+def test_a_re_read_that_finds_nothing_changed_parses_no_manifest(
+    services: Services, replica_b: tuple[Services, RouteSync], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.services import routing
+
+    b, sync = replica_b
+    services.install(PID)
+    services.lifecycle.enable(PID)
+    parsed: list[str] = []
+    real = routing.manifest_of
+    monkeypatch.setattr(
+        routing,
+        "manifest_of",
+        lambda session, plugin: parsed.append(plugin.id) or real(session, plugin),
+    )
+    sync.resync_all()
+    sync.resync_all()
+    assert parsed == [PID] and b.broker.route(PID) == services.broker.route(PID)
+
+    services.lifecycle.set_limits(PID, {"concurrency": 3})  # logs no event: the re-read finds it
+    sync.resync_all()
+    route = b.broker.route(PID)
+    assert parsed == [PID, PID] and route is not None and route.concurrency == 3
