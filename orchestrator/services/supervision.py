@@ -285,7 +285,6 @@ class Supervision:
         with session_scope(self.engine) as session:
             plugin = crud.get_plugin(session, plugin_id=plugin_id)
             rows = list(crud.list_containers(session, plugin_id=plugin_id))
-            manifest = manifest_of(session, plugin) if plugin is not None else None
         running = {c.id: c for c in containers}
         if self.reconciled.is_set() and plugin is not None and rows:
             # A later round: a serving container that stopped is a crash, with its backoff
@@ -299,15 +298,22 @@ class Supervision:
         for row in rows:
             status, endpoint = running.get(row.id), endpoint_of(row)
             active = plugin is not None and plugin.state == PluginState.ACTIVE.value
-            if active and not adopted and status and status.running and endpoint and manifest:
+            if active and not adopted and status and status.running and endpoint:
                 assert plugin is not None
-                self.containers.serve(
-                    plugin_id,
+                routed = self.broker.route(plugin_id)
+                if routed is None or (routed.endpoint, routed.version) != (
                     endpoint,
-                    manifest,
-                    dict(plugin.resources),
-                    call_token=row.call_token,
-                )
+                    plugin.version,
+                ):
+                    with session_scope(self.engine) as session:
+                        manifest = manifest_of(session, plugin)
+                    self.containers.serve(
+                        plugin_id,
+                        endpoint,
+                        manifest,
+                        dict(plugin.resources),
+                        call_token=row.call_token,
+                    )
                 keep.add(endpoint)
                 adopted = True
                 report["adopted"].append(plugin_id)
@@ -325,6 +331,11 @@ class Supervision:
                 report["removed"].append(status.name)
         if plugin is None:
             return
+        state = PluginState(plugin.state)
+        if state not in (PluginState.INITIALIZING, PluginState.UNLOADING) and not (
+            state == PluginState.ACTIVE and not adopted
+        ):
+            return  # nothing half-done to settle
         outcome = self.lifecycle.recover(plugin_id, adopted=adopted)
         if outcome == "restart":
             report["restarted"].append(plugin_id)
