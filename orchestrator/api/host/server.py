@@ -92,22 +92,7 @@ class HostServer:
         except OSError:
             sock.close()
             raise
-        config = uvicorn.Config(
-            self._bound(plugin_id),
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            server_header=False,
-            timeout_graceful_shutdown=2,
-            **self.limits.uvicorn_options(f"host API of {plugin_id}"),
-        )
-        config.load()
-        server = uvicorn.Server(config)
-        # What Server.serve() would do before startup(); serve() itself also takes over the
-        # process's signal handlers, which belong to the orchestrator's own server.
-        server.lifespan = config.lifespan_class(config)
-        self._call(server.startup(sockets=[sock]))
+        server = self._start(self._bound(plugin_id), sock, f"host API of {plugin_id}")
         old = self._servers.pop(str(path), None)
         self._servers[str(path)] = server
         if old is not None:
@@ -126,21 +111,28 @@ class HostServer:
         except OSError:
             sock.close()
             raise
+        server = self._start(_by_token(self.app, tokens), sock, f"host API on {host}:{port}")
+        self._servers[f"tcp://{host}:{port}"] = server
+
+    def _start(self, app: ASGIApp, sock: socket.socket, listener: str) -> uvicorn.Server:
+        """A guarded uvicorn server of ``app`` on the bound, listening ``sock``."""
         config = uvicorn.Config(
-            _by_token(self.app, tokens),
+            app,
             lifespan="off",
             log_config=None,
             access_log=False,
             proxy_headers=False,
             server_header=False,
             timeout_graceful_shutdown=2,
-            **self.limits.uvicorn_options(f"host API on {host}:{port}"),
+            **self.limits.uvicorn_options(listener),
         )
         config.load()
         server = uvicorn.Server(config)
+        # What Server.serve() would do before startup(); serve() itself also takes over the
+        # process's signal handlers, which belong to the orchestrator's own server.
         server.lifespan = config.lifespan_class(config)
         self._call(server.startup(sockets=[sock]))
-        self._servers[f"tcp://{host}:{port}"] = server
+        return server
 
     @property
     def serving(self) -> set[str]:
