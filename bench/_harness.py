@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -245,6 +247,21 @@ class Orchestrator:
                 print(f"warning: uninstall {plugin_id} failed: {exc}", file=sys.stderr)
             time.sleep(0.5)
         return False
+
+
+def unlimited_orchestrator() -> tuple[str, str, Path, Orchestrator]:
+    """A throw-away orchestrator for a load benchmark, not yet started: no rate limit and room
+    for 256 calls in flight per plugin. (tag, owner label, root folder, orchestrator); the
+    root is short, since unix socket paths are limited to ~100 bytes."""
+    tag = secrets.token_hex(3)
+    root = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))
+    orch = Orchestrator(
+        root,
+        f"summit-bench-{tag}",
+        token=secrets.token_urlsafe(24),
+        extra_env={"SUMMIT_RATE_LIMIT_REQUESTS": "0", "SUMMIT_PLUGIN_CONCURRENCY": "256"},
+    )
+    return tag, orch.instance, root, orch
 
 
 def remove_owned_containers(dk: docker.DockerClient, instance: str) -> int:

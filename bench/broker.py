@@ -40,9 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -63,6 +61,7 @@ from _harness import (
     percentile,
     process_cpu_s,
     sigterm_as_interrupt,
+    unlimited_orchestrator,
     wakeup_round_trip_us,
 )
 
@@ -408,17 +407,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sigterm_as_interrupt()
     dk = docker.from_env(timeout=120)
-    tag = secrets.token_hex(3)
-    instance = f"summit-bench-{tag}"
+    tag, instance, root, orch = unlimited_orchestrator()
     ids = [f"com.example.bench-{tag}-{i:02d}" for i in range(1, n_plugins + 1)]
-    # Short path: unix socket paths are limited to ~100 bytes.
-    root = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))
-    orch = Orchestrator(
-        root,
-        instance,
-        token=secrets.token_urlsafe(24),
-        extra_env={"SUMMIT_RATE_LIMIT_REQUESTS": "0", "SUMMIT_PLUGIN_CONCURRENCY": "256"},
-    )
     installed: list[str] = []  # appended before each install call: it may finish after Ctrl-C
 
     print("Summit broker benchmark")

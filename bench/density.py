@@ -31,9 +31,7 @@ import argparse
 import json
 import os
 import random
-import secrets
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,6 +47,7 @@ from _harness import (
     nproc,
     percentile,
     sigterm_as_interrupt,
+    unlimited_orchestrator,
 )
 
 from orchestrator.monitor.cgroups import CgroupLocator, ContainerMeter
@@ -208,16 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sigterm_as_interrupt()
     dk = docker.from_env(timeout=300)
-    tag = secrets.token_hex(3)
-    instance = f"summit-bench-{tag}"
+    tag, instance, root, orch = unlimited_orchestrator()
     ids = [f"com.example.dense-{tag}-{i:03d}" for i in range(1, args.plugins + 1)]
-    root = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))
-    orch = Orchestrator(
-        root,
-        instance,
-        token=secrets.token_urlsafe(24),
-        extra_env={"SUMMIT_RATE_LIMIT_REQUESTS": "0", "SUMMIT_PLUGIN_CONCURRENCY": "256"},
-    )
     installed: list[str] = []
     meter = ContainerMeter(CgroupLocator())
     started = time.perf_counter()

@@ -26,11 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import secrets
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import docker
 import httpx
@@ -40,6 +37,7 @@ from _harness import (
     machine_line,
     percentile,
     sigterm_as_interrupt,
+    unlimited_orchestrator,
 )
 from density import POINT, TEXT, install_copies, mb, open_fds, rss_bytes, thread_count
 
@@ -96,16 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sigterm_as_interrupt()
     dk = docker.from_env(timeout=120)
-    tag = secrets.token_hex(3)
-    instance = f"summit-bench-{tag}"
+    tag, instance, root, orch = unlimited_orchestrator()
     ids = [f"com.example.soak-{tag}-{i:02d}" for i in range(1, args.plugins + 1)]
-    root = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))
-    orch = Orchestrator(
-        root,
-        instance,
-        token=secrets.token_urlsafe(24),
-        extra_env={"SUMMIT_RATE_LIMIT_REQUESTS": "0", "SUMMIT_PLUGIN_CONCURRENCY": "256"},
-    )
     installed: list[str] = []
     started = time.perf_counter()
     print("Summit soak benchmark")

@@ -102,9 +102,9 @@ def _annotations(*, owner: str, plugin_id: str, version: str) -> dict[str, str]:
     return {LABEL_OWNER: owner, LABEL_PLUGIN: plugin_id, LABEL_VERSION: version}
 
 
-def _metadata(
-    *, name: str, namespace: str, owner: str, plugin_id: str, version: str
-) -> dict[str, Any]:
+def _metadata(*, name: str, namespace: str, owner: str, spec: ContainerSpec) -> dict[str, Any]:
+    """The name, namespace, labels and annotations every object of one container carries."""
+    plugin_id, version = spec.plugin_id, spec.version
     return {
         "name": name,
         "namespace": namespace,
@@ -127,13 +127,7 @@ def secret_object(
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(
-            name=name,
-            namespace=namespace,
-            owner=owner,
-            plugin_id=spec.plugin_id,
-            version=spec.version,
-        ),
+        "metadata": _metadata(name=name, namespace=namespace, owner=owner, spec=spec),
         "type": "Opaque",
         # A call token never changes: a new container gets a new Secret.
         "immutable": True,
@@ -169,13 +163,7 @@ def network_policy_object(
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(
-            name=name,
-            namespace=namespace,
-            owner=owner,
-            plugin_id=spec.plugin_id,
-            version=spec.version,
-        ),
+        "metadata": _metadata(name=name, namespace=namespace, owner=owner, spec=spec),
         "spec": {
             "podSelector": {"matchLabels": {LABEL_POD: name}},
             "policyTypes": ["Ingress", "Egress"],
@@ -285,12 +273,6 @@ def pod_object(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _metadata(
-            name=name,
-            namespace=namespace,
-            owner=owner,
-            plugin_id=spec.plugin_id,
-            version=spec.version,
-        ),
+        "metadata": _metadata(name=name, namespace=namespace, owner=owner, spec=spec),
         "spec": pod_spec,
     }
