@@ -250,16 +250,21 @@ class Orchestrator:
 
 
 def unlimited_orchestrator() -> tuple[str, str, Path, Orchestrator]:
-    """A throw-away orchestrator for a load benchmark, not yet started: no rate limit and room
-    for 256 calls in flight per plugin. (tag, owner label, root folder, orchestrator); the
-    root is short, since unix socket paths are limited to ~100 bytes."""
+    """A throw-away orchestrator for a load benchmark, not yet started: no rate limit, room
+    for 256 calls in flight per plugin, no idle pause. (tag, owner label, root folder,
+    orchestrator); the root is short, since unix socket paths are limited to ~100 bytes."""
     tag = secrets.token_hex(3)
     root = Path(tempfile.mkdtemp(prefix="sb-", dir="/tmp"))
     orch = Orchestrator(
         root,
         f"summit-bench-{tag}",
         token=secrets.token_urlsafe(24),
-        extra_env={"SUMMIT_RATE_LIMIT_REQUESTS": "0", "SUMMIT_PLUGIN_CONCURRENCY": "256"},
+        extra_env={
+            "SUMMIT_RATE_LIMIT_REQUESTS": "0",
+            "SUMMIT_PLUGIN_CONCURRENCY": "256",
+            # No plugin freezes behind a benchmark's back (bench/pause.py pauses on purpose).
+            "SUMMIT_IDLE_PAUSE_S": "0",
+        },
     )
     return tag, orch.instance, root, orch
 

@@ -17,7 +17,7 @@ One run:
    footprint of one plugin (its container's working set, and the RSS of its processes), the
    p50/p99 of ``execute`` on one random plugin (``--calls`` calls), the p50 of an ``all``
    fan-out over 20 plugins, and the memory with every plugin paused
-   (``POST /v1/plugins/{id}/pause``; "not available" while that route does not exist);
+   (``POST /v1/plugins/{id}/pause``: frozen, a container keeps its memory);
 5. compares with the targets: all N ACTIVE, orchestrator <= 300 MB RSS, an idle plugin
    <= 30 MB RSS.
 

@@ -51,6 +51,7 @@ from orchestrator.security.secretbox import SecretBox
 from orchestrator.security.tokens import HostTokens
 from orchestrator.services.assembly import assemble
 from orchestrator.services.host import HostService
+from orchestrator.services.idle import PAUSE_EVENTS, IdlePause
 from orchestrator.services.leadership import Leadership
 from orchestrator.services.plugins import PluginQueries
 from orchestrator.services.routing import ROUTE_EVENTS, RouteSync
@@ -200,6 +201,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker.refresh = routes.refresh
         for event_type in ROUTE_EVENTS:
             events.on(event_type, routes.on_event)
+        idle = IdlePause(
+            engine=engine,
+            runtime=runtime,
+            broker=broker,
+            locks=lifecycle.locks,
+            idle_s=settings.idle_pause_s,
+            events=events,
+            redis_url=settings.redis_url,
+            instance=settings.instance,
+            leader=lambda: leadership.leader and supervision.reconciled.is_set(),
+        )
+        for event_type in PAUSE_EVENTS:
+            events.on(event_type, idle.on_event)
         stream: EventStream | None = None
         if settings.redis_url:
             stream = EventStream(
@@ -260,6 +274,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return False
 
         routes.start(after=routes_may_start)
+        idle.start()
+        app.state.idle = idle
         app.state.jobs = make_queue(settings)
         queue = app.state.jobs
         broker.metrics.gauge_from(
@@ -271,6 +287,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             # Plugin containers keep running: the next start (or the next leader) adopts them.
             routes.stop()
+            await asyncio.to_thread(idle.stop)
+            await idle.aclose()
             await asyncio.to_thread(sampler.stop)
             quotas.close()
             await asyncio.to_thread(leadership.stop)

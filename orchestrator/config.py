@@ -312,6 +312,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Default quota policy (JSON), rule by rule over the built-in defaults",
     )
+    idle_pause_s: float = Field(
+        300.0,
+        ge=0,
+        description="Freeze an ACTIVE plugin that has had no call and no event for this long "
+        "(Docker pause); the next call or event resumes it. 0: never. Kubernetes cannot "
+        "freeze a pod, so there plugins keep running",
+    )
 
     @property
     def sockets_dir(self) -> Path:

@@ -24,6 +24,7 @@ from orchestrator.security.egress import EgressProxy
 from orchestrator.security.trust import TrustStore
 from orchestrator.services.extensions import AdminAccess, ExtensionService
 from orchestrator.services.host import HostService
+from orchestrator.services.idle import IdlePause
 from orchestrator.services.install import InstallService
 from orchestrator.services.lifecycle import LifecycleService
 from orchestrator.services.plugins import PluginQueries
@@ -99,6 +100,11 @@ async def get_lifecycle(request: Request) -> LifecycleService:
 
 async def get_installs(request: Request) -> InstallService:
     service: InstallService = _state(request, "installs")
+    return service
+
+
+async def get_idle(request: Request) -> IdlePause:
+    service: IdlePause = _state(request, "idle")
     return service
 
 
@@ -180,6 +186,7 @@ LifecycleDep = Annotated[LifecycleService, Depends(get_lifecycle)]
 InstallsDep = Annotated[InstallService, Depends(get_installs)]
 QueriesDep = Annotated[PluginQueries, Depends(get_queries)]
 UsageDep = Annotated[UsageService, Depends(get_usage)]
+IdleDep = Annotated[IdlePause, Depends(get_idle)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 HostDep = Annotated[HostService, Depends(get_host)]
 EventsDep = Annotated[EventBus, Depends(get_events)]

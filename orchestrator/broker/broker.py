@@ -47,6 +47,7 @@ from orchestrator.broker.limits import (
     TooManyRequests,
 )
 from orchestrator.broker.modes import MODES, CallTally, fan_out
+from orchestrator.broker.pause import PauseGate
 from orchestrator.broker.profile import CallProfile
 from orchestrator.broker.retries import with_retries
 from orchestrator.broker.routes import POINTS, Provider, Route, RoutingTable
@@ -87,6 +88,7 @@ class Broker:
         self.tally = CallTally()
         self.refresh: RouteRefresh | None = None
         self.profile = CallProfile()
+        self.pauses = PauseGate()
 
     @property
     def rate_limiter(self) -> RateLimiter:
@@ -114,12 +116,15 @@ class Broker:
         old = self.table.set(route)
         if old is None or old.version != route.version:
             self.breakers.forget(route.plugin_id)
+        if old is not None and old.endpoint != route.endpoint:
+            self.pauses.paused.discard(route.plugin_id)  # a new container: not frozen
         return old
 
     def drop_route(self, plugin_id: str) -> Route | None:
         route = self.table.drop(plugin_id)
         self.breakers.forget(plugin_id)
         self.profile.forget(plugin_id)
+        self.pauses.forget(plugin_id)
         return route
 
     def route(self, plugin_id: str) -> Route | None:
@@ -131,6 +136,10 @@ class Broker:
     def providers(self, point: str) -> list[Provider]:
         """(route, extension) pairs for ``point``, highest priority first."""
         return self.table.providers(point)
+
+    def in_flight(self, endpoint: Endpoint) -> int:
+        """Calls and event deliveries on ``endpoint`` awaiting their answer now."""
+        return self.leases.in_flight(endpoint)
 
     def wait_drained(self, endpoint: Endpoint, *, timeout_s: float) -> bool:
         """Block until no call is in flight on ``endpoint``, then close its transport."""
@@ -249,6 +258,7 @@ class Broker:
         """POST the ExtensionRequest with ``payload`` (JSON) as its input; the output, where
         the exchange's time went, and the time its decoding took."""
         plugin = route.plugin_id
+        await self.pauses.ready(plugin)  # a thaw counts against the caller's deadline
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise PluginTimeout(f"no time left to call plugin {plugin}", details={"plugin": plugin})
@@ -274,6 +284,7 @@ class Broker:
 
     async def deliver_event(self, route: Route, event: dict[str, Any], *, timeout_s: float) -> None:
         """POST one event to the plugin's ``/summit/v1/events``; raises unless it answers 2xx."""
+        await self.pauses.ready(route.plugin_id)
         await deliver_event(self.leases, route, event, timeout_s=timeout_s)
 
     async def execute(

@@ -61,6 +61,11 @@ class TransportLeases:
             if lease.inflight == 0 and lease.retired:
                 lease.idle.set()
 
+    def in_flight(self, endpoint: Endpoint) -> int:
+        with self._lock:
+            lease = self._leases.get(endpoint)
+            return lease.inflight if lease is not None else 0
+
     def retire(self, endpoint: Endpoint, *, timeout_s: float) -> bool:
         """Block until no call is in flight on ``endpoint``, then close its transport; False
         if calls were still in flight after ``timeout_s`` (it is closed anyway)."""

@@ -19,10 +19,14 @@ from orchestrator.store import webhooks as webhook_store
 from orchestrator.store.db import Session
 from orchestrator.store.models import Webhook, utcnow
 
-__all__ = ["Fanout", "PluginSubscriber"]
+__all__ = ["NOT_FOR_PLUGINS", "Fanout", "PluginSubscriber"]
 
 PluginSubscriber = tuple[str, tuple[str, ...]]
 """``(plugin_id, subscribed type patterns)`` of an ACTIVE plugin."""
+
+# Webhooks get these, plugins never: delivering the news that one plugin was frozen would
+# thaw every subscriber, and each would in turn wake the others (``services/idle.py``).
+NOT_FOR_PLUGINS = frozenset({"plugin.paused", "plugin.resumed"})
 
 
 class Fanout:
@@ -53,7 +57,7 @@ class Fanout:
             for hook_id, flt in filters:
                 if flt.matches(shape):
                     rows.append(_row(f"webhook:{hook_id}", event.id, now, webhook_id=hook_id))
-            for plugin_id, patterns in plugins:
+            for plugin_id, patterns in plugins if event.type not in NOT_FOR_PLUGINS else ():
                 if event.source == f"plugin:{plugin_id}":
                     continue  # its own publication is not echoed back
                 if any(fnmatch.fnmatchcase(event.type, p) for p in patterns):

@@ -59,14 +59,15 @@ class ContainerStatus:
     version: str | None
     image: str
     endpoint: Endpoint | None
-    running: bool
-    status: str  # backend's word: created, running, exited, ...
+    running: bool  # a paused container is running (frozen in place, not stopped)
+    status: str  # backend's word: created, running, paused, exited, ...
     exit_code: int | None = None
     oom_killed: bool = False
     error: str | None = None
     # The secret the container requires on its protocol (set by whoever started it; a
     # backend that lists containers does not know it).
     call_token: str | None = field(default=None, repr=False, compare=False)
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,10 @@ class RuntimeEvent:
 
 
 class ContainerRuntime(Protocol):
+    # Whether containers can be frozen in place (the idle pause); a backend that cannot says
+    # so here, and its pause/unpause raise.
+    can_pause: bool
+
     def ping(self) -> None:
         """Raise RuntimeUnavailable when the backend cannot be reached."""
 
@@ -98,6 +103,12 @@ class ContainerRuntime(Protocol):
         """Stop (after ``grace_s``) and delete a container and its endpoint; absent is fine."""
 
     def status(self, container_id: str) -> ContainerStatus | None: ...
+
+    def pause(self, container_id: str) -> None:
+        """Freeze every process of the container (the cgroup freezer); memory stays."""
+
+    def unpause(self, container_id: str) -> None:
+        """Thaw a frozen container; a container that is not frozen is left as it is."""
 
     def logs(self, container_id: str, *, tail: int = 100) -> str: ...
 

@@ -80,6 +80,8 @@ def _translate(exc: Exception, what: str) -> SummitError:
 
 
 class DockerRuntime:
+    can_pause = True
+
     def __init__(
         self,
         *,
@@ -234,6 +236,7 @@ class DockerRuntime:
             exit_code=state.get("ExitCode"),
             oom_killed=bool(state.get("OOMKilled")),
             error=state.get("Error") or None,
+            paused=bool(state.get("Paused")),
         )
 
     def status(self, container_id: str) -> ContainerStatus | None:
@@ -242,6 +245,18 @@ class DockerRuntime:
         except NotFound:
             return None
         return self._status_of(container)
+
+    def pause(self, container_id: str) -> None:
+        # By id through the low-level API: one request, no inspect first (the resume of a
+        # call waits on unpause, so it is kept to one round trip too).
+        self._call("pause container", self.client.api.pause, container_id)
+
+    def unpause(self, container_id: str) -> None:
+        try:
+            self._call("unpause container", self.client.api.unpause, container_id)
+        except RuntimeFailure as exc:
+            if "not paused" not in exc.message:
+                raise
 
     def remove(self, container_id: str, *, grace_s: float = 0) -> None:
         try:

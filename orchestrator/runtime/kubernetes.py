@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from orchestrator.domain.errors import (
+    Conflict,
     InvalidInput,
     NotFound,
     RuntimeFailure,
@@ -157,6 +158,9 @@ class KubernetesRuntime:
     ``api_client`` (a ``kubernetes.client.ApiClient``) replaces the configuration the runtime
     would otherwise load (in-cluster, else KUBECONFIG); the tests point one at the emulator.
     """
+
+    # A pod cannot be frozen: the idle pause leaves plugins on Kubernetes running.
+    can_pause = False
 
     def __init__(
         self,
@@ -467,6 +471,12 @@ class KubernetesRuntime:
             return self._status_of(self._read_owned_pod(container_id))
         except NotFound:
             return None
+
+    def pause(self, container_id: str) -> None:
+        raise _no_pause()
+
+    def unpause(self, container_id: str) -> None:
+        raise _no_pause()
 
     def list_owned(self) -> list[ContainerStatus]:
         return [self._status_of(pod) for pod in self._list("pods", "list pods")]
@@ -792,3 +802,10 @@ def _load_api_client() -> Any:
             details={"hint": "run in a cluster, or set KUBECONFIG"},
         ) from exc
     return client.ApiClient(configuration)
+
+
+def _no_pause() -> SummitError:
+    return Conflict(
+        "a pod cannot be frozen: plugins on Kubernetes are not paused when idle",
+        code="pause_unsupported",
+    )

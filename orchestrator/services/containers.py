@@ -8,6 +8,7 @@ The plugin protocol client (health, initialize, shutdown) is a collaborator
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -202,6 +203,9 @@ class PluginContainers:
         """Give a serving plugin its new config (nothing to do when it is not serving)."""
         route = self.broker.route(plugin_id)
         if route is not None:
+            gate = self.broker.pauses
+            if plugin_id in gate.paused and gate.thaw_blocking is not None:
+                gate.thaw_blocking(plugin_id)
             client = self.clients(route.endpoint, call_token=route.call_token)
             try:
                 client.initialize(config=config, permissions=grants)
@@ -333,6 +337,11 @@ class PluginContainers:
         """Remove a container (after asking it to shut down, when ``graceful``)."""
         grace = self.settings.shutdown_grace_s
         if graceful and endpoint is not None:
+            if self.runtime.can_pause:
+                # Frozen by the idle pause, it could not hear the shutdown. Cheaper than
+                # asking first: Docker answers "not paused" at once.
+                with contextlib.suppress(SummitError):
+                    self.runtime.unpause(container_id)
             try:
                 client = self.clients(endpoint, timeout_s=grace, call_token=call_token)
                 try:

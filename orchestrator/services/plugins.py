@@ -18,6 +18,8 @@ class ContainerView(BaseModel):
     id: str
     image: str
     name: str
+    # Frozen by the idle pause since then (None: running); the next call resumes it.
+    paused_at: datetime | None = None
 
 
 class PluginView(BaseModel):
@@ -59,7 +61,12 @@ def plugin_view(session: Session, plugin: Plugin) -> PluginView:
         resources=dict(plugin.resources),
         config=dict(plugin.config),
         container=(
-            ContainerView(id=container.id, image=container.image, name=container.name)
+            ContainerView(
+                id=container.id,
+                image=container.image,
+                name=container.name,
+                paused_at=container.paused_at,
+            )
             if container
             else None
         ),

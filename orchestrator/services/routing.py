@@ -89,6 +89,8 @@ class RouteSync:
                     log.info("route of %s dropped: not ACTIVE in the database", plugin_id)
                 return
             key = _route_key(plugin.version, row, plugin.resources)
+            if row.paused_at is not None:
+                self.broker.pauses.paused.add(plugin_id)  # see services/idle.py
             if self._applied.get(plugin_id) == key and self.broker.route(plugin_id) is not None:
                 return  # as routed: no manifest to parse
             manifest = manifest_of(session, plugin)
@@ -112,6 +114,10 @@ class RouteSync:
                 newest = current.get(plugin.id)
                 if newest is not None:
                     wanted[plugin.id] = _route_key(plugin.version, newest, plugin.resources)
+                    if newest.paused_at is not None:
+                        # Only ever marked here, never cleared: a stale mark costs one
+                        # needless thaw, a missing one a call to a frozen process.
+                        self.broker.pauses.paused.add(plugin.id)
         stale = [r.plugin_id for r in self.broker.routes() if r.plugin_id not in wanted]
         changed = [p for p, key in wanted.items() if self._applied.get(p) != key]
         changed += [p for p in wanted if p not in changed and self.broker.route(p) is None]

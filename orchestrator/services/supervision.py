@@ -34,8 +34,9 @@ from orchestrator.services.containers import PluginContainers, endpoint_of
 from orchestrator.services.install import manifest_of
 from orchestrator.services.lifecycle import LifecycleService
 from orchestrator.store import crud
+from orchestrator.store import plugins as plugin_store
 from orchestrator.store.db import Engine, session_scope
-from orchestrator.store.models import utcnow
+from orchestrator.store.models import Container, utcnow
 
 __all__ = ["Supervision", "thread_timer"]
 
@@ -219,6 +220,9 @@ class Supervision:
             del self._health_failures[gone]  # a retired container's count
         for route in routes:
             key = (route.plugin_id, route.endpoint)
+            if route.plugin_id in self.broker.pauses.paused:
+                self._health_failures.pop(key, None)
+                continue  # frozen on purpose: it cannot answer, nor has it crashed
             try:
                 client = self.containers.clients(route.endpoint, call_token=route.call_token)
                 try:
@@ -274,6 +278,20 @@ class Supervision:
                 log.warning("reconcile could not restart %s: %s", pid, exc.message)
         return report
 
+    def _adopt_pause(self, row: Container, status: ContainerStatus) -> None:
+        """Make the row and the broker say what the runtime says of a serving container: a
+        frozen one (an idle pause before a restart) stays frozen until its next call."""
+        if status.paused:
+            self.broker.pauses.paused.add(row.plugin_id)
+        if status.paused == (row.paused_at is not None):
+            return
+        with session_scope(self.engine) as session:
+            plugin_store.set_container_paused(
+                session, container_id=row.id, paused_at=utcnow() if status.paused else None
+            )
+        if not status.paused:
+            self.broker.pauses.paused.discard(row.plugin_id)
+
     def _reconcile_plugin(
         self,
         plugin_id: str,
@@ -317,6 +335,7 @@ class Supervision:
                 keep.add(endpoint)
                 adopted = True
                 report["adopted"].append(plugin_id)
+                self._adopt_pause(row, status)
                 if self.containers.host is not None:
                     self.containers.host.reattach(plugin_id, endpoint)
                 continue

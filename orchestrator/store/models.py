@@ -74,6 +74,8 @@ class Container(SQLModel, table=True):
     # (pods); every replica needs it to call the container, so it is kept with it.
     call_token: str | None = Field(default=None, max_length=128, repr=False)
     created_at: datetime = Field(default_factory=utcnow)
+    # Set while the container is frozen by the idle pause; every replica resumes it before a call.
+    paused_at: datetime | None = Field(default=None)
 
 
 # -- host API (plugin -> orchestrator) -------------------------------------------------------

@@ -28,6 +28,7 @@ __all__ = [
     "current_container",
     "delete_container",
     "delete_plugin",
+    "get_container",
     "get_plugin",
     "get_scan_report",
     "get_version",
@@ -37,7 +38,9 @@ __all__ = [
     "list_plugins",
     "list_transitions",
     "list_versions",
+    "paused_plugins",
     "plugin_exists",
+    "set_container_paused",
     "set_grants",
 ]
 
@@ -151,6 +154,28 @@ def list_containers(session: Session, *, plugin_id: str | None = None) -> Sequen
     if plugin_id is not None:
         stmt = stmt.where(Container.plugin_id == plugin_id)
     return session.exec(stmt).all()
+
+
+def get_container(session: Session, *, container_id: str) -> Container | None:
+    return session.get(Container, container_id)
+
+
+def set_container_paused(
+    session: Session, *, container_id: str, paused_at: datetime | None
+) -> bool:
+    """Mark a container frozen (a time) or running (None); False if it has no row."""
+    row = session.get(Container, container_id)
+    if row is None:
+        return False
+    row.paused_at = paused_at
+    session.add(row)
+    return True
+
+
+def paused_plugins(session: Session) -> set[str]:
+    """Plugins whose current container is frozen."""
+    stmt = select(Container.plugin_id).where(col(Container.paused_at).is_not(None))
+    return set(session.exec(stmt).all())
 
 
 def delete_container(session: Session, *, container_id: str) -> None:

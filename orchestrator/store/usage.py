@@ -151,8 +151,13 @@ def sampling_targets(session: Session, *, states: Sequence[str]) -> list[Samplin
 
 
 def plugin_states(session: Session) -> dict[str, str]:
-    """Every installed plugin's state."""
-    return {p: s for p, s in session.exec(select(Plugin.id, Plugin.state)).all()}
+    """Every installed plugin's state; PAUSED for an ACTIVE plugin frozen by the idle pause."""
+    states = {p: s for p, s in session.exec(select(Plugin.id, Plugin.state)).all()}
+    frozen = select(Container.plugin_id).where(col(Container.paused_at).is_not(None))
+    for plugin_id in session.exec(frozen).all():
+        if states.get(plugin_id) == "ACTIVE":
+            states[plugin_id] = "PAUSED"
+    return states
 
 
 def storage_used_by_plugin(session: Session) -> dict[str, int]:

@@ -26,6 +26,7 @@ from orchestrator.services.plugins import PluginView, TransitionView
 
 from ..deps import (
     BrokerDep,
+    IdleDep,
     InstallsDep,
     JobsDep,
     LifecycleDep,
@@ -359,6 +360,22 @@ def reload_plugin(
     plugin_id: str, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
 ) -> PluginView:
     lifecycle.reload(plugin_id)
+    return queries.get(plugin_id)
+
+
+@router.post("/{plugin_id}/pause", response_model=PluginView)
+def pause_plugin(plugin_id: str, idle: IdleDep, queries: QueriesDep, _: PrincipalDep) -> PluginView:
+    """Freeze the ACTIVE plugin now, as the idle pause would; its next call thaws it."""
+    idle.pause_now(plugin_id)
+    return queries.get(plugin_id)
+
+
+@router.post("/{plugin_id}/resume", response_model=PluginView)
+def resume_plugin(
+    plugin_id: str, idle: IdleDep, queries: QueriesDep, _: PrincipalDep
+) -> PluginView:
+    """Thaw a frozen plugin now (a call would too); a running one is left as it is."""
+    idle.resume_by_operator(plugin_id)
     return queries.get(plugin_id)
 
 
