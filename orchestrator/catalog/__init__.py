@@ -1,0 +1,1 @@
+"""The plugin catalog: publishing, discovery, resolution."""
