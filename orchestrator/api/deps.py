@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import State
 
@@ -181,6 +182,23 @@ async def authorize(
     return role.label
 
 
+async def actor(
+    request: Request,
+    _: Annotated[str, Depends(authorize)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """Who makes this (authorized) request, as the history and the audit log name them:
+    ``admin token``, ``<token name> (<token id>)``, or ``auth provider``."""
+    token = credentials.credentials if credentials is not None else None
+    if token is None:
+        return "auth provider"
+    if access_of(request.app.state).is_admin_token(token):
+        return "admin token"
+    tokens: ApiTokens | None = getattr(request.app.state, "api_tokens", None)
+    view = await run_in_threadpool(tokens.identity, token) if tokens is not None else None
+    return f"{view.name} ({view.id})" if view is not None else "auth provider"
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 LifecycleDep = Annotated[LifecycleService, Depends(get_lifecycle)]
 InstallsDep = Annotated[InstallService, Depends(get_installs)]
@@ -198,6 +216,7 @@ EgressDep = Annotated[EgressProxy, Depends(get_egress)]
 ExtensionsDep = Annotated[ExtensionService, Depends(get_extensions)]
 SystemDep = Annotated[SystemService, Depends(get_system)]
 PrincipalDep = Annotated[str, Depends(authorize)]
+ActorDep = Annotated[str, Depends(actor)]
 
 # Row ids and paging cursors live in INTEGER columns: 32 bits on PostgreSQL, 64 on SQLite. A
 # larger number names no row, yet the database refuses to compare with it (PostgreSQL: "integer

@@ -179,6 +179,20 @@ class ApiTokens:
                 self._verified[digest] = (role, time.monotonic() + self.cache_s)
             return role
 
+    def identity(self, token: str) -> TokenView | None:
+        """Who a valid, unrevoked API token is (one database read; for the record of a
+        change, not for every call)."""
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        digest = hash_token(token)
+        with session_scope(self.engine) as session:
+            row = store.get_api_token_by_hash(session, token_hash=digest)
+            if row is None or not hmac.compare_digest(row.token_hash, digest):
+                return None
+            if row.revoked_at is not None:
+                return None
+            return TokenView.model_validate(row, from_attributes=True)
+
     def _forget_expired(self) -> None:
         now = time.monotonic()
         for digest, (_, expiry) in list(self._verified.items()):

@@ -184,6 +184,10 @@ class AdminAccess:
     def _is_admin_token(self, token: str) -> bool:
         return hmac.compare_digest(token.encode(), self._admin_token)
 
+    def is_admin_token(self, token: str) -> bool:
+        """Whether ``token`` is the bootstrap admin token (compared in constant time)."""
+        return self._is_admin_token(token)
+
     def known_role(self, token: str) -> Role | None:
         """The role of the bootstrap admin token, or of an API token verified in the last
         ``SUMMIT_API_TOKEN_CACHE_S`` seconds; no I/O (the fast path's question)."""
