@@ -20,7 +20,7 @@ from orchestrator.config import Settings
 from orchestrator.events.bus import EventBus
 from orchestrator.jobs.queue import JobQueue
 from orchestrator.monitor.service import UsageService
-from orchestrator.security.access import ApiTokens
+from orchestrator.security.access import ApiTokens, Caller, Role
 from orchestrator.security.egress import EgressProxy
 from orchestrator.security.trust import TrustStore
 from orchestrator.services.extensions import AdminAccess, ExtensionService
@@ -182,21 +182,27 @@ async def authorize(
     return role.label
 
 
-async def actor(
+async def caller(
     request: Request,
-    _: Annotated[str, Depends(authorize)],
+    role: Annotated[str, Depends(authorize)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """Who makes this (authorized) request, as the history and the audit log name them:
-    ``admin token``, ``<token name> (<token id>)``, or ``auth provider``."""
+) -> Caller:
+    """Who makes this (authorized) request: the bootstrap admin token, an API token (its id
+    and name, one database read), or whoever the auth provider vouched for."""
     token = credentials.credentials if credentials is not None else None
-    if token is None:
-        return "auth provider"
-    if access_of(request.app.state).is_admin_token(token):
-        return "admin token"
+    if token is not None and access_of(request.app.state).is_admin_token(token):
+        return Caller(Role.ADMIN, None, "admin token")
     tokens: ApiTokens | None = getattr(request.app.state, "api_tokens", None)
-    view = await run_in_threadpool(tokens.identity, token) if tokens is not None else None
-    return f"{view.name} ({view.id})" if view is not None else "auth provider"
+    if token is not None and tokens is not None:
+        view = await run_in_threadpool(tokens.identity, token)
+        if view is not None:
+            return Caller(Role.parse(view.role), view.id, f"{view.name} ({view.id})")
+    return Caller(Role.parse(role), None, "auth provider")
+
+
+async def actor(who: Annotated[Caller, Depends(caller)]) -> str:
+    """How the history and the audit log name who made this request."""
+    return who.actor
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -217,6 +223,7 @@ ExtensionsDep = Annotated[ExtensionService, Depends(get_extensions)]
 SystemDep = Annotated[SystemService, Depends(get_system)]
 PrincipalDep = Annotated[str, Depends(authorize)]
 ActorDep = Annotated[str, Depends(actor)]
+CallerDep = Annotated[Caller, Depends(caller)]
 
 # Row ids and paging cursors live in INTEGER columns: 32 bits on PostgreSQL, 64 on SQLite. A
 # larger number names no row, yet the database refuses to compare with it (PostgreSQL: "integer

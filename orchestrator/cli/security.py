@@ -15,7 +15,7 @@ from orchestrator.cli.errors import CliError, handle_errors
 from orchestrator.cli.options import JsonOpt, TokenOpt, UrlOpt, VerboseOpt
 
 token_app = typer.Typer(
-    help="API tokens with roles (admin, operator, viewer).", no_args_is_help=True
+    help="API tokens with roles (admin, operator, publisher, viewer).", no_args_is_help=True
 )
 trust_app = typer.Typer(help="Publisher keys trusted to sign plugins.", no_args_is_help=True)
 secret_app = typer.Typer(
@@ -28,7 +28,7 @@ secret_app = typer.Typer(
 def token_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="What the token is for.")],
-    role: Annotated[str, typer.Option("--role", help="admin, operator or viewer.")] = "viewer",
+    role: Annotated[str, typer.Option("--role", help="admin, operator, publisher or viewer.")] = "viewer",
     url: UrlOpt = None,
     token: TokenOpt = None,
     verbose: VerboseOpt = False,

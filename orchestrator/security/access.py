@@ -16,6 +16,7 @@ import hmac
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
 
@@ -27,15 +28,20 @@ from orchestrator.store import tokens as store
 from orchestrator.store.db import Engine, session_scope
 from orchestrator.store.models import ApiToken
 
-__all__ = ["ApiTokens", "NewToken", "Role", "TokenView", "required_role"]
+__all__ = ["ApiTokens", "Caller", "NewToken", "Role", "TokenView", "required_role"]
 
 TOKEN_PREFIX = "smt_"
 
 
 class Role(IntEnum):
+    """Ordered: each role may do what the ones below it may. A publisher reads as a viewer
+    does and publishes to the catalog, but only under the namespaces its publisher owns (the
+    catalog checks that); it cannot run plugins."""
+
     VIEWER = 1
-    OPERATOR = 2
-    ADMIN = 3
+    PUBLISHER = 2
+    OPERATOR = 3
+    ADMIN = 4
 
     @classmethod
     def parse(cls, name: str) -> Role:
@@ -43,7 +49,8 @@ class Role(IntEnum):
             return cls[name.upper()]
         except KeyError:
             raise InvalidInput(
-                f"unknown role {name!r}", details={"allowed": ["admin", "operator", "viewer"]}
+                f"unknown role {name!r}",
+                details={"allowed": ["admin", "operator", "publisher", "viewer"]},
             ) from None
 
     @property
@@ -60,9 +67,17 @@ _RULES: tuple[tuple[str, re.Pattern[str], Role], ...] = tuple(
         ("*", r"^/v1/plugins/[^/]+/secrets(/.*)?$", Role.ADMIN),
         ("*", r"^/v1/plugins/[^/]+/limits$", Role.ADMIN),
         ("GET", r"^/v1/audit$", Role.ADMIN),
+        ("*", r"^/v1/catalog/publishers(/.*)?$", Role.ADMIN),
         ("GET", r"^/v1/.*$", Role.VIEWER),
+        ("POST", r"^/v1/catalog/plugins/[^/]+/versions$", Role.PUBLISHER),
+        ("POST", r"^/v1/catalog/plugins/[^/]+/versions/[^/]+/(yank|unyank)$", Role.PUBLISHER),
+        ("POST", r"^/v1/catalog/plugins/[^/]+/(deprecate|undeprecate)$", Role.PUBLISHER),
         ("POST", r"^/v1/plugins$", Role.OPERATOR),
-        ("POST", r"^/v1/plugins/[^/]+/(enable|disable|reload)$", Role.OPERATOR),
+        (
+            "POST",
+            r"^/v1/plugins/[^/]+/(enable|disable|reload|upgrade|rollback|pause|resume)$",
+            Role.OPERATOR,
+        ),
         ("PUT", r"^/v1/plugins/[^/]+/config$", Role.OPERATOR),
         ("DELETE", r"^/v1/plugins/[^/]+$", Role.OPERATOR),
         ("POST", r"^/v1/extension-points/[^/]+/execute$", Role.OPERATOR),
@@ -77,6 +92,16 @@ def required_role(method: str, path: str) -> Role:
         if rule_method in ("*", method) and pattern.match(path):
             return role
     return Role.ADMIN
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes an authorized request: its role, its API token's id (None for the bootstrap
+    admin token and the auth provider) and how records name it (``actor``)."""
+
+    role: Role
+    token_id: str | None
+    actor: str
 
 
 class TokenView(BaseModel):

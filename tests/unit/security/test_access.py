@@ -38,10 +38,23 @@ from orchestrator.store.models import utcnow
         ("DELETE", "/v1/tokens/tok_1", Role.ADMIN),
         ("POST", "/v1/something-new", Role.ADMIN),  # unknown routes default to the top role
         ("PATCH", "/v1/plugins/com.x", Role.ADMIN),
+        ("POST", "/v1/plugins/com.x/pause", Role.OPERATOR),
+        ("POST", "/v1/plugins/com.x/resume", Role.OPERATOR),
+        ("GET", "/v1/catalog/plugins", Role.VIEWER),
+        ("POST", "/v1/catalog/plugins/com.x/versions", Role.PUBLISHER),
+        ("POST", "/v1/catalog/plugins/com.x/versions/1.0.0/yank", Role.PUBLISHER),
+        ("POST", "/v1/catalog/plugins/com.x/deprecate", Role.PUBLISHER),
+        ("GET", "/v1/catalog/publishers", Role.ADMIN),
+        ("POST", "/v1/catalog/publishers", Role.ADMIN),
     ],
 )
 def test_required_role(method: str, path: str, role: Role) -> None:
     assert required_role(method, path) is role
+
+
+def test_a_publisher_reads_as_a_viewer_but_cannot_run_plugins() -> None:
+    assert Role.VIEWER < Role.PUBLISHER < Role.OPERATOR < Role.ADMIN
+    assert Role.parse("publisher") is Role.PUBLISHER
 
 
 def test_roles_are_ordered_and_parsed() -> None:
