@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     require_signed: bool = False
     scan_fail_on: Literal["LOW", "MEDIUM", "HIGH", "never"] = Field(
         "HIGH",
-        description="Install policy: refuse source plugins with scanner findings at or above "
-        "this severity unless an admin overrides (never = report only)",
+        description="Install policy: refuse plugins (source or image) with scanner findings at "
+        "or above this severity unless an admin overrides (never = report only)",
     )
     advisory_db: Path | None = Field(
         None, description="Folder of OSV advisory JSON files to check plugin requirements against"
@@ -312,6 +312,19 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Default quota policy (JSON), rule by rule over the built-in defaults",
     )
+    image_scan_max_bytes: int = Field(
+        2 * 1024**3,
+        ge=1,
+        description="Largest image (unpacked) whose filesystem an install or a catalog publish "
+        "reads to scan it; 413 image_too_large above",
+    )
+    catalog_rate_limit_requests: int = Field(
+        600,
+        ge=0,
+        description="Catalog API requests per client (bearer token, else address) per window "
+        "(0: no limit); 429 with Retry-After above",
+    )
+    catalog_rate_limit_window_s: float = Field(60.0, gt=0, description="The catalog's window")
     idle_pause_s: float = Field(
         300.0,
         ge=0,

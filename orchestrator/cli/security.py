@@ -28,7 +28,9 @@ secret_app = typer.Typer(
 def token_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="What the token is for.")],
-    role: Annotated[str, typer.Option("--role", help="admin, operator, publisher or viewer.")] = "viewer",
+    role: Annotated[
+        str, typer.Option("--role", help="admin, operator, publisher or viewer.")
+    ] = "viewer",
     url: UrlOpt = None,
     token: TokenOpt = None,
     verbose: VerboseOpt = False,

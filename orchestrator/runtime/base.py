@@ -27,6 +27,7 @@ from summit_sdk.labels import (  # noqa: F401
 )
 
 from orchestrator.runtime.endpoints import Endpoint
+from orchestrator.runtime.image_filesystem import ImageFilesystem, PathSelector
 
 BuildProgress = Callable[[str], None]
 
@@ -76,6 +77,8 @@ class ImageInfo:
     tags: tuple[str, ...]
     labels: Mapping[str, str]
     repo_digests: tuple[str, ...] = ()
+    # The image's WORKDIR (where its own code usually is); None when it sets none.
+    workdir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,3 +145,12 @@ class ImageStore(Protocol):
 
     def remove_image(self, ref: str) -> None:
         """Untag or delete ``ref``; absent, or still used by a container, is fine."""
+
+    def extract_filesystem(
+        self, ref: str, dest: Path, *, wanted: PathSelector, max_bytes: int
+    ) -> ImageFilesystem:
+        """Write the files of image ``ref`` that ``wanted`` selects into the empty folder
+        ``dest``, without running the image (``image_filesystem.FilesystemWriter``: regular
+        files and folders only, never outside ``dest``). ``ImageTooLarge`` when the image
+        unpacks to more than ``max_bytes``; ``ImageUnreadable`` for an unsafe or unreadable
+        archive; ``NotFound`` when there is no such image."""

@@ -12,11 +12,16 @@ takes kernel memory.
 A ``ContainerSpec`` of isolation ``gvisor`` runs under gVisor's ``runsc``, which dockerd knows
 only once ``scripts/ensure-gvisor.sh`` has registered it; until then such a deploy is refused
 (503 ``isolation_unavailable``) before anything is created.
+
+An image's files are read for the supply-chain scan with ``docker export`` of a container
+created from it and never started (``extract_filesystem``).
 """
 
 from __future__ import annotations
 
+import calendar
 import contextlib
+import io
 import logging
 import os
 import secrets
@@ -60,12 +65,21 @@ from orchestrator.runtime.base import (
     RuntimeEvent,
 )
 from orchestrator.runtime.endpoints import Endpoint, UnixEndpoint, parse_endpoint
+from orchestrator.runtime.image_filesystem import (
+    ChunkReader,
+    FilesystemWriter,
+    ImageFilesystem,
+    PathSelector,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
 # A socket folder is created before its container; a sweep spares folders this young.
 SWEEP_MIN_AGE_S = 300.0
+# On the containers made only to export an image's files (never started), naming the owner.
+LABEL_IMAGE_SCAN = "io.summit.image-scan"
+EXPORT_CHUNK = 1024 * 1024
 
 
 def _translate(exc: Exception, what: str) -> SummitError:
@@ -367,6 +381,7 @@ class DockerRuntime:
             tags=tuple(img.tags or ()),
             labels=dict(img.labels or {}),
             repo_digests=tuple(img.attrs.get("RepoDigests") or ()),
+            workdir=(img.attrs.get("Config") or {}).get("WorkingDir") or None,
         )
 
     def image(self, ref: str) -> ImageInfo | None:
@@ -441,6 +456,74 @@ class DockerRuntime:
         """Untag/delete ``ref``; an image still used by some container is left alone."""
         with contextlib.suppress(NotFound, RuntimeFailure):
             self._call("remove image", self.client.images.remove, ref, force=False, noprune=False)
+
+    def extract_filesystem(
+        self, ref: str, dest: Path, *, wanted: PathSelector, max_bytes: int
+    ) -> ImageFilesystem:
+        """The selected files of ``ref``, read by ``docker export`` of a container created
+        from it and never started; the container is removed afterwards, whatever happens.
+
+        ``docker export`` over ``docker save``: export streams the flattened filesystem once,
+        while save streams every layer (files later overwritten or deleted included) that
+        then need their whiteouts applied. Measured on summit/plugin-python (155 MB unpacked,
+        7,322 entries, 2 cores): the CLI alone streams it in 0.5 s by export against 1.0 s
+        by save; read here with the scan's selection (17 files written), export with create
+        and remove took 1.0-1.4 s, save with its layers applied 1.8-2.2 s. Writing every
+        file instead of the selection takes 3.4 s or more.
+        """
+        writer = FilesystemWriter(dest, wanted=wanted, max_bytes=max_bytes, what=f"image {ref}")
+        self._sweep_scan_containers()
+        container = self._call(
+            "create a container to read the image",
+            self.client.containers.create,
+            ref,
+            # Never started: the entrypoint only has to satisfy the engine.
+            entrypoint=["/summit-image-scan-never-runs"],
+            name=f"summit-scan-{secrets.token_hex(6)}",
+            labels={LABEL_IMAGE_SCAN: self.owner},
+            network_disabled=True,
+        )
+        chunks: Any = None
+        try:
+            chunks = self._call("export the image", container.export, chunk_size=EXPORT_CHUNK)
+            reader = ChunkReader(self._translated(chunks, "export the image"))
+            writer.add_flat(io.BufferedReader(reader, EXPORT_CHUNK))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+            with contextlib.suppress(SummitError):
+                self._call("remove the scan container", container.remove, force=True, v=True)
+        return writer.result()
+
+    def _translated(self, chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
+        try:
+            yield from chunks
+        except docker.errors.DockerException as exc:
+            raise _translate(exc, what) from exc
+        except (ConnectionError, OSError) as exc:
+            raise _translate(exc, what) from exc
+
+    def _sweep_scan_containers(self) -> None:
+        """Remove scan containers an orchestrator killed mid-export left (older than the
+        sweep age, so another scan's container is never taken from under it)."""
+        found = self._call(
+            "list scan containers",
+            self.client.containers.list,
+            all=True,
+            filters={"label": f"{LABEL_IMAGE_SCAN}={self.owner}"},
+        )
+        cutoff = time.time() - SWEEP_MIN_AGE_S
+        for leftover in found:
+            created = str(leftover.attrs.get("Created") or "")[:19]
+            try:
+                made = calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%S"))
+            except ValueError:
+                continue
+            if made < cutoff:
+                with contextlib.suppress(SummitError):
+                    self._call("remove a scan container", leftover.remove, force=True, v=True)
 
 
 def _gvisor_unavailable() -> ServiceUnavailable:

@@ -21,12 +21,14 @@ one string that both names the image uniquely and can be run by a pod.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import platform
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +38,19 @@ import httpx
 from orchestrator.domain.errors import (
     Conflict,
     InvalidInput,
+    NotFound,
     RuntimeFailure,
     RuntimeUnavailable,
 )
 from orchestrator.domain.images import names_registry
 from orchestrator.runtime.base import BuildProgress, ImageInfo
+from orchestrator.runtime.image_filesystem import (
+    ChunkReader,
+    FilesystemWriter,
+    ImageFilesystem,
+    ImageUnreadable,
+    PathSelector,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +68,19 @@ DOCKER_HUB = "registry-1.docker.io"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the limit registries themselves apply
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
 MAX_TOKEN_BYTES = 64 * 1024
+
+# Layer types the scan reads (``extract_filesystem``), by how they are compressed. zstd
+# layers would need a dependency the standard library does not have (before Python 3.14).
+_LAYER_COMPRESSION = {
+    "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
+    "application/vnd.oci.image.layer.v1.tar": "none",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar": "none",
+    "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
+}
+_LAYER_CHUNK = 1024 * 1024
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -150,6 +173,32 @@ class RegistryImageStore:
     # -- reading -----------------------------------------------------------------------------
 
     def image(self, ref: str) -> ImageInfo | None:
+        resolved = self._resolve(ref)
+        if resolved is None:
+            return None
+        parsed, manifest, digest = resolved
+        config_digest = (manifest.get("config") or {}).get("digest")
+        if not isinstance(config_digest, str) or not _DIGEST.fullmatch(config_digest):
+            raise RuntimeFailure(f"the manifest of {ref} names no sha256 config blob")
+        try:
+            config = _json_object(self._blob(parsed, config_digest), f"config of {ref}")
+        except _NotThere:
+            raise RuntimeFailure(f"the config blob of {ref} is missing from its registry") from None
+        image_config = config.get("config") or {}
+        labels = image_config.get("Labels") or {}
+        workdir = image_config.get("WorkingDir")
+        pinned = f"{parsed.name}@{digest}"
+        return ImageInfo(
+            id=pinned,
+            tags=(f"{parsed.name}:{parsed.tag}",) if parsed.tag else (),
+            labels={str(k): str(v) for k, v in labels.items()},
+            repo_digests=(pinned,),
+            workdir=workdir if isinstance(workdir, str) and workdir else None,
+        )
+
+    def _resolve(self, ref: str) -> tuple[ImageRef, dict[str, Any], str] | None:
+        """(reference, image manifest for this platform, digest it is pinned by), or None when
+        the registry has no such image."""
         parsed = parse_reference(ref)
         if parsed is None:
             return None
@@ -182,21 +231,7 @@ class RegistryImageStore:
                 code="image_not_found",
                 details={"image": ref},
             )
-        config_digest = (manifest.get("config") or {}).get("digest")
-        if not isinstance(config_digest, str) or not _DIGEST.fullmatch(config_digest):
-            raise RuntimeFailure(f"the manifest of {ref} names no sha256 config blob")
-        try:
-            config = _json_object(self._blob(parsed, config_digest), f"config of {ref}")
-        except _NotThere:
-            raise RuntimeFailure(f"the config blob of {ref} is missing from its registry") from None
-        labels = (config.get("config") or {}).get("Labels") or {}
-        pinned = f"{parsed.name}@{digest}"
-        return ImageInfo(
-            id=pinned,
-            tags=(f"{parsed.name}:{parsed.tag}",) if parsed.tag else (),
-            labels={str(k): str(v) for k, v in labels.items()},
-            repo_digests=(pinned,),
-        )
+        return parsed, manifest, digest
 
     def _pick_platform(self, index: Mapping[str, Any], ref: str) -> str:
         os_name, arch = self.platform
@@ -258,6 +293,25 @@ class RegistryImageStore:
         self, url: str, headers: Mapping[str, str], limit: int, *, what: str
     ) -> tuple[bytes, httpx.Response]:
         """GET ``url``, following redirects to blob storage, reading at most ``limit`` bytes."""
+        with self._open(url, headers, what=what) as response:
+            chunks: list[bytes] = []
+            size = 0
+            if response.status_code == 200:
+                try:
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise RuntimeFailure(
+                                f"registry {what} sent more than {limit} bytes for {url}"
+                            )
+                        chunks.append(chunk)
+                except httpx.HTTPError as exc:
+                    raise _unreachable(what, exc) from exc
+            return b"".join(chunks), response
+
+    @contextmanager
+    def _open(self, url: str, headers: Mapping[str, str], *, what: str) -> Iterator[httpx.Response]:
+        """The response to GET ``url`` after redirects to blob storage, its body unread."""
         try:
             for _ in range(5):
                 with self._client.stream("GET", url, headers=dict(headers)) as response:
@@ -266,26 +320,40 @@ class RegistryImageStore:
                         # Storage behind a redirect gets no registry token.
                         headers = {k: v for k, v in headers.items() if k != "Authorization"}
                         continue
-                    chunks: list[bytes] = []
-                    size = 0
-                    if response.status_code == 200:
-                        for chunk in response.iter_bytes():
-                            size += len(chunk)
-                            if size > limit:
-                                raise RuntimeFailure(
-                                    f"registry {what} sent more than {limit} bytes for {url}"
-                                )
-                            chunks.append(chunk)
-                    return b"".join(chunks), response
+                    yield response
+                    return
         except httpx.HTTPError as exc:
-            raise RuntimeUnavailable(
-                f"registry {what} cannot be reached: {exc}",
-                details={
-                    "hint": "is the registry up, and listed in SUMMIT_INSECURE_REGISTRIES "
-                    "if it speaks plain HTTP?"
-                },
-            ) from exc
+            raise _unreachable(what, exc) from exc
         raise RuntimeFailure(f"registry {what} redirected too often for {url}")
+
+    @contextmanager
+    def _open_blob(self, ref: ImageRef, digest: str) -> Iterator[httpx.Response]:
+        """A blob's response, streamed (a layer is too large to hold), after a token if the
+        registry asks for one."""
+        url = self._url(ref, "blobs", digest)
+        scope = f"repository:{ref.repository}:pull"
+        for attempt in range(2):
+            headers = {"Accept": "*/*"}
+            token = self._tokens.get((ref.registry, scope))
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            with self._open(url, headers, what=ref.registry) as response:
+                challenge = response.headers.get("www-authenticate", "")
+                if (
+                    response.status_code == 401
+                    and attempt == 0
+                    and self._authenticate(ref, challenge, scope)
+                ):
+                    continue
+                if response.status_code in (401, 403, 404):
+                    raise _NotThere(response.status_code)
+                if response.status_code != 200:
+                    raise RuntimeFailure(
+                        f"registry {ref.registry} answered {response.status_code} for {url}"
+                    )
+                yield response
+                return
+        raise _NotThere(401)
 
     def _authenticate(self, ref: ImageRef, challenge: str, scope: str) -> bool:
         """Answer a Bearer challenge with an anonymous token; False when there is none."""
@@ -349,6 +417,74 @@ class RegistryImageStore:
 
     def remove_image(self, ref: str) -> None:
         """Nothing to do: the registry keeps its images, and the kubelet its cache."""
+
+    def extract_filesystem(
+        self, ref: str, dest: Path, *, wanted: PathSelector, max_bytes: int
+    ) -> ImageFilesystem:
+        """The selected files of ``ref``, its layers read from the registry lowest first with
+        their whiteouts applied. Each layer is streamed through the writer as it arrives and
+        checked against its digest at the end; a layer that does not match refuses the image
+        (what was written is the caller's to delete, as with any refusal)."""
+        resolved = self._resolve(ref)
+        if resolved is None:
+            raise NotFound(
+                f"image {ref!r} was not found in its registry (or needs credentials)",
+                code="runtime_not_found",
+                details={"image": ref},
+            )
+        parsed, manifest, _ = resolved
+        layers = manifest.get("layers")
+        if not isinstance(layers, list):
+            raise RuntimeFailure(f"the manifest of {ref} lists no layers")
+        writer = FilesystemWriter(dest, wanted=wanted, max_bytes=max_bytes, what=f"image {ref}")
+        for layer in layers:
+            digest = layer.get("digest") if isinstance(layer, dict) else None
+            if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+                raise RuntimeFailure(f"the manifest of {ref} names a layer without a digest")
+            media_type = str(layer.get("mediaType") or "")
+            compression = _LAYER_COMPRESSION.get(media_type, media_type or "unknown")
+            if compression not in ("gzip", "none"):
+                raise ImageUnreadable(
+                    f"image {ref} has a layer of type {media_type!r}, which the scan cannot "
+                    "read (gzip or uncompressed tar only)",
+                    details={"image": ref, "media_type": media_type},
+                )
+            hasher = hashlib.sha256()
+            try:
+                with self._open_blob(parsed, digest) as response:
+                    reader = ChunkReader(_hashed(response, hasher, parsed.registry))
+                    writer.add_layer(
+                        io.BufferedReader(reader, _LAYER_CHUNK),
+                        compression="gzip" if compression == "gzip" else None,
+                    )
+                    reader.drain()  # the tar's end padding, for the digest
+            except _NotThere:
+                raise RuntimeFailure(
+                    f"layer {digest} of {ref} is missing from its registry"
+                ) from None
+            if "sha256:" + hasher.hexdigest() != digest:
+                raise RuntimeFailure(f"layer {digest} of {ref} does not match its digest")
+        return writer.result()
+
+
+def _hashed(response: httpx.Response, hasher: Any, what: str) -> Iterator[bytes]:
+    """The body's chunks, each added to ``hasher`` as it passes."""
+    try:
+        for chunk in response.iter_bytes():
+            hasher.update(chunk)
+            yield chunk
+    except httpx.HTTPError as exc:
+        raise _unreachable(what, exc) from exc
+
+
+def _unreachable(what: str, exc: Exception) -> RuntimeUnavailable:
+    return RuntimeUnavailable(
+        f"registry {what} cannot be reached: {exc}",
+        details={
+            "hint": "is the registry up, and listed in SUMMIT_INSECURE_REGISTRIES "
+            "if it speaks plain HTTP?"
+        },
+    )
 
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:

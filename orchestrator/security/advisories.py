@@ -1,14 +1,26 @@
-"""Known vulnerabilities in a plugin's declared Python dependencies (installation step 3).
+"""Known vulnerabilities in a plugin's dependencies (installation step 3).
 
 The advisory database is a folder of OSV records (https://ossf.github.io/osv-schema/), such as
-an export of osv.dev's PyPI ecosystem that the operator keeps current. Only ``PyPI`` entries
-are read; versions are compared with PEP 440 (``packaging``), names after PEP 503
-normalisation, so ``Py_YAML`` and ``pyyaml`` are one package.
+an export of osv.dev's PyPI and npm ecosystems that the operator keeps current. Two
+ecosystems are read, each compared by its own rules:
 
-Only a requirement pinned to exactly one version can be checked. Anything else (a range, no
-version, a URL, an editable install, a line that does not parse) is reported ``unchecked``
-with the reason, never ``clean``: the version a build would pick is not known here. Environment
-markers are not evaluated, so a pin is checked even when its marker would skip it.
+- ``PyPI``: versions by PEP 440 (``packaging``), names after PEP 503 normalisation, so
+  ``Py_YAML`` and ``pyyaml`` are one package;
+- ``npm``: versions by semver 2.0.0 precedence (``orchestrator.domain.versions.Version``, the
+  type plugin versions use; build metadata is ignored, as semver says), names as written,
+  since npm tells ``JSONStream`` and ``jsonstream`` apart.
+
+Records of other ecosystems are skipped. Two entry points:
+
+- ``check`` takes requirement lines (a source plugin's ``requirements.txt``). Only a
+  requirement pinned to exactly one version can be checked. Anything else (a range, no
+  version, a URL, an editable install, a line that does not parse) is reported ``unchecked``
+  with the reason, never ``clean``: the version a build would pick is not known here.
+  Environment markers are not evaluated, so a pin is checked even when its marker would skip
+  it.
+- ``check_pins`` takes packages already installed at one version (``PackagePin``: found in an
+  image's ``*.dist-info`` folders or npm lockfiles). A version its ecosystem cannot order is
+  reported ``unchecked``.
 """
 
 from __future__ import annotations
@@ -16,16 +28,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from orchestrator.domain.errors import SummitError
+from orchestrator.domain.versions import Version as SemVer
+from orchestrator.domain.versions import VersionError
 
 __all__ = [
     "Advisory",
@@ -34,15 +49,22 @@ __all__ = [
     "AdvisoryMatch",
     "DependencyReport",
     "DependencyStatus",
+    "Ecosystem",
+    "PackagePin",
     "check",
+    "check_pins",
+    "parse_npm_version",
     "read_requirements",
 ]
 
 DependencyStatus = Literal["vulnerable", "clean", "unchecked"]
 AdvisorySeverity = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]
 
-ECOSYSTEM = "PyPI"
+Ecosystem = Literal["PyPI", "npm"]
+ECOSYSTEM: Ecosystem = "PyPI"  # what requirement lines are checked against
+NPM: Ecosystem = "npm"
 REQUIREMENTS_FILE = "requirements.txt"
+_NO_DATABASE = "no advisory database is configured (SUMMIT_ADVISORY_DB)"
 
 
 class AdvisoryDatabaseError(SummitError):
@@ -75,9 +97,12 @@ class DependencyReport:
     status: DependencyStatus
     advisories: tuple[AdvisoryMatch, ...] = ()
     reason: str | None = None  # why the requirement is unchecked
+    # Set for an installed package (``check_pins``): its ecosystem and where it was found.
+    ecosystem: Ecosystem | None = None
+    locations: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "requirement": self.requirement,
             "name": self.name,
             "version": self.version,
@@ -85,17 +110,36 @@ class DependencyReport:
             "advisories": [a.to_json() for a in self.advisories],
             "reason": self.reason,
         }
+        if self.ecosystem is not None:
+            # Only for installed packages: a requirement line's report keeps its old shape.
+            out["ecosystem"] = self.ecosystem
+            out["locations"] = list(self.locations)
+        return out
 
 
 @dataclass(frozen=True)
-class _Range:
+class PackagePin:
+    """A package installed at one version, and where it was seen (paths, for the report)."""
+
+    ecosystem: Ecosystem
+    name: str
+    version: str
+    locations: tuple[str, ...] = ()
+
+
+# A version of one ecosystem: PEP 440 for PyPI, semver for npm. Never compared across the two.
+V = TypeVar("V", Version, SemVer)
+
+
+@dataclass(frozen=True)
+class _Range(Generic[V]):
     """One ``ECOSYSTEM`` or ``SEMVER`` range, its events sorted for the OSV walk."""
 
     # (version or None for "0", kind); kinds: introduced, fixed, last_affected.
-    events: tuple[tuple[Version | None, str], ...]
-    limits: tuple[Version, ...]  # empty: no limit ("*" or none given)
+    events: tuple[tuple[V | None, str], ...]
+    limits: tuple[V, ...]  # empty: no limit ("*" or none given)
 
-    def contains(self, version: Version) -> bool:
+    def contains(self, version: V) -> bool:
         if self.limits and not any(version < limit for limit in self.limits):
             return False
         affected = False
@@ -110,51 +154,60 @@ class _Range:
                 affected = False
         return affected
 
-    def fixes(self) -> Iterator[Version]:
+    def fixes(self) -> Iterator[V]:
         for event, kind in self.events:
             if kind == "fixed" and event is not None:
                 yield event
 
 
 @dataclass(frozen=True)
-class Advisory:
-    """An OSV record as it concerns one package."""
+class Advisory(Generic[V]):
+    """An OSV record as it concerns one package (of one ecosystem: ``V`` is its version type)."""
 
     id: str
     summary: str
     severity: AdvisorySeverity | None
     aliases: tuple[str, ...] = ()
-    ranges: tuple[_Range, ...] = field(default=(), repr=False)
-    versions: frozenset[Version] = field(default=frozenset(), repr=False)  # listed as affected
+    ranges: tuple[_Range[V], ...] = field(default=(), repr=False)
+    versions: frozenset[V] = field(default=frozenset(), repr=False)  # listed as affected
 
-    def affects(self, version: Version) -> bool:
+    def affects(self, version: V) -> bool:
         return version in self.versions or any(r.contains(version) for r in self.ranges)
 
-    def fixed_for(self, version: Version) -> str | None:
+    def fixed_for(self, version: V) -> str | None:
         """The lowest ``fixed`` version above ``version`` that this advisory spares."""
         later = sorted({fix for r in self.ranges for fix in r.fixes() if fix > version})
         return next((str(fix) for fix in later if not self.affects(fix)), None)
 
-    def match(self, version: Version) -> AdvisoryMatch:
+    def match(self, version: V) -> AdvisoryMatch:
         return AdvisoryMatch(
             self.id, self.summary, self.severity, self.fixed_for(version), self.aliases
         )
 
 
 class AdvisoryDatabase:
-    """PyPI advisories indexed by normalised package name."""
+    """Advisories indexed by ecosystem and package name (PyPI names normalised)."""
 
-    def __init__(self, advisories: Mapping[str, Iterable[Advisory]] | None = None) -> None:
-        self._by_package: dict[str, list[Advisory]] = {}
+    def __init__(
+        self,
+        advisories: Mapping[str, Iterable[Advisory[Version]]] | None = None,
+        *,
+        npm: Mapping[str, Iterable[Advisory[SemVer]]] | None = None,
+    ) -> None:
+        self._by_package: dict[str, list[Advisory[Version]]] = {}
         for name, items in (advisories or {}).items():
             self._by_package.setdefault(canonicalize_name(name), []).extend(items)
+        self._npm: dict[str, list[Advisory[SemVer]]] = {}
+        for name, npm_items in (npm or {}).items():
+            self._npm.setdefault(name, []).extend(npm_items)
 
     @classmethod
     def load(cls, directory: Path) -> AdvisoryDatabase:
         """Every ``*.json`` OSV record under ``directory`` (searched recursively)."""
         if not directory.is_dir():
             raise AdvisoryDatabaseError(f"advisory database {directory} is not a directory")
-        by_package: dict[str, list[Advisory]] = {}
+        pypi: dict[str, list[Advisory[Version]]] = {}
+        npm: dict[str, list[Advisory[SemVer]]] = {}
         for path in sorted(directory.rglob("*.json")):
             details = {"file": str(path)}
             try:
@@ -169,19 +222,33 @@ class AdvisoryDatabase:
                 message = f"advisory file {path} is not valid JSON: {exc}"
                 raise AdvisoryDatabaseError(message, details=details) from exc
             try:
-                for name, advisory in _parse_record(record):
-                    by_package.setdefault(name, []).append(advisory)
+                for name, advisory in _parse_record(record, _PYPI):
+                    pypi.setdefault(name, []).append(advisory)
+                for npm_name, npm_advisory in _parse_record(record, _NPM):
+                    npm.setdefault(npm_name, []).append(npm_advisory)
             except _RecordError as exc:
                 message = f"advisory file {path} is not an OSV record: {exc}"
                 raise AdvisoryDatabaseError(message, details=details) from exc
-        return cls(by_package)
+        return cls(pypi, npm=npm)
 
-    def advisories_for(self, name: str) -> list[Advisory]:
+    def advisories_for(self, name: str) -> list[Advisory[Version]]:
+        """The PyPI advisories of ``name`` (any spelling PEP 503 folds together)."""
         return list(self._by_package.get(canonicalize_name(name), ()))
 
+    def npm_advisories_for(self, name: str) -> list[Advisory[SemVer]]:
+        """The npm advisories of ``name``, spelled exactly as npm spells it."""
+        return list(self._npm.get(name, ()))
+
+    def count(self, ecosystem: Ecosystem = ECOSYSTEM) -> int:
+        """How many distinct advisories (by id) concern packages of ``ecosystem``."""
+        index: Mapping[str, Iterable[Advisory[Any]]] = (
+            self._npm if ecosystem == NPM else self._by_package
+        )
+        return len({a.id for items in index.values() for a in items})
+
     def __len__(self) -> int:
-        """How many distinct advisories (by id) the database holds."""
-        return len({a.id for items in self._by_package.values() for a in items})
+        """How many distinct PyPI advisories (by id) the database holds (``count`` for npm)."""
+        return self.count(ECOSYSTEM)
 
 
 def read_requirements(root: Path) -> list[str]:
@@ -202,6 +269,30 @@ def read_requirements(root: Path) -> list[str]:
 def check(requirements: Iterable[str], db: AdvisoryDatabase) -> list[DependencyReport]:
     """One report per requirement, in the order given."""
     return [_check_one(text, db) for text in requirements]
+
+
+def check_pins(pins: Iterable[PackagePin], db: AdvisoryDatabase | None) -> list[DependencyReport]:
+    """One report per installed package, in the order given; every one ``unchecked`` when
+    there is no database.
+
+    The report's ``requirement`` is how the ecosystem writes the pin (``pyyaml==5.3``,
+    ``lodash@4.17.20``); its ``name`` is normalised for PyPI, as written for npm.
+    """
+    return [_check_pin(pin, db) for pin in pins]
+
+
+def parse_npm_version(text: str) -> SemVer | None:
+    """A version as npm writes it in a lockfile or an advisory, or None when it is not one.
+
+    npm's registry only holds semver versions; a lockfile's ``version`` can also be a git
+    reference, a URL or a ``file:`` path, which name no release and so cannot be checked.
+    A leading ``v`` or ``=`` is dropped, as npm's own ``semver.clean`` does.
+    """
+    cleaned = text.strip().lstrip("=v").strip()
+    try:
+        return SemVer.parse(cleaned)
+    except VersionError:
+        return None
 
 
 _COMMENT = re.compile(r"(^|\s+)#.*$")
@@ -295,24 +386,96 @@ def _check_one(text: str, db: AdvisoryDatabase) -> DependencyReport:
     if not req.specifier.contains(pin, prereleases=True):
         return unchecked(f"no version satisfies {req.specifier}", name)
 
+    matches = _matches(db.advisories_for(name), version)
+    status: DependencyStatus = "vulnerable" if matches else "clean"
+    return DependencyReport(text, name, pin, status, matches)
+
+
+def _matches(advisories: Iterable[Advisory[V]], version: V) -> tuple[AdvisoryMatch, ...]:
     matches: list[AdvisoryMatch] = []
     seen: set[str] = set()
-    for advisory in sorted(db.advisories_for(name), key=lambda a: a.id):
+    for item in sorted(advisories, key=attrgetter("id")):
         # One vulnerability is often published under several ids that alias each other.
-        if advisory.id in seen or not advisory.affects(version):
+        if item.id in seen or not item.affects(version):
             continue
-        seen.update({advisory.id, *advisory.aliases})
-        matches.append(advisory.match(version))
-    status: DependencyStatus = "vulnerable" if matches else "clean"
-    return DependencyReport(text, name, pin, status, tuple(matches))
+        seen.add(item.id)
+        seen.update(item.aliases)
+        matches.append(item.match(version))
+    return tuple(matches)
+
+
+def _check_pin(pin: PackagePin, db: AdvisoryDatabase | None) -> DependencyReport:
+    def report(
+        name: str,
+        requirement: str,
+        status: DependencyStatus,
+        matches: tuple[AdvisoryMatch, ...] = (),
+        reason: str | None = None,
+    ) -> DependencyReport:
+        checked = pin.version if status != "unchecked" else None
+        return DependencyReport(
+            requirement,
+            name,
+            checked,
+            status,
+            matches,
+            reason,
+            ecosystem=pin.ecosystem,
+            locations=pin.locations,
+        )
+
+    if db is None:
+        name = canonicalize_name(pin.name) if pin.ecosystem == ECOSYSTEM else pin.name
+        written = (
+            f"{name}=={pin.version}" if pin.ecosystem == ECOSYSTEM else f"{name}@{pin.version}"
+        )
+        return report(name, written, "unchecked", reason=_NO_DATABASE)
+    if pin.ecosystem == NPM:
+        requirement = f"{pin.name}@{pin.version}"
+        semver = parse_npm_version(pin.version)
+        if semver is None:
+            reason = f"{pin.version!r} is not a released npm version (semver) to check"
+            return report(pin.name, requirement, "unchecked", reason=reason)
+        found = _matches(db.npm_advisories_for(pin.name), semver)
+        return report(pin.name, requirement, "vulnerable" if found else "clean", found)
+    name = canonicalize_name(pin.name)
+    requirement = f"{name}=={pin.version}"
+    try:
+        version = Version(pin.version)
+    except InvalidVersion:
+        reason = f"{pin.version!r} is not a version PEP 440 can order"
+        return report(name, requirement, "unchecked", reason=reason)
+    found = _matches(db.advisories_for(name), version)
+    return report(name, requirement, "vulnerable" if found else "clean", found)
 
 
 class _RecordError(ValueError):
     pass
 
 
-def _parse_record(record: object) -> Iterator[tuple[str, Advisory]]:
-    """(normalised package name, advisory) for each PyPI package the record affects."""
+@dataclass(frozen=True)
+class _EcosystemRules(Generic[V]):
+    """How one ecosystem's records are read: its name in OSV, names, versions."""
+
+    name: Ecosystem
+    normalise: Callable[[str], str]
+    version: Callable[[str], V | None]
+    floor: V  # sorts before every version, for OSV's "introduced": "0"
+
+
+def _pep440(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+_PYPI = _EcosystemRules[Version](ECOSYSTEM, canonicalize_name, _pep440, Version("0"))
+_NPM = _EcosystemRules[SemVer](NPM, str, parse_npm_version, SemVer(0, 0, 0, ("0",)))
+
+
+def _parse_record(record: object, rules: _EcosystemRules[V]) -> Iterator[tuple[str, Advisory[V]]]:
+    """(package name, advisory) for each package of ``rules``' ecosystem the record affects."""
     if not isinstance(record, dict):
         raise _RecordError("the top level is not an object")
     osv_id = record.get("id")
@@ -327,7 +490,7 @@ def _parse_record(record: object) -> Iterator[tuple[str, Advisory]]:
     aliases = tuple(a for a in _list(record, "aliases") if isinstance(a, str))
     top_severity = _severity(record)
 
-    per_package: dict[str, tuple[list[_Range], set[str], list[AdvisorySeverity | None]]] = {}
+    per_package: dict[str, tuple[list[_Range[V]], set[str], list[AdvisorySeverity | None]]] = {}
     for affected in _list(record, "affected"):
         if not isinstance(affected, dict):
             raise _RecordError("an 'affected' entry is not an object")
@@ -335,13 +498,13 @@ def _parse_record(record: object) -> Iterator[tuple[str, Advisory]]:
         if not isinstance(package, dict):
             raise _RecordError("an 'affected' entry has no 'package' object")
         name = package.get("name")
-        if package.get("ecosystem") != ECOSYSTEM or not isinstance(name, str):
+        if package.get("ecosystem") != rules.name or not isinstance(name, str):
             continue
         ranges, versions, severities = per_package.setdefault(
-            canonicalize_name(name), ([], set(), [])
+            rules.normalise(name), ([], set(), [])
         )
         for raw_range in _list(affected, "ranges"):
-            parsed = _parse_range(raw_range)
+            parsed = _parse_range(raw_range, rules)
             if parsed is not None:
                 ranges.append(parsed)
         versions.update(v for v in _list(affected, "versions") if isinstance(v, str))
@@ -349,6 +512,7 @@ def _parse_record(record: object) -> Iterator[tuple[str, Advisory]]:
 
     for name, (ranges, versions, severities) in per_package.items():
         severity = top_severity or next((s for s in severities if s), None)
+        listed = (rules.version(v) for v in versions)
         yield (
             name,
             Advisory(
@@ -357,7 +521,7 @@ def _parse_record(record: object) -> Iterator[tuple[str, Advisory]]:
                 severity=severity,
                 aliases=aliases,
                 ranges=tuple(ranges),
-                versions=frozenset(v for v in map(_version, versions) if v is not None),
+                versions=frozenset(v for v in listed if v is not None),
             ),
         )
 
@@ -371,26 +535,17 @@ def _list(obj: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def _version(text: object) -> Version | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return Version(text)
-    except InvalidVersion:
-        return None
-
-
 _EVENT_ORDER = {"introduced": 0, "last_affected": 1, "fixed": 2}
 
 
-def _parse_range(raw: object) -> _Range | None:
+def _parse_range(raw: object, rules: _EcosystemRules[V]) -> _Range[V] | None:
     if not isinstance(raw, dict):
         raise _RecordError("a range is not an object")
     # GIT ranges need the repository's history; the versions list covers those records.
     if raw.get("type") not in ("ECOSYSTEM", "SEMVER"):
         return None
-    events: list[tuple[Version | None, str]] = []
-    limits: list[Version] = []
+    events: list[tuple[V | None, str]] = []
+    limits: list[V] = []
     unlimited = False
     for event in _list(raw, "events"):
         if not isinstance(event, dict):
@@ -401,15 +556,18 @@ def _parse_range(raw: object) -> _Range | None:
             elif kind == "limit" and value == "*":
                 unlimited = True
             elif kind in _EVENT_ORDER or kind == "limit":
-                # A version PEP 440 cannot read is skipped: it matches nothing.
-                parsed = _version(value)
+                # A version the ecosystem cannot read is skipped: it matches nothing.
+                parsed = rules.version(value) if isinstance(value, str) else None
                 if parsed is None:
                     continue
                 if kind == "limit":
                     limits.append(parsed)
                 else:
                     events.append((parsed, kind))
-    events.sort(key=lambda e: (e[0] is not None, e[0] or Version("0"), _EVENT_ORDER[e[1]]))
+    floor = rules.floor
+    events.sort(
+        key=lambda e: (e[0] is not None, floor if e[0] is None else e[0], _EVENT_ORDER[e[1]])
+    )
     return _Range(tuple(events), () if unlimited else tuple(limits))
 
 

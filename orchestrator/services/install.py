@@ -434,9 +434,9 @@ class InstallService:
         return self.record(manifest, req, image, report)
 
     def sweep_workdirs(self) -> None:
-        """Delete unpacked bundles, build contexts and partial sources that a killed
-        orchestrator left behind. Called at start-up, when no install can be in progress."""
-        for name in ("bundles", "build"):
+        """Delete unpacked bundles, build contexts, extracted images and partial sources that a
+        killed orchestrator left behind. Called at start-up, when no install can be in progress."""
+        for name in ("bundles", "build", "image-scan"):
             folder = self.settings.state_dir / name
             if folder.is_dir():
                 for child in folder.iterdir():
@@ -530,14 +530,16 @@ class InstallService:
     def scan(self, fetched: Fetched, req: InstallRequest, progress: BuildProgress) -> ScanReport:
         """Signature (checked whenever one is given), then the supply-chain check, judged."""
         manifest = fetched.manifest
-        if fetched.source is None:
-            assert fetched.image is not None
-            report = self.supply_chain.inspect_image()
-            report.signature = self._check_signature(manifest, req, image_digest=fetched.image.id)
-            return report
         progress(f"validated {manifest.id} {manifest.version}")
-        signed = self._check_signature(manifest, req, bundle_root=fetched.source)
-        report = self.supply_chain.inspect_source(fetched.source, manifest)
+        if fetched.source is None:
+            # An image is scanned by what it holds: its filesystem is read, never run.
+            assert fetched.image is not None
+            signed = self._check_signature(manifest, req, image_digest=fetched.image.id)
+            progress(f"reading {fetched.ref} to scan it")
+            report = self.supply_chain.inspect_image(self.images.images, fetched.image, manifest)
+        else:
+            signed = self._check_signature(manifest, req, bundle_root=fetched.source)
+            report = self.supply_chain.inspect_source(fetched.source, manifest)
         report.signature = signed
         self._judge(manifest, req, report)
         progress(

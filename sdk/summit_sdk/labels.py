@@ -12,6 +12,7 @@ __all__ = [
     "LABEL_MANIFEST",
     "LABEL_OWNER",
     "LABEL_PLUGIN",
+    "LABEL_PLUGIN_DIR",
     "LABEL_SOURCE_DIGEST",
     "LABEL_VERSION",
 ]
@@ -19,6 +20,9 @@ __all__ = [
 # On plugin images.
 LABEL_MANIFEST: Final = "io.summit.plugin"  # the manifest as JSON, read without running the image
 LABEL_SOURCE_DIGEST: Final = "io.summit.source-digest"  # what it was built from (no rebuild)
+# Where the plugin's own code is in the image (default: its WORKDIR, else /plugin): the
+# orchestrator's image scan reads it.
+LABEL_PLUGIN_DIR: Final = "io.summit.plugin-dir"
 
 # On plugin containers.
 LABEL_OWNER: Final = "io.summit.owner"  # which orchestrator (or tool) created it
