@@ -19,8 +19,8 @@ from orchestrator.api.fastpath import FastPathAPI
 from orchestrator.api.host import HostGateway, HostServer, create_host_app
 from orchestrator.api.host.server import advertised_host_url
 from orchestrator.api.http_guard import HttpLimits, raise_open_files_limit
-from orchestrator.api.routes import events as event_routes
 from orchestrator.api.routes import (
+    catalog,
     extensions,
     jobs,
     plugins,
@@ -29,7 +29,9 @@ from orchestrator.api.routes import (
     usage,
     webhooks,
 )
+from orchestrator.api.routes import events as event_routes
 from orchestrator.broker.setup import close_rate_limiter, make_broker
+from orchestrator.catalog.service import CatalogCache, CatalogService
 from orchestrator.config import Settings, get_settings
 from orchestrator.events.bus import EventBus
 from orchestrator.events.fanout import Fanout
@@ -139,6 +141,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.broker = broker
         app.state.lifecycle = lifecycle
         app.state.installs = installs
+        catalog_cache = CatalogCache(settings.redis_url, prefix=settings.instance)
+        app.state.catalog = CatalogService(
+            engine=engine,
+            images=image_store,
+            supply_chain=installs.supply_chain,
+            trust=services.trust,
+            cache=catalog_cache,
+        )
         app.state.trust = trust
         app.state.host = host
         app.state.egress = egress
@@ -302,6 +312,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await sender.aclose()
             await host_server.aclose()
             await egress.aclose()
+            catalog_cache.close()
             await broker.aclose()
             await close_rate_limiter(broker)
             engine.dispose()
@@ -322,6 +333,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(event_routes.router)
     app.include_router(webhooks.router)
     app.include_router(usage.router)
+    app.include_router(catalog.router)
     return app
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, create_engine
 
 from orchestrator.domain.errors import Conflict, Duplicate, InvalidValue
+from orchestrator.store import catalog_models  # noqa: F401  (registers the catalog's tables)
 
 __all__ = [
     "MIGRATIONS",

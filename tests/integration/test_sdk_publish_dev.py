@@ -116,6 +116,40 @@ def test_publish_pushes_then_installs_from_the_registry(
             orch1.client.delete(f"/v1/plugins/{plugin_id}")
 
 
+def test_publish_to_the_catalog_pushes_then_publishes_by_digest(
+    tmp_path: Path,
+    orch1: OrchestratorProcess,
+    base_image: str,
+    images: list[str],
+    registry_tags: list[tuple[str, str]],
+) -> None:
+    name = f"cat-{secrets.token_hex(3)}"
+    plugin_id = f"com.example.{name}"
+    tag = f"summit-cli-test/{name}:0.1.0"
+    images.append(tag)
+    assert cli("new", name, "--point", "workflow", "--dir", str(tmp_path)).returncode == 0
+    assert cli("build", str(tmp_path / name), "--tag", tag, "--base", base_image).returncode == 0
+    repo = f"summit-cli-tests/{name}"
+    ref = f"{REGISTRY}/{repo}:0.1.0"
+    images.append(ref)
+    registry_tags.append((repo, "0.1.0"))
+    readme = tmp_path / "README.md"
+    readme.write_text("# Counting\nCounts things.")
+
+    missing = cli("publish", tag, ref, *_remote(orch1), "--catalog", "--readme", "nope.md")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    published = cli(
+        "publish", tag, ref, *_remote(orch1), "--catalog",
+        "--readme", str(readme), "--category", "tools", "--keyword", "count",
+    )  # fmt: skip
+    assert published.returncode == 0, published.stdout + published.stderr
+    assert f"published {plugin_id} 0.1.0 to the catalog" in published.stdout
+    [version] = orch1.client.get(f"/v1/catalog/plugins/{plugin_id}/versions").json()["items"]
+    assert version["image"].startswith(f"{REGISTRY}/{repo}@sha256:")
+    assert version["readme"] == "# Counting\nCounts things." and version["categories"] == ["tools"]
+    assert orch1.client.get(f"/v1/plugins/{plugin_id}").status_code == 404  # not installed
+
+
 def test_dev_deploys_and_hot_reloads_on_every_change(
     tmp_path: Path, orch1: OrchestratorProcess, docker_client: Any
 ) -> None:

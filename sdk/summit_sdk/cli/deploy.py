@@ -1,5 +1,6 @@
 """Getting a plugin to where it runs: ``push`` (to a registry), ``publish`` (push, then install
-into an orchestrator) and ``dev`` (deploy a folder and hot-reload it on every change).
+into an orchestrator, or publish to its catalog) and ``dev`` (deploy a folder and hot-reload
+it on every change).
 
 The orchestrator is reached with :class:`summit_sdk.client.OrchestratorClient`, the same
 client as the operator's ``summit`` command.
@@ -98,21 +99,81 @@ def publish(
     approve_all: ApproveAllOption = False,
     config: ConfigOption = "{}",
     enable: Annotated[bool, typer.Option("--enable", help="Enable it after install")] = False,
+    catalog: Annotated[
+        bool,
+        typer.Option(
+            "--catalog",
+            help="Publish the pushed image (by digest) to the orchestrator's catalog instead "
+            "of installing it (a publisher token, or the admin's)",
+        ),
+    ] = False,
+    readme: Annotated[
+        Path | None, typer.Option("--readme", help="Markdown file shown on its catalog page")
+    ] = None,
+    category: Annotated[
+        list[str] | None, typer.Option("--category", help="Catalog category (repeatable)")
+    ] = None,
+    keyword: Annotated[
+        list[str] | None, typer.Option("--keyword", help="Search keyword (repeatable)")
+    ] = None,
+    changelog: Annotated[str, typer.Option("--changelog", help="What changed")] = "",
+    signature: Annotated[
+        Path | None,
+        typer.Option("--signature", help="Signature file from `summit-plugin sign`"),
+    ] = None,
 ) -> None:
-    """Push the image to its registry, then install it into an orchestrator from there."""
+    """Push the image to its registry, then install it into an orchestrator from there (or,
+    with --catalog, publish it to the orchestrator's catalog)."""
     from summit_sdk.cli.manifest import manifest_from_label
 
     with reported():
         manifest = manifest_from_label(local_image(docker_client(), image).labels, image)
         approved, parsed = _install_options(manifest, approve, approve_all, config)
+        entry = _catalog_entry(readme, category, keyword, changelog, signature) if catalog else None
         with _orchestrator(url, token) as remote:
             remote.check()
-            _push(image, ref)
+            digest = _push(image, ref)
+            if entry is not None:
+                if not digest:
+                    raise CliError("the registry answered no digest; cannot publish by digest")
+                pinned = f"{ref.rsplit(':', 1)[0] if ':' in ref.rsplit('/', 1)[-1] else ref}"
+                entry["image"] = f"{pinned}@{digest}"
+                published = remote.post(
+                    f"/v1/catalog/plugins/{manifest['id']}/versions", json=entry
+                )
+                out.print(
+                    f"published {published['plugin_id']} {published['version']} to the catalog "
+                    f"({published['image']})"
+                )
+                return
             installed = remote.install(image=ref, approved=approved, config=parsed)
             out.print(f"installed {installed['id']} {manifest['version']} ({installed['state']})")
             if enable:
                 enabled = remote.lifecycle(installed["id"], "enable")
                 out.print(f"{enabled['id']} is {enabled['state']}")
+
+
+def _catalog_entry(
+    readme: Path | None,
+    categories: list[str] | None,
+    keywords: list[str] | None,
+    changelog: str,
+    signature: Path | None,
+) -> dict[str, Any]:
+    """The catalog fields, read before anything is pushed (a bad file fails at once)."""
+    entry: dict[str, Any] = {
+        "categories": list(categories or []),
+        "keywords": list(keywords or []),
+        "changelog": changelog,
+    }
+    try:
+        if readme is not None:
+            entry["readme"] = readme.read_text(encoding="utf-8")
+        if signature is not None:
+            entry["signature"] = json.loads(signature.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read {exc}", BAD_INPUT) from None
+    return entry
 
 
 def dev(
