@@ -141,7 +141,7 @@ def test_every_permission_of_the_set_is_approved_at_once(
             actor="t",
         )
     assert caught.value.code == "permissions_not_approved"
-    assert caught.value.details["by_plugin"] == {"com.acme.base": ["storage"]}  # type: ignore[index]
+    assert caught.value.details["by_plugin"] == {"com.acme.base": ["storage"]}
     assert installed(services) == {}  # refused before anything was read
 
     installer.install(
