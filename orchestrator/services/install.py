@@ -89,6 +89,8 @@ class InstallRequest(BaseModel):
     # authenticated role here), and where a queued job finds its uploaded bundle.
     principal: SkipJsonSchema[str] = "admin"
     bundle_path: SkipJsonSchema[str | None] = None
+    # Who asks as the plugin's history names them (``api/deps.actor``), set by the route too.
+    actor: SkipJsonSchema[str] = "system"
 
 
 class ImageMissing(Conflict):
@@ -562,7 +564,7 @@ class InstallService:
     ) -> PluginView:
         try:
             return self.lifecycle.record_install(
-                manifest, config=req.config, image=image, scan=report.to_json()
+                manifest, config=req.config, image=image, scan=report.to_json(), actor=req.actor
             )
         except BaseException:
             # Another replica recorded this version first: its source is kept only if used.

@@ -21,6 +21,7 @@ from sqlmodel import Session, create_engine
 
 from orchestrator.domain.errors import Conflict, Duplicate, InvalidValue
 from orchestrator.store import catalog_models  # noqa: F401  (registers the catalog's tables)
+from orchestrator.store.history import PluginHistory  # noqa: F401  (registers its table)
 
 __all__ = [
     "MIGRATIONS",

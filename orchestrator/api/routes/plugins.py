@@ -1,4 +1,5 @@
-"""``/v1/plugins``: install, inspect, enable, disable, reload, configure, uninstall."""
+"""``/v1/plugins``: install, inspect, enable, disable, reload, upgrade, roll back, configure,
+uninstall, and the installation history."""
 
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from orchestrator.jobs.install import INSTALL, save_upload
 from orchestrator.jobs.queue import JobQueue
 from orchestrator.monitor.quotas import QuotaPolicy
 from orchestrator.services.install import InstallRequest, InstallService
+from orchestrator.services.lifecycle import HistoryPage
 from orchestrator.services.plugins import PluginView, TransitionView
 
 from ..deps import (
+    ActorDep,
     BrokerDep,
     IdleDep,
     InstallsDep,
@@ -32,6 +35,7 @@ from ..deps import (
     LifecycleDep,
     PrincipalDep,
     QueriesDep,
+    RowCursor,
     SettingsDep,
 )
 
@@ -45,6 +49,16 @@ FORM_FIELD_MIN_BYTES = 1024 * 1024
 
 class ConfigBody(BaseModel):
     config: dict[str, Any]
+
+
+class UpgradeBody(BaseModel):
+    version: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="An installed version (default: the one installed while the plugin was "
+        "ACTIVE, waiting to take over)",
+    )
 
 
 class LimitsBody(BaseModel):
@@ -184,6 +198,7 @@ async def install_plugin(
     request: Request,
     installs: InstallsDep,
     principal: PrincipalDep,
+    actor: ActorDep,
     jobs: JobsDep,
     settings: SettingsDep,
 ) -> PluginView | Response:
@@ -196,7 +211,7 @@ async def install_plugin(
     ctype = request.headers.get("content-type", "")
     upload: UploadFile | None = None
     # Who asks is the authenticated caller, never a field of the request.
-    server_set = {"principal": principal, "bundle_path": None}
+    server_set = {"principal": principal, "actor": actor, "bundle_path": None}
     if ctype.startswith("multipart/form-data"):
         form = await _install_form(request, settings)
         field = form.get("bundle")
@@ -337,9 +352,9 @@ def get_plugin(plugin_id: str, queries: QueriesDep, _: PrincipalDep) -> PluginVi
 
 @router.post("/{plugin_id}/enable", response_model=PluginView)
 def enable_plugin(
-    plugin_id: str, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
+    plugin_id: str, lifecycle: LifecycleDep, queries: QueriesDep, actor: ActorDep
 ) -> PluginView:
-    lifecycle.enable(plugin_id)
+    lifecycle.enable(plugin_id, actor=actor)
     return queries.get(plugin_id)
 
 
@@ -348,19 +363,60 @@ def disable_plugin(
     plugin_id: str,
     lifecycle: LifecycleDep,
     queries: QueriesDep,
-    _: PrincipalDep,
+    actor: ActorDep,
     cascade: bool = Query(False, description="also disable ACTIVE plugins that depend on it"),
 ) -> PluginView:
-    lifecycle.disable(plugin_id, cascade=cascade)
+    lifecycle.disable(plugin_id, cascade=cascade, actor=actor)
     return queries.get(plugin_id)
 
 
 @router.post("/{plugin_id}/reload", response_model=PluginView)
 def reload_plugin(
-    plugin_id: str, lifecycle: LifecycleDep, queries: QueriesDep, _: PrincipalDep
+    plugin_id: str, lifecycle: LifecycleDep, queries: QueriesDep, actor: ActorDep
 ) -> PluginView:
-    lifecycle.reload(plugin_id)
+    lifecycle.reload(plugin_id, actor=actor)
     return queries.get(plugin_id)
+
+
+@router.post("/{plugin_id}/upgrade", response_model=PluginView)
+def upgrade_plugin(
+    plugin_id: str,
+    lifecycle: LifecycleDep,
+    queries: QueriesDep,
+    actor: ActorDep,
+    body: UpgradeBody | None = None,
+) -> PluginView:
+    """Move to an installed version (body ``{"version"}``; default: the one waiting to take
+    over). An ACTIVE plugin switches blue/green: if the new version fails its health checks
+    or initialize, the old one keeps serving and the answer is 409 ``upgrade_rolled_back``
+    with the start error. 409 ``dependents_would_break`` lists the installed plugins whose
+    range the version is outside of."""
+    lifecycle.upgrade(plugin_id, version=body.version if body else None, actor=actor)
+    return queries.get(plugin_id)
+
+
+@router.post("/{plugin_id}/rollback", response_model=PluginView)
+def rollback_plugin(
+    plugin_id: str, lifecycle: LifecycleDep, queries: QueriesDep, actor: ActorDep
+) -> PluginView:
+    """Back to the version the current one replaced, the same way as an upgrade (409
+    ``no_previous_version`` when there is none)."""
+    lifecycle.rollback(plugin_id, actor=actor)
+    return queries.get(plugin_id)
+
+
+@router.get("/{plugin_id}/history", response_model=HistoryPage)
+def plugin_history(
+    plugin_id: str,
+    lifecycle: LifecycleDep,
+    _: PrincipalDep,
+    limit: int = Query(100, ge=1, le=1000),
+    before: RowCursor = None,
+) -> HistoryPage:
+    """Every version installed, upgrade (and upgrade rolled back), rollback, enable, disable,
+    reload, failure and uninstall, newest first, with who and when: ``{items, next}``, where
+    ``next`` is the ``before`` of the following page. Kept after the plugin is uninstalled."""
+    return lifecycle.history(plugin_id, limit=limit, before=before)
 
 
 @router.post("/{plugin_id}/pause", response_model=PluginView)
@@ -380,8 +436,8 @@ def resume_plugin(
 
 
 @router.delete("/{plugin_id}", status_code=204)
-def uninstall_plugin(plugin_id: str, lifecycle: LifecycleDep, _: PrincipalDep) -> Response:
-    lifecycle.uninstall(plugin_id)
+def uninstall_plugin(plugin_id: str, lifecycle: LifecycleDep, actor: ActorDep) -> Response:
+    lifecycle.uninstall(plugin_id, actor=actor)
     return Response(status_code=204)
 
 
