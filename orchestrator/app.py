@@ -23,6 +23,7 @@ from orchestrator.api.routes import (
     catalog,
     extensions,
     jobs,
+    metering,
     plugins,
     security,
     system,
@@ -31,6 +32,7 @@ from orchestrator.api.routes import (
 )
 from orchestrator.api.routes import events as event_routes
 from orchestrator.broker.setup import close_rate_limiter, make_broker
+from orchestrator.catalog.installer import CatalogInstaller
 from orchestrator.catalog.service import CatalogCache, CatalogService
 from orchestrator.config import Settings, get_settings
 from orchestrator.events.bus import EventBus
@@ -148,6 +150,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             supply_chain=installs.supply_chain,
             trust=services.trust,
             cache=catalog_cache,
+        )
+        app.state.catalog_installer = CatalogInstaller(
+            engine=engine, installs=installs, uninstall=lifecycle.uninstall
         )
         app.state.trust = trust
         app.state.host = host
@@ -334,6 +339,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(usage.router)
     app.include_router(catalog.router)
+    app.include_router(metering.router)
     return app
 
 

@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import State
 
 from orchestrator.broker import Broker
+from orchestrator.catalog.installer import CatalogInstaller
 from orchestrator.config import Settings
 from orchestrator.events.bus import EventBus
 from orchestrator.jobs.queue import JobQueue
@@ -102,6 +103,11 @@ async def get_lifecycle(request: Request) -> LifecycleService:
 async def get_installs(request: Request) -> InstallService:
     service: InstallService = _state(request, "installs")
     return service
+
+
+async def get_catalog_installer(request: Request) -> CatalogInstaller:
+    installer: CatalogInstaller = _state(request, "catalog_installer")
+    return installer
 
 
 async def get_idle(request: Request) -> IdlePause:
@@ -211,6 +217,7 @@ InstallsDep = Annotated[InstallService, Depends(get_installs)]
 QueriesDep = Annotated[PluginQueries, Depends(get_queries)]
 UsageDep = Annotated[UsageService, Depends(get_usage)]
 IdleDep = Annotated[IdlePause, Depends(get_idle)]
+CatalogInstallerDep = Annotated[CatalogInstaller, Depends(get_catalog_installer)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 HostDep = Annotated[HostService, Depends(get_host)]
 EventsDep = Annotated[EventBus, Depends(get_events)]

@@ -24,10 +24,9 @@ from pydantic import BaseModel, Field
 
 from orchestrator import __version__
 from orchestrator.catalog.search import compatible_with
-from orchestrator.catalog.solver import PluginVersion, Resolution, resolve
+from orchestrator.catalog.solver import PluginVersion, Resolution, ResolutionError, resolve
 from orchestrator.domain.errors import Conflict, NotFound, SummitError
 from orchestrator.domain.manifest import Manifest
-from orchestrator.domain.versions import Version
 from orchestrator.services.install import InstallRequest, InstallService, manifest_of
 from orchestrator.services.plugins import PluginView
 from orchestrator.store import catalog as catalog_store
@@ -35,7 +34,7 @@ from orchestrator.store import crud
 from orchestrator.store.catalog_models import CatalogVersion
 from orchestrator.store.db import Engine, session_scope
 
-__all__ = ["CatalogInstall", "CatalogInstaller", "CatalogRef", "Plan", "newest_compatible"]
+__all__ = ["CatalogInstall", "CatalogInstaller", "CatalogRef", "Plan"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +104,11 @@ class CatalogInstaller:
         self.uninstall = uninstall
         self.compatible = compatible_with(summit_version)
 
+    def knows(self, plugin_id: str) -> bool:
+        """Whether ``plugin_id`` is in the catalog."""
+        with session_scope(self.engine) as session:
+            return catalog_store.get_plugin(session, plugin_id=plugin_id) is not None
+
     # -- planning -------------------------------------------------------------------------------
 
     def plan(self, ref: CatalogRef) -> Plan:
@@ -119,20 +123,7 @@ class CatalogInstaller:
                     details={"hint": f"POST /v1/plugins/{ref.id}/upgrade"},
                 )
             entries: dict[tuple[str, str], CatalogVersion] = {}
-
-            def source(plugin_id: str) -> list[PluginVersion]:
-                out = []
-                for row in catalog_store.list_versions(session, plugin_id=plugin_id):
-                    entries[(plugin_id, row.version)] = row
-                    out.append(
-                        PluginVersion.from_manifest(
-                            Manifest.model_validate(row.manifest),
-                            yanked=row.yanked,
-                            compatible=self.compatible(row.summit_range),
-                        )
-                    )
-                return out
-
+            source = self._source(session, entries)
             installed = {
                 plugin.id: PluginVersion.from_manifest(manifest_of(session, plugin))
                 for plugin in crud.list_plugins(session)
@@ -158,6 +149,60 @@ class CatalogInstaller:
         )
         return Plan(requested, tuple(steps), kept, tuple(resolution.warnings))
 
+    def upgrade_plan(self, plugin_id: str, version: str | None) -> Plan:
+        """What upgrading ``plugin_id`` from the catalog would do: to ``version`` (a version
+        or a range), by default the newest compatible one above the installed version. The
+        installed plugins that depend on it keep their ranges (a conflict names them)."""
+        with session_scope(self.engine) as session:
+            plugin = crud.get_plugin(session, plugin_id=plugin_id)
+            if plugin is None:
+                raise NotFound(f"plugin {plugin_id} is not installed", code="plugin_not_found")
+            if catalog_store.get_plugin(session, plugin_id=plugin_id) is None:
+                raise NotFound(f"{plugin_id} is not in the catalog", code="not_in_catalog")
+            wanted = version or f">{plugin.version}"
+            entries: dict[tuple[str, str], CatalogVersion] = {}
+            installed = {
+                p.id: PluginVersion.from_manifest(manifest_of(session, p))
+                for p in crud.list_plugins(session)
+            }
+            try:
+                resolution = resolve(
+                    [(plugin_id, wanted)],
+                    source=self._source(session, entries),
+                    installed=installed,
+                )
+            except ResolutionError as exc:
+                if version is None and exc.code == "dependency_missing":
+                    raise Conflict(
+                        f"{plugin_id} {plugin.version} is the newest compatible version",
+                        code="no_upgrade",
+                    ) from None
+                raise
+            for row in entries.values():
+                session.expunge(row)
+        plan = self._plan_of(plugin_id, resolution, entries)
+        if not any(s.plugin_id == plugin_id for s in plan.steps):
+            raise Conflict(f"{plugin_id} is at {plugin.version} already", code="no_upgrade")
+        return plan
+
+    def _source(
+        self, session: Any, entries: dict[tuple[str, str], CatalogVersion]
+    ) -> Callable[[str], list[PluginVersion]]:
+        def source(plugin_id: str) -> list[PluginVersion]:
+            out = []
+            for row in catalog_store.list_versions(session, plugin_id=plugin_id):
+                entries[(plugin_id, row.version)] = row
+                out.append(
+                    PluginVersion.from_manifest(
+                        Manifest.model_validate(row.manifest),
+                        yanked=row.yanked,
+                        compatible=self.compatible(row.summit_range),
+                    )
+                )
+            return out
+
+        return source
+
     # -- installing -----------------------------------------------------------------------------
 
     def install(self, req: CatalogInstall, *, principal: str, actor: str) -> dict[str, Any]:
@@ -175,15 +220,12 @@ class CatalogInstaller:
         done: list[PluginView] = []
         try:
             for step in plan.steps:
-                request = InstallRequest(
-                    image=step.entry.image,
-                    signature=_signature_envelope(step.entry.signature),
-                    approved_permissions=list(step.permissions),
-                    config=req.config if step.plugin_id == plan.requested else {},
-                    allow_findings=req.allow_findings,
-                    override_reason=req.override_reason,
-                    principal=principal,
-                    actor=actor,
+                config = req.config if step.plugin_id == plan.requested else {}
+                request = self._request(step, config, principal, actor).model_copy(
+                    update={
+                        "allow_findings": req.allow_findings,
+                        "override_reason": req.override_reason,
+                    }
                 )
                 done.append(self.installs.install(request))
         except BaseException as exc:
@@ -193,6 +235,58 @@ class CatalogInstaller:
             "plan": plan.to_json(),
             "installed": [view.model_dump(mode="json") for view in done],
         }
+
+    def upgrade(
+        self,
+        plugin_id: str,
+        *,
+        version: str | None,
+        approved_permissions: list[str] | None,
+        principal: str,
+        actor: str,
+        switch: Callable[[str, str], object],
+    ) -> dict[str, Any]:
+        """Upgrade from the catalog: install what the new version needs that is missing, then
+        the new version's image, then ``switch`` (the lifecycle's blue/green upgrade, which
+        rolls back by itself when the new version does not start). Permissions default to
+        the ones granted now: a new one must be approved."""
+        plan = self.upgrade_plan(plugin_id, version)
+        with session_scope(self.engine) as session:
+            plugin = crud.get_plugin(session, plugin_id=plugin_id)
+            assert plugin is not None
+            granted = crud.list_grants(session, plugin_id=plugin_id)
+            config, active = dict(plugin.config), plugin.state == "ACTIVE"
+        self._approve(plan, approved_permissions if approved_permissions is not None else granted)
+        target = next(s for s in plan.steps if s.plugin_id == plugin_id)
+        others = [s for s in plan.steps if s.plugin_id != plugin_id]
+        if any(s.action != "install" for s in others):
+            raise Conflict(
+                "this upgrade would change other installed plugins; upgrade them first",
+                code="upgrade_needed",
+                details=[{"id": s.plugin_id, "to": s.version} for s in others],
+            )
+        done: list[PluginView] = []
+        try:
+            for step in others:
+                done.append(self.installs.install(self._request(step, {}, principal, actor)))
+            self.installs.install(self._request(target, config, principal, actor))
+        except BaseException as exc:
+            self._undo(done, exc)
+            raise
+        if active:
+            switch(plugin_id, target.version)
+        return {"plan": plan.to_json(), "installed": [v.model_dump(mode="json") for v in done]}
+
+    @staticmethod
+    def _request(step: Step, config: dict[str, Any], principal: str, actor: str) -> InstallRequest:
+        return InstallRequest(
+            image=step.entry.image,
+            signature=_signature_envelope(step.entry.signature),
+            approved_permissions=list(step.permissions),
+            config=config,
+            principal=principal,
+            actor=actor,
+        )
 
     @staticmethod
     def _approve(plan: Plan, approved: list[str]) -> None:
@@ -234,22 +328,3 @@ def _signature_envelope(stored: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     envelope = stored.get("envelope")
     return envelope if isinstance(envelope, dict) else None
-
-
-def newest_compatible(
-    rows: list[CatalogVersion], summit_version: str = __version__, after: str | None = None
-) -> CatalogVersion | None:
-    """The newest version that is not yanked, that this orchestrator can run, and (with
-    ``after``) newer than that version: what an update notice names."""
-    admits = compatible_with(summit_version)
-    floor = Version.parse(after) if after else None
-    best: CatalogVersion | None = None
-    for row in rows:
-        if row.yanked or not admits(row.summit_range):
-            continue
-        version = Version.parse(row.version)
-        if floor is not None and not floor < version:
-            continue
-        if best is None or Version.parse(best.version) < version:
-            best = row
-    return best

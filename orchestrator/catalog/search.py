@@ -10,18 +10,19 @@ orchestrator (its ``compatibility.summit`` range admits our version), used by th
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator import __version__
 from orchestrator.domain.errors import InvalidInput
 from orchestrator.domain.manifest import ExtensionPoint, Permission
-from orchestrator.domain.versions import VersionError, VersionRange
+from orchestrator.domain.versions import Version, VersionError, VersionRange
 from orchestrator.store import catalog as catalog_store
+from orchestrator.store.catalog_models import CatalogVersion
 from orchestrator.store.db import Session
 
-__all__ = ["CatalogQuery", "compatible_with", "item_json", "search_catalog"]
+__all__ = ["CatalogQuery", "compatible_with", "item_json", "newest_compatible", "search_catalog"]
 
 _MAX_QUERY = 200
 
@@ -123,3 +124,22 @@ def item_json(item: catalog_store.SearchItem) -> dict[str, Any]:
         "active_installs": item.active_installs,
         "score": item.score,
     }
+
+
+def newest_compatible(
+    rows: Sequence[CatalogVersion], summit_version: str = __version__, after: str | None = None
+) -> CatalogVersion | None:
+    """The newest version that is not yanked, that this orchestrator can run, and (with
+    ``after``) newer than that version: what an update notice names."""
+    admits = compatible_with(summit_version)
+    floor = Version.parse(after) if after else None
+    best: CatalogVersion | None = None
+    for row in rows:
+        if row.yanked or not admits(row.summit_range):
+            continue
+        version = Version.parse(row.version)
+        if floor is not None and not floor < version:
+            continue
+        if best is None or Version.parse(best.version) < version:
+            best = row
+    return best

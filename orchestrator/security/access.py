@@ -67,6 +67,7 @@ _RULES: tuple[tuple[str, re.Pattern[str], Role], ...] = tuple(
         ("*", r"^/v1/plugins/[^/]+/secrets(/.*)?$", Role.ADMIN),
         ("*", r"^/v1/plugins/[^/]+/limits$", Role.ADMIN),
         ("GET", r"^/v1/audit$", Role.ADMIN),
+        ("GET", r"^/v1/metering$", Role.ADMIN),
         ("*", r"^/v1/catalog/publishers(/.*)?$", Role.ADMIN),
         ("GET", r"^/v1/.*$", Role.VIEWER),
         ("POST", r"^/v1/catalog/plugins/[^/]+/versions$", Role.PUBLISHER),

@@ -452,6 +452,18 @@ class LifecycleService:
         version and starts with it at its next enable."""
         return self._move(plugin_id, version, H.UPGRADED, actor=actor)
 
+    def has_version(self, plugin_id: str, version: str | None) -> bool:
+        """Whether an upgrade to ``version`` can be served from what is installed: that
+        version is recorded, or (None) one is waiting to take over. Else it may come from
+        the catalog."""
+        with session_scope(self.engine) as session:
+            plugin = crud.get_plugin(session, plugin_id=plugin_id)
+            if plugin is None:
+                return False
+            if version is None:
+                return plugin.pending_version is not None
+            return crud.get_version(session, plugin_id=plugin_id, version=version) is not None
+
     def rollback(self, plugin_id: str, *, actor: str = SYSTEM) -> Plugin:
         """Back to the version the current one replaced (by install, upgrade, reload or
         rollback, as the history records it; so a second rollback undoes the first), the

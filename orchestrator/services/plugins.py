@@ -7,8 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from orchestrator.catalog.search import newest_compatible
 from orchestrator.domain.errors import Conflict, NotFound
 from orchestrator.runtime.base import ContainerRuntime
+from orchestrator.store import catalog as catalog_store
 from orchestrator.store import crud
 from orchestrator.store.db import Engine, Session, session_scope
 from orchestrator.store.models import Plugin
@@ -22,6 +24,14 @@ class ContainerView(BaseModel):
     paused_at: datetime | None = None
 
 
+class UpdateNotice(BaseModel):
+    """A newer version of the plugin that this orchestrator can run is in the catalog."""
+
+    version: str
+    image: str
+    published_at: datetime
+
+
 class PluginView(BaseModel):
     id: str
     version: str
@@ -33,6 +43,7 @@ class PluginView(BaseModel):
     resources: dict[str, Any]
     config: dict[str, Any]
     container: ContainerView | None
+    update_available: UpdateNotice | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -70,8 +81,20 @@ def plugin_view(session: Session, plugin: Plugin) -> PluginView:
             if container
             else None
         ),
+        update_available=update_notice(session, plugin),
         created_at=plugin.created_at,
         updated_at=plugin.updated_at,
+    )
+
+
+def update_notice(session: Session, plugin: Plugin) -> UpdateNotice | None:
+    """The catalog's newest compatible version above the installed one, if any."""
+    rows = catalog_store.list_versions(session, plugin_id=plugin.id)
+    newest = newest_compatible(rows, after=plugin.version) if rows else None
+    if newest is None:
+        return None
+    return UpdateNotice(
+        version=newest.version, image=newest.image, published_at=newest.published_at
     )
 
 

@@ -180,3 +180,61 @@ def test_the_catalog_rate_limit_answers_429_with_retry_after(
         assert int(answers[-1].headers["Retry-After"]) >= 1
         assert answers[-1].json()["error"]["code"] == "rate_limited"
         assert limited.client.get("/v1/plugins").status_code == 200  # only the catalog
+
+
+def test_install_from_the_catalog_with_a_dependency_then_upgrade(
+    orch: OrchestratorProcess,
+    publisher: httpx.Client,
+    docker_client: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    tmp = tmp_path_factory.mktemp("deps")
+    base, app = "com.acme.units", "com.acme.report"
+    needs_base = [{"id": base, "version": "^1.0"}]
+    images = {(base, "1.0.0"): push_plugin_image(orch, docker_client, tmp, base, version="1.0.0")}
+    # The app's images are built by installs, which need the dependency installed here.
+    assert orch.install_dir(make_plugin(tmp / "base", id=base, version="1.0.0")).status_code == 201
+    for version in ("1.0.0", "1.1.0"):
+        images[(app, version)] = push_plugin_image(
+            orch, docker_client, tmp, app, version=version, dependencies=needs_base
+        )
+    assert orch.client.delete(f"/v1/plugins/{base}").status_code == 204
+    for (plugin_id, version), image in images.items():
+        if version != "1.1.0":
+            r = publisher.post(f"/v1/catalog/plugins/{plugin_id}/versions", json={"image": image})
+            assert r.status_code == 201, r.text
+    try:
+        r = orch.client.post("/v1/plugins", json={"catalog": {"id": app, "version": "^1"}})
+        assert r.status_code == 201, r.text
+        assert [(s["id"], s["version"]) for s in r.json()["plan"]["install"]] == [
+            (base, "1.0.0"),
+            (app, "1.0.0"),
+        ]
+        assert orch.plugin(base)["version"] == "1.0.0"
+        assert orch.plugin(app)["update_available"] is None
+        assert orch.client.post(f"/v1/plugins/{app}/enable").json()["state"] == "ACTIVE"
+
+        r = publisher.post(
+            f"/v1/catalog/plugins/{app}/versions", json={"image": images[(app, "1.1.0")]}
+        )
+        assert r.status_code == 201, r.text
+        assert orch.plugin(app)["update_available"]["version"] == "1.1.0"
+
+        r = orch.client.post(f"/v1/plugins/{app}/upgrade", json={})
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == "1.1.0" and r.json()["state"] == "ACTIVE"
+        assert r.json()["update_available"] is None
+        out = orch.client.post(
+            "/v1/extension-points/analyzer/execute", json={"input": "hi", "plugins": [app]}
+        )
+        assert out.status_code == 200 and out.json()["results"][0]["output"]["echo"] == "hi"
+        again = orch.client.post(f"/v1/plugins/{app}/upgrade", json={})
+        assert again.status_code == 409 and again.json()["error"]["code"] == "no_upgrade"
+        actions = [
+            h["action"] for h in orch.client.get(f"/v1/plugins/{app}/history").json()["items"]
+        ]
+        assert "upgraded" in actions
+    finally:
+        for plugin_id in (app, base):
+            orch.client.post(f"/v1/plugins/{plugin_id}/disable")
+            orch.client.delete(f"/v1/plugins/{plugin_id}")

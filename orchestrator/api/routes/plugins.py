@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.api.errors import error_body
+from orchestrator.catalog.installer import CatalogInstall
 from orchestrator.config import Settings
 from orchestrator.domain import jsonlimits
 from orchestrator.domain.errors import BadRequest, InvalidInput, SummitError, TooLarge
@@ -29,6 +30,7 @@ from orchestrator.services.plugins import PluginView, TransitionView
 from ..deps import (
     ActorDep,
     BrokerDep,
+    CatalogInstallerDep,
     IdleDep,
     InstallsDep,
     JobsDep,
@@ -52,11 +54,17 @@ class ConfigBody(BaseModel):
 
 
 class UpgradeBody(BaseModel):
+    approved_permissions: list[str] | None = Field(
+        None,
+        description="From the catalog: the new version's permissions (default: those granted "
+        "now; a permission it adds must be approved)",
+    )
     version: str | None = Field(
         None,
         min_length=1,
         max_length=64,
-        description="An installed version (default: the one installed while the plugin was "
+        description="A version (from the catalog: or a range; default: the newest compatible). "
+        "Otherwise an installed version (default: the one installed while the plugin was "
         "ACTIVE, waiting to take over)",
     )
 
@@ -101,6 +109,15 @@ def _json_field(
     if not isinstance(value, kind):
         raise InvalidInput(f"field {name!r} must be a JSON {kind.__name__}", code="invalid_request")
     return value
+
+
+def _names_catalog(raw: bytes) -> bool:
+    """Whether a JSON install body asks for a catalog install (``{"catalog": ...}``)."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return False  # the ordinary path reports the bad JSON
+    return isinstance(body, dict) and "catalog" in body
 
 
 async def _read_body(request: Request, cap: int, *, code: str, hint: str = "") -> bytes:
@@ -197,12 +214,15 @@ _INSTALL_DOC = {
 async def install_plugin(
     request: Request,
     installs: InstallsDep,
+    catalog_installer: CatalogInstallerDep,
     principal: PrincipalDep,
     actor: ActorDep,
     jobs: JobsDep,
     settings: SettingsDep,
 ) -> PluginView | Response:
-    """Install from an image reference (JSON) or a source bundle (multipart ``bundle``).
+    """Install from an image reference (JSON), a source bundle (multipart ``bundle``), or the
+    catalog (JSON ``{"catalog": {"id", "version"}, "approved_permissions"}``: the plugin and the
+    dependencies it needs, all or nothing; 201 ``{plan, installed}``).
 
     With ``Accept: application/x-ndjson`` the build's progress is streamed as JSON lines.
     With ``?async=true`` the install is queued as a job: 202 ``{job_id, status, links}`` at
@@ -242,6 +262,12 @@ async def install_plugin(
             code="request_too_large",
             hint=f" (a config may have at most {settings.config_max_bytes})",
         )
+        if _names_catalog(raw):
+            wanted: CatalogInstall = _decode_body(raw, CatalogInstall)
+            result = await run_in_threadpool(
+                catalog_installer.install, wanted, principal=principal, actor=actor
+            )
+            return JSONResponse(result, status_code=201)
         req = _decode_body(raw, InstallRequest).model_copy(update=server_set)
         if req.image is None:
             raise _invalid([{"path": "image", "message": "Field required"}])
@@ -382,16 +408,32 @@ def reload_plugin(
 def upgrade_plugin(
     plugin_id: str,
     lifecycle: LifecycleDep,
+    catalog_installer: CatalogInstallerDep,
     queries: QueriesDep,
+    principal: PrincipalDep,
     actor: ActorDep,
     body: UpgradeBody | None = None,
 ) -> PluginView:
-    """Move to an installed version (body ``{"version"}``; default: the one waiting to take
-    over). An ACTIVE plugin switches blue/green: if the new version fails its health checks
-    or initialize, the old one keeps serving and the answer is 409 ``upgrade_rolled_back``
-    with the start error. 409 ``dependents_would_break`` lists the installed plugins whose
-    range the version is outside of."""
-    lifecycle.upgrade(plugin_id, version=body.version if body else None, actor=actor)
+    """Move to another version. A plugin from the catalog moves to ``version`` (a version or a
+    range; default: the newest compatible one), installed from the catalog first with any new
+    dependency it needs (a new permission must be in ``approved_permissions``). Otherwise the
+    version must be installed already (default: the one waiting to take over). An ACTIVE
+    plugin switches blue/green: if the new version fails its health checks or initialize, the
+    old one keeps serving and the answer is 409 ``upgrade_rolled_back`` with the start error.
+    409 ``dependents_would_break`` lists the installed plugins whose range the version is
+    outside of."""
+    version = body.version if body else None
+    if not lifecycle.has_version(plugin_id, version) and catalog_installer.knows(plugin_id):
+        catalog_installer.upgrade(
+            plugin_id,
+            version=version,
+            approved_permissions=body.approved_permissions if body else None,
+            principal=principal,
+            actor=actor,
+            switch=lambda pid, target: lifecycle.upgrade(pid, version=target, actor=actor),
+        )
+    else:
+        lifecycle.upgrade(plugin_id, version=version, actor=actor)
     return queries.get(plugin_id)
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.catalog.installer import CatalogInstall, CatalogInstaller, newest_compatible
+from orchestrator.catalog.installer import CatalogInstall, CatalogInstaller
+from orchestrator.catalog.search import newest_compatible
 from orchestrator.catalog.solver import ResolutionError
 from orchestrator.domain.errors import Conflict, NotFound, SummitError
 from orchestrator.domain.manifest import Manifest
