@@ -21,6 +21,7 @@ from orchestrator.api.host.server import advertised_host_url
 from orchestrator.api.http_guard import HttpLimits, raise_open_files_limit
 from orchestrator.api.routes import (
     catalog,
+    catalog_archive,
     extensions,
     jobs,
     metering,
@@ -34,6 +35,7 @@ from orchestrator.api.routes import events as event_routes
 from orchestrator.broker.setup import close_rate_limiter, make_broker
 from orchestrator.catalog.installer import CatalogInstaller
 from orchestrator.catalog.service import CatalogCache, CatalogService
+from orchestrator.catalog.tracking import CatalogTracking
 from orchestrator.config import Settings, get_settings
 from orchestrator.events.bus import EventBus
 from orchestrator.events.fanout import Fanout
@@ -190,6 +192,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.secretbox = secretbox
         summaries = BrokerSummaries(broker, events, interval_s=settings.event_summary_interval_s)
         summaries.start()
+        # Catalog statistics: this replica's calls and the operations it logged, by day.
+        tracking = CatalogTracking(
+            engine=engine,
+            broker=broker,
+            events=events,
+            interval_s=settings.event_summary_interval_s,
+            on_change=catalog_cache.bump,
+        )
+        tracking.start()
         # Supervision and event retention run on the elected replica only.
         leadership = Leadership(
             engine,
@@ -314,6 +325,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await stream.aclose()
             await retention.aclose()
             await summaries.aclose()
+            await tracking.aclose()
             await sender.aclose()
             await host_server.aclose()
             await egress.aclose()
@@ -340,6 +352,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(usage.router)
     app.include_router(catalog.router)
     app.include_router(metering.router)
+    app.include_router(catalog_archive.router)
     return app
 
 

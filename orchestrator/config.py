@@ -325,6 +325,11 @@ class Settings(BaseSettings):
         "(0: no limit); 429 with Retry-After above",
     )
     catalog_rate_limit_window_s: float = Field(60.0, gt=0, description="The catalog's window")
+    catalog_archive_max_bytes: int = Field(
+        32 * 1024**3,
+        ge=1,
+        description="Largest catalog archive an import accepts (images included)",
+    )
     idle_pause_s: float = Field(
         300.0,
         ge=0,

@@ -25,7 +25,7 @@ from typing import Annotated
 import typer
 from summit_sdk.client import DEFAULT_TOKEN, DEFAULT_URL
 
-from orchestrator.cli import execute, install, plugins, security, serve, webhooks
+from orchestrator.cli import catalog, execute, install, plugins, security, serve, webhooks
 
 __all__ = ["app"]
 
@@ -74,4 +74,5 @@ app.add_typer(security.token_app, name="token")
 app.add_typer(security.trust_app, name="trust")
 app.add_typer(security.secret_app, name="secret")
 app.add_typer(webhooks.webhook_app, name="webhook")
+app.add_typer(catalog.catalog_app, name="catalog")
 app.command()(security.audit)
