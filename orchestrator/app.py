@@ -13,9 +13,10 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from orchestrator import __version__
+from orchestrator import __version__, web
 from orchestrator.api.errors import install_error_handlers
 from orchestrator.api.fastpath import FastPathAPI
+from orchestrator.api.graphql import make_graphql_router
 from orchestrator.api.host import HostGateway, HostServer, create_host_app
 from orchestrator.api.host.server import advertised_host_url
 from orchestrator.api.http_guard import HttpLimits, raise_open_files_limit
@@ -31,10 +32,14 @@ from orchestrator.api.routes import (
     usage,
     webhooks,
 )
+from orchestrator.api.routes import collections as collection_routes
 from orchestrator.api.routes import events as event_routes
 from orchestrator.broker.setup import close_rate_limiter, make_broker
+from orchestrator.catalog.collections import CollectionService
 from orchestrator.catalog.installer import CatalogInstaller
+from orchestrator.catalog.reports import InstallReporter, InstallReportService, reporter_id
 from orchestrator.catalog.service import CatalogCache, CatalogService
+from orchestrator.catalog.sources import LocalCatalog, RemoteCatalog, use_source
 from orchestrator.catalog.tracking import CatalogTracking
 from orchestrator.config import Settings, get_settings
 from orchestrator.events.bus import EventBus
@@ -153,9 +158,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             trust=services.trust,
             cache=catalog_cache,
         )
+        # The catalog this orchestrator installs from: its own, or SUMMIT_CATALOG_URL's.
+        catalog_source: LocalCatalog | RemoteCatalog = LocalCatalog(engine)
+        if settings.catalog_url:
+            catalog_source = RemoteCatalog(
+                settings.catalog_url,
+                settings.catalog_token.get_secret_value() if settings.catalog_token else None,
+            )
+            use_source(engine, catalog_source)
+        app.state.catalog_source = catalog_source
         app.state.catalog_installer = CatalogInstaller(
-            engine=engine, installs=installs, uninstall=lifecycle.uninstall
+            engine=engine, installs=installs, uninstall=lifecycle.uninstall, source=catalog_source
         )
+        app.state.collections = CollectionService(engine=engine)
+        app.state.install_reports = InstallReportService(
+            engine=engine, on_change=catalog_cache.bump
+        )
+        reporter: InstallReporter | None = None
+        if isinstance(catalog_source, RemoteCatalog):
+            reporter = InstallReporter(
+                engine=engine,
+                catalog=catalog_source,
+                events=events,
+                orchestrator=reporter_id(settings.state_dir, settings.instance),
+                retry_s=settings.event_summary_interval_s,
+            )
+            reporter.start()
         app.state.trust = trust
         app.state.host = host
         app.state.egress = egress
@@ -326,6 +354,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await retention.aclose()
             await summaries.aclose()
             await tracking.aclose()
+            if reporter is not None:
+                await reporter.aclose()
+            if isinstance(catalog_source, RemoteCatalog):
+                use_source(engine, None)
+                catalog_source.close()
             await sender.aclose()
             await host_server.aclose()
             await egress.aclose()
@@ -351,8 +384,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(usage.router)
     app.include_router(catalog.router)
+    app.include_router(collection_routes.router)
     app.include_router(metering.router)
     app.include_router(catalog_archive.router)
+    app.include_router(make_graphql_router(settings))
+    app.include_router(web.router)  # the web UI at /ui (pages and /ui/static/)
     return app
 
 

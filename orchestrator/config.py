@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from summit_sdk.client import DEFAULT_TOKEN
 
@@ -329,6 +329,28 @@ class Settings(BaseSettings):
         32 * 1024**3,
         ge=1,
         description="Largest catalog archive an import accepts (images included)",
+    )
+    catalog_url: str | None = Field(
+        None,
+        description="Base URL of the orchestrator whose catalog this one installs from "
+        "(https://catalog.example.com); unset: its own. Installs and uninstalls of that "
+        "catalog's plugins are reported to it, and this orchestrator's /v1/catalog routes "
+        "answer 409 catalog_is_remote",
+    )
+    catalog_token: SecretStr | None = Field(
+        None,
+        description="API token of the remote catalog (role viewer is enough) that CATALOG_URL "
+        "is read and reported to with",
+    )
+    graphql_introspection: bool | None = Field(
+        None,
+        description="GraphQL introspection (None: on with SUMMIT_DEV, off otherwise)",
+    )
+    graphql_max_depth: int = Field(10, ge=1, description="Deepest GraphQL selection accepted")
+    graphql_max_aliases: int = Field(15, ge=1, description="Most aliases in one GraphQL document")
+    graphql_max_tokens: int = Field(5000, ge=1, description="Most tokens in one GraphQL document")
+    graphql_max_complexity: int = Field(
+        10000, ge=1, description="Largest GraphQL cost (list fields count their limit)"
     )
     idle_pause_s: float = Field(
         300.0,

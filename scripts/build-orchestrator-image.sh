@@ -110,6 +110,10 @@ fi
 BASE_ID="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")"
 summit_log "base image $BASE_IMAGE (${BASE_ID:7:12})"
 
+# The web UI's third-party scripts (htmx, Vega) are fetched by npm into the package's static
+# folder first: the image ships them, and they are part of the input below.
+bash "$REPO/scripts/build-ui.sh"
+
 # ------------------------------------------------------------ input hash
 # The image is a function of: the base image, the Dockerfile, this script (it picks the
 # wheels), the two pyproject.toml files and the two packages' sources. The READMEs are not

@@ -12,6 +12,8 @@ bash scripts/ensure-docker.sh
 bash scripts/ensure-gvisor.sh
 bash scripts/ensure-services.sh
 bash scripts/bootstrap-venv.sh
+bash scripts/build-ui.sh
+bash scripts/ensure-chromium.sh
 bash plugin-base-images/build.sh
 .venv/bin/ruff check orchestrator sdk tests bench examples
 .venv/bin/mypy

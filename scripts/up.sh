@@ -15,6 +15,7 @@ mkdir -p "$RUN"
 
 bash scripts/ensure-docker.sh
 bash scripts/bootstrap-venv.sh
+bash scripts/build-ui.sh
 bash plugin-base-images/build.sh
 
 if curl -fsS -m 2 "$SUMMIT_URL/healthz" >/dev/null 2>&1; then

@@ -12,22 +12,30 @@ idempotent, ``retries.py``), its answer is read up to the size cap, decoded with
 depth limit (``wire.py``; the input is held to it too) and checked against the output schema.
 ``execute`` fans one input out to the providers of a point (``modes.py``).
 
-With several replicas, another replica may have moved a plugin (disabled, reloaded,
-restarted) a moment before this one hears of it. A call that gets no answer at all therefore
-asks ``refresh`` (the route as the database has it now) before it fails: a plugin no longer
-ACTIVE answers 409 ``not_active``; one that moved to a new container is called there, once.
+A plugin with a canary (``canary.py``) has each call drawn: its weight's share goes to the
+candidate version, the rest to the current one, each version's outcome and time counted. The
+draw is one ``random()``; a plugin without a canary pays one lookup in an empty dict.
+
+A call that gets no answer at all (no connection, a broken one) is sent once more where the
+plugin is served now: the route this replica has for it, if that is another container (the
+candidate went away, or the current version was replaced a moment ago); else, with several
+replicas, ``refresh`` (the route as the database has it now, since another replica may have
+moved the plugin a moment before this one hears of it): a plugin no longer ACTIVE answers 409
+``not_active``; one that moved to a new container is called there, once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from orchestrator.broker import wire
 from orchestrator.broker.breaker import Breakers
+from orchestrator.broker.canary import Canary, CanaryCollector
 from orchestrator.broker.errors import (
     InvalidOutput,
     PluginRejected,
@@ -89,6 +97,11 @@ class Broker:
         self.refresh: RouteRefresh | None = None
         self.profile = CallProfile()
         self.pauses = PauseGate()
+        # The canary draw: uniform in [0, 1); a test seeds its own.
+        self.draw: Callable[[], float] = random.random
+        self.metrics.registry.register(
+            CanaryCollector(self.table.canaries, lambda pid: _version(self.table.get(pid)))
+        )
 
     @property
     def rate_limiter(self) -> RateLimiter:
@@ -121,6 +134,7 @@ class Broker:
         return old
 
     def drop_route(self, plugin_id: str) -> Route | None:
+        """Take the plugin out (its canary too: nothing of a plugin not ACTIVE is called)."""
         route = self.table.drop(plugin_id)
         self.breakers.forget(plugin_id)
         self.profile.forget(plugin_id)
@@ -129,6 +143,42 @@ class Broker:
 
     def route(self, plugin_id: str) -> Route | None:
         return self.table.get(plugin_id)
+
+    def set_canary(self, route: Route, weight: int) -> Canary:
+        """Send ``weight`` percent of the plugin's calls to ``route`` (its candidate version)
+        from now on. The same candidate container (another weight, other limits) keeps its
+        statistics."""
+        current = self.table.canaries.get(route.plugin_id)
+        if current is not None and current.route == route and current.weight == weight:
+            return current
+        if current is not None and current.route.endpoint == route.endpoint:
+            canary = Canary(route, weight, current.stats)
+        else:
+            canary = Canary(route, weight)
+        self.table.set_canary(canary)
+        return canary
+
+    def drop_canary(self, plugin_id: str) -> Canary | None:
+        """Send every call to the current version again; the canary ended (its endpoint is
+        still to be drained)."""
+        return self.table.drop_canary(plugin_id)
+
+    def promote_canary(self, plugin_id: str) -> tuple[Route | None, Canary] | None:
+        """Make the candidate the plugin's route in one step; the route it replaced (to be
+        drained) and the canary, or None without a canary."""
+        moved = self.table.promote(plugin_id)
+        if moved is not None:
+            old, canary = moved
+            self.breakers.forget(plugin_id)
+            if old is not None and old.endpoint != canary.route.endpoint:
+                self.pauses.paused.discard(plugin_id)
+        return moved
+
+    def canary(self, plugin_id: str) -> Canary | None:
+        return self.table.canaries.get(plugin_id)
+
+    def canaries(self) -> list[Canary]:
+        return list(self.table.canaries.values())
 
     def routes(self) -> list[Route]:
         return self.table.all()
@@ -161,27 +211,80 @@ class Broker:
         timeout_ms: int | None = None,
         encoded: bytes | None = None,
     ) -> Any:
-        """Call one extension of one plugin with every guard of the broker.
+        """Call one extension of one plugin with every guard of the broker (the plugin's
+        candidate version instead, for a call its canary draws).
 
         ``encoded`` is ``payload`` as JSON already (a fan-out encodes its input once)."""
+        canaries = self.table.canaries
+        if canaries:
+            canary = canaries.get(route.plugin_id)
+            if canary is not None:
+                return await self._call_drawn(canary, route, ext, payload, timeout_ms, encoded)
         try:
             return await self._guarded_call(route, ext, payload, timeout_ms, encoded)
-        except PluginUnreachable:
-            if self.refresh is None:
-                raise
-            fresh = await self.refresh(route.plugin_id)
-            if fresh is None:
-                raise Conflict(
-                    f"plugin {route.plugin_id} is not ACTIVE",
-                    code="not_active",
-                    details={"plugins": [route.plugin_id]},
-                ) from None
-            same = next(
-                (e for e in fresh.extensions if (e.point, e.name) == (ext.point, ext.name)), None
-            )
-            if fresh.endpoint == route.endpoint or same is None:
-                raise
-            return await self._guarded_call(fresh, same, payload, timeout_ms, encoded)
+        except PluginUnreachable as exc:
+            return await self._call_moved(exc, route, ext, payload, timeout_ms, encoded)
+
+    async def _call_drawn(
+        self,
+        canary: Canary,
+        route: Route,
+        ext: Extension,
+        payload: Any,
+        timeout_ms: int | None,
+        encoded: bytes | None,
+    ) -> Any:
+        """One call of a plugin with a canary: to the version the draw picks, counted there."""
+        target, target_ext, side = route, ext, canary.stats.current
+        chosen = canary.pick(ext, self.draw())
+        if chosen is not None and (
+            chosen.input_schema == ext.input_schema
+            or not self.schemas.errors(canary.route, chosen, payload, "input")
+        ):
+            # A candidate whose input schema refuses this input is not asked: the current
+            # version, which accepted it, answers.
+            target, target_ext, side = canary.route, chosen, canary.stats.candidate
+        started = time.perf_counter()
+        try:
+            output = await self._guarded_call(target, target_ext, payload, timeout_ms, encoded)
+        except PluginUnreachable as exc:
+            side.add(time.perf_counter() - started, failed=True)
+            return await self._call_moved(exc, target, ext, payload, timeout_ms, encoded)
+        except SummitError:
+            side.add(time.perf_counter() - started, failed=True)
+            raise
+        side.add(time.perf_counter() - started, failed=False)
+        return output
+
+    async def _call_moved(
+        self,
+        exc: PluginUnreachable,
+        tried: Route,
+        ext: Extension,
+        payload: Any,
+        timeout_ms: int | None,
+        encoded: bytes | None,
+    ) -> Any:
+        """After ``tried`` gave no answer: call the plugin once more where it is served now
+        (this replica's route, else the database's), or raise ``exc``."""
+        here = self.table.get(tried.plugin_id)
+        if here is not None and here.endpoint != tried.endpoint:
+            same = _same_extension(here, ext)
+            if same is not None:
+                return await self._guarded_call(here, same, payload, timeout_ms, encoded)
+        if self.refresh is None:
+            raise exc
+        fresh = await self.refresh(tried.plugin_id)
+        if fresh is None:
+            raise Conflict(
+                f"plugin {tried.plugin_id} is not ACTIVE",
+                code="not_active",
+                details={"plugins": [tried.plugin_id]},
+            ) from None
+        same = _same_extension(fresh, ext)
+        if fresh.endpoint == tried.endpoint or same is None:
+            raise exc
+        return await self._guarded_call(fresh, same, payload, timeout_ms, encoded)
 
     async def _guarded_call(
         self,
@@ -346,3 +449,12 @@ class Broker:
 
     async def aclose(self) -> None:
         await self.leases.aclose()
+
+
+def _same_extension(route: Route, ext: Extension) -> Extension | None:
+    """``route``'s extension of the same point and name as ``ext``."""
+    return next((e for e in route.extensions if (e.point, e.name) == (ext.point, ext.name)), None)
+
+
+def _version(route: Route | None) -> str | None:
+    return route.version if route is not None else None

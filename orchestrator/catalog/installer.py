@@ -11,10 +11,21 @@
    entry's image and signature.
 4. All or nothing: when one fails, the plugins this request installed are uninstalled again,
    newest first, and the first failure is the answer.
+
+A *collection* (``POST /v1/plugins {"collection": {"id", "version"}}``) is installed the same
+way, as one operation: the solver resolves every member's range at once (with their
+dependencies), every permission of the whole set is approved in the one request, and the set
+goes in dependency order, all or nothing. A member installed already stays as it is when its
+version is in the collection's range (409 ``upgrade_needed`` otherwise).
+
+The catalog is read through a :class:`CatalogSource` (``sources.py``): this orchestrator's
+own, or a remote one (``SUMMIT_CATALOG_URL``). The images of a remote catalog's entries are
+read before anything is installed, and each must hold the plugin version its entry names.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,16 +36,29 @@ from pydantic import BaseModel, Field
 from orchestrator import __version__
 from orchestrator.catalog.search import compatible_with
 from orchestrator.catalog.solver import PluginVersion, Resolution, ResolutionError, resolve
-from orchestrator.domain.errors import Conflict, NotFound, SummitError
-from orchestrator.domain.manifest import Manifest
+from orchestrator.catalog.sources import (
+    CatalogEntry,
+    CatalogSource,
+    CatalogUnreachable,
+    CollectionEntry,
+    LocalCatalog,
+)
+from orchestrator.domain.errors import Conflict, InvalidInput, NotFound, SummitError
+from orchestrator.domain.versions import Version, VersionError, VersionRange
+from orchestrator.runtime.base import LABEL_MANIFEST
 from orchestrator.services.install import InstallRequest, InstallService, manifest_of
 from orchestrator.services.plugins import PluginView
-from orchestrator.store import catalog as catalog_store
 from orchestrator.store import crud
-from orchestrator.store.catalog_models import CatalogVersion
 from orchestrator.store.db import Engine, session_scope
 
-__all__ = ["CatalogInstall", "CatalogInstaller", "CatalogRef", "Plan"]
+__all__ = [
+    "CatalogInstall",
+    "CatalogInstaller",
+    "CatalogRef",
+    "CollectionInstall",
+    "CollectionRef",
+    "Plan",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +80,31 @@ class CatalogInstall(BaseModel):
     override_reason: str | None = Field(None, max_length=500)
 
 
+class CollectionRef(BaseModel):
+    id: str = Field(min_length=1, max_length=128)
+    version: str = Field("*", max_length=128, description="A version or an npm-style range")
+
+
+class CollectionInstall(BaseModel):
+    """The JSON body of a collection install."""
+
+    collection: CollectionRef
+    approved_permissions: list[str] = Field(
+        default_factory=list, description="Every permission of the whole set"
+    )
+    config: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Configs of members, by plugin id"
+    )
+    allow_findings: bool = False
+    override_reason: str | None = Field(None, max_length=500)
+
+
 @dataclass(frozen=True)
 class Step:
     plugin_id: str
     version: str
     action: str  # install, upgrade, downgrade
-    entry: CatalogVersion
+    entry: CatalogEntry
     permissions: tuple[str, ...]
 
 
@@ -98,51 +141,63 @@ class CatalogInstaller:
         installs: InstallService,
         uninstall: Callable[[str], None],
         summit_version: str = __version__,
+        source: CatalogSource | None = None,
     ) -> None:
         self.engine = engine
         self.installs = installs
         self.uninstall = uninstall
         self.compatible = compatible_with(summit_version)
+        self.source: CatalogSource = source or LocalCatalog(engine, summit_version=summit_version)
 
     def knows(self, plugin_id: str) -> bool:
         """Whether ``plugin_id`` is in the catalog."""
-        with session_scope(self.engine) as session:
-            return catalog_store.get_plugin(session, plugin_id=plugin_id) is not None
+        return self.source.has_plugin(plugin_id)
 
     # -- planning -------------------------------------------------------------------------------
 
-    def plan(self, ref: CatalogRef) -> Plan:
-        """What installing ``ref`` would do; nothing is changed."""
+    def _not_in_catalog(self, plugin_id: str) -> NotFound:
+        where = (
+            "the catalog" if not self.source.remote else f"the catalog at {self.source.location}"
+        )
+        return NotFound(
+            f"{plugin_id} is not in {where}",
+            code="not_in_catalog",
+            details={"catalog": self.source.location},
+        )
+
+    def _installed(self) -> dict[str, PluginVersion]:
         with session_scope(self.engine) as session:
-            if catalog_store.get_plugin(session, plugin_id=ref.id) is None:
-                raise NotFound(f"{ref.id} is not in the catalog", code="not_in_catalog")
-            if crud.get_plugin(session, plugin_id=ref.id) is not None:
-                raise Conflict(
-                    f"{ref.id} is installed already; upgrade it instead",
-                    code="already_installed",
-                    details={"hint": f"POST /v1/plugins/{ref.id}/upgrade"},
-                )
-            entries: dict[tuple[str, str], CatalogVersion] = {}
-            source = self._source(session, entries)
-            installed = {
+            return {
                 plugin.id: PluginVersion.from_manifest(manifest_of(session, plugin))
                 for plugin in crud.list_plugins(session)
             }
-            resolution = resolve([(ref.id, ref.version)], source=source, installed=installed)
-            for row in entries.values():
-                session.expunge(row)
+
+    def plan(self, ref: CatalogRef) -> Plan:
+        """What installing ``ref`` would do; nothing is changed."""
+        if not self.source.has_plugin(ref.id):
+            raise self._not_in_catalog(ref.id)
+        installed = self._installed()
+        if ref.id in installed:
+            raise Conflict(
+                f"{ref.id} is installed already; upgrade it instead",
+                code="already_installed",
+                details={"hint": f"POST /v1/plugins/{ref.id}/upgrade"},
+            )
+        entries: dict[tuple[str, str], CatalogEntry] = {}
+        resolution = resolve(
+            [(ref.id, ref.version)], source=self._source(entries), installed=installed
+        )
         return self._plan_of(ref.id, resolution, entries)
 
     @staticmethod
     def _plan_of(
-        requested: str, resolution: Resolution, entries: dict[tuple[str, str], CatalogVersion]
+        requested: str, resolution: Resolution, entries: dict[tuple[str, str], CatalogEntry]
     ) -> Plan:
         steps = []
         for change in resolution.changes:
             entry = entries[(change.plugin_id, str(change.version))]
-            permissions = tuple(sorted(entry.manifest.get("permissions", [])))
             steps.append(
-                Step(change.plugin_id, str(change.version), change.action, entry, permissions)
+                Step(change.plugin_id, str(change.version), change.action, entry, entry.permissions)
             )
         kept = tuple(
             (p.plugin_id, str(p.version)) for p in resolution.plugins.values() if p.action == "keep"
@@ -157,57 +212,150 @@ class CatalogInstaller:
             plugin = crud.get_plugin(session, plugin_id=plugin_id)
             if plugin is None:
                 raise NotFound(f"plugin {plugin_id} is not installed", code="plugin_not_found")
-            if catalog_store.get_plugin(session, plugin_id=plugin_id) is None:
-                raise NotFound(f"{plugin_id} is not in the catalog", code="not_in_catalog")
-            wanted = version or f">{plugin.version}"
-            entries: dict[tuple[str, str], CatalogVersion] = {}
-            installed = {
-                p.id: PluginVersion.from_manifest(manifest_of(session, p))
-                for p in crud.list_plugins(session)
-            }
-            try:
-                resolution = resolve(
-                    [(plugin_id, wanted)],
-                    source=self._source(session, entries),
-                    installed=installed,
-                )
-            except ResolutionError as exc:
-                if version is None and exc.code == "dependency_missing":
-                    raise Conflict(
-                        f"{plugin_id} {plugin.version} is the newest compatible version",
-                        code="no_upgrade",
-                    ) from None
-                raise
-            for row in entries.values():
-                session.expunge(row)
+            current = plugin.version
+        if not self.source.has_plugin(plugin_id):
+            raise self._not_in_catalog(plugin_id)
+        wanted = version or f">{current}"
+        entries: dict[tuple[str, str], CatalogEntry] = {}
+        try:
+            resolution = resolve(
+                [(plugin_id, wanted)],
+                source=self._source(entries),
+                installed=self._installed(),
+            )
+        except ResolutionError as exc:
+            if version is None and exc.code == "dependency_missing":
+                raise Conflict(
+                    f"{plugin_id} {current} is the newest compatible version",
+                    code="no_upgrade",
+                ) from None
+            raise
         plan = self._plan_of(plugin_id, resolution, entries)
         if not any(s.plugin_id == plugin_id for s in plan.steps):
-            raise Conflict(f"{plugin_id} is at {plugin.version} already", code="no_upgrade")
+            raise Conflict(f"{plugin_id} is at {current} already", code="no_upgrade")
         return plan
 
     def _source(
-        self, session: Any, entries: dict[tuple[str, str], CatalogVersion]
+        self, entries: dict[tuple[str, str], CatalogEntry]
     ) -> Callable[[str], list[PluginVersion]]:
         def source(plugin_id: str) -> list[PluginVersion]:
             out = []
-            for row in catalog_store.list_versions(session, plugin_id=plugin_id):
-                entries[(plugin_id, row.version)] = row
-                out.append(
-                    PluginVersion.from_manifest(
-                        Manifest.model_validate(row.manifest),
-                        yanked=row.yanked,
-                        compatible=self.compatible(row.summit_range),
-                    )
-                )
+            for entry in self.source.versions(plugin_id):
+                entries[(plugin_id, entry.version)] = entry
+                out.append(entry.for_solver(self.compatible))
             return out
 
         return source
+
+    def collection_plan(self, ref: CollectionRef) -> tuple[CollectionEntry, Plan]:
+        """What installing a collection would do (the version ``ref`` picks, and the plan);
+        nothing is changed. Members installed already are kept when the collection's range
+        admits their version."""
+        chosen = self._collection_version(ref)
+        installed = self._installed()
+        outside = [
+            {"id": pid, "installed": str(installed[pid].version), "wanted": text}
+            for pid, text in sorted(chosen.plugins.items())
+            if pid in installed and not VersionRange.parse(text).admits(installed[pid].version)
+        ]
+        if outside:
+            raise Conflict(
+                f"collection {chosen.collection_id} {chosen.version} wants other versions of "
+                "installed plugins: "
+                + "; ".join(f"{o['id']} {o['installed']} (wants {o['wanted']})" for o in outside)
+                + "; upgrade them first",
+                code="upgrade_needed",
+                details=outside,
+            )
+        requests = [
+            (pid, text) for pid, text in sorted(chosen.plugins.items()) if pid not in installed
+        ]
+        label = f"{chosen.collection_id}@{chosen.version}"
+        entries: dict[tuple[str, str], CatalogEntry] = {}
+        if not requests:
+            kept = tuple((pid, str(installed[pid].version)) for pid in sorted(chosen.plugins))
+            return chosen, Plan(label, (), kept, ())
+        resolution = resolve(requests, source=self._source(entries), installed=installed)
+        return chosen, self._plan_of(label, resolution, entries)
+
+    def _collection_version(self, ref: CollectionRef) -> CollectionEntry:
+        try:
+            wanted = VersionRange.parse(ref.version)
+        except VersionError as exc:
+            raise InvalidInput(
+                f"cannot read the range {ref.version!r} requested for {ref.id}: {exc}",
+                code="invalid_version_range",
+            ) from None
+        versions = self.source.collection_versions(ref.id)
+        for entry in versions:  # newest first
+            try:
+                if wanted.admits(Version.parse(entry.version)):
+                    return entry
+            except VersionError:
+                continue
+        raise NotFound(
+            f"collection {ref.id} has no version in {ref.version}",
+            code="version_not_found",
+            details={"versions": [v.version for v in versions]},
+        )
 
     # -- installing -----------------------------------------------------------------------------
 
     def install(self, req: CatalogInstall, *, principal: str, actor: str) -> dict[str, Any]:
         plan = self.plan(req.catalog)
         self._approve(plan, req.approved_permissions)
+        done = self._install_new(
+            plan,
+            configs={plan.requested: req.config},
+            allow_findings=req.allow_findings,
+            override_reason=req.override_reason,
+            principal=principal,
+            actor=actor,
+        )
+        return {
+            "plan": plan.to_json(),
+            "installed": [view.model_dump(mode="json") for view in done],
+        }
+
+    def install_collection(
+        self, req: CollectionInstall, *, principal: str, actor: str
+    ) -> dict[str, Any]:
+        """Install every member of a collection that is not installed yet, with the
+        dependencies they need, as one operation: all or nothing."""
+        chosen, plan = self.collection_plan(req.collection)
+        strangers = sorted(set(req.config) - set(chosen.plugins))
+        if strangers:
+            raise InvalidInput(
+                "config names plugins that are not in the collection: " + ", ".join(strangers),
+                code="invalid_request",
+                details={"not_members": strangers, "members": sorted(chosen.plugins)},
+            )
+        self._approve(plan, req.approved_permissions)
+        done = self._install_new(
+            plan,
+            configs=req.config,
+            allow_findings=req.allow_findings,
+            override_reason=req.override_reason,
+            principal=principal,
+            actor=actor,
+        )
+        return {
+            "collection": {"id": chosen.collection_id, "version": chosen.version},
+            "plan": plan.to_json(),
+            "installed": [view.model_dump(mode="json") for view in done],
+        }
+
+    def _install_new(
+        self,
+        plan: Plan,
+        *,
+        configs: dict[str, dict[str, Any]],
+        allow_findings: bool,
+        override_reason: str | None,
+        principal: str,
+        actor: str,
+    ) -> list[PluginView]:
+        """Install the plan's steps in order (new plugins only); undone when one fails."""
         upgrades = [s for s in plan.steps if s.action != "install"]
         if upgrades:
             # The solver holds installed plugins to their versions (allow_upgrade is off), so
@@ -217,24 +365,48 @@ class CatalogInstaller:
                 code="upgrade_needed",
                 details=[{"id": s.plugin_id, "to": s.version} for s in upgrades],
             )
+        self._check_images(plan.steps)
         done: list[PluginView] = []
         try:
             for step in plan.steps:
-                config = req.config if step.plugin_id == plan.requested else {}
-                request = self._request(step, config, principal, actor).model_copy(
-                    update={
-                        "allow_findings": req.allow_findings,
-                        "override_reason": req.override_reason,
-                    }
+                request = self._request(
+                    step, configs.get(step.plugin_id, {}), principal, actor
+                ).model_copy(
+                    update={"allow_findings": allow_findings, "override_reason": override_reason}
                 )
                 done.append(self.installs.install(request))
         except BaseException as exc:
             self._undo(done, exc)
             raise
-        return {
-            "plan": plan.to_json(),
-            "installed": [view.model_dump(mode="json") for view in done],
-        }
+        return done
+
+    def _check_images(self, steps: tuple[Step, ...] | list[Step]) -> None:
+        """For a remote catalog: each image (pulled by its digest) must hold the plugin
+        version its entry names, before anything is installed. (This orchestrator's own
+        catalog checked that when the version was published.)"""
+        if not self.source.remote:
+            return
+        for step in steps:
+            info = self.installs.images.pull(step.entry.image, _quiet)
+            raw = info.labels.get(LABEL_MANIFEST) or "{}"
+            try:
+                held = json.loads(raw)
+            except ValueError:
+                held = {}
+            found = (held.get("id"), held.get("version")) if isinstance(held, dict) else None
+            if found != (step.plugin_id, step.version):
+                raise CatalogUnreachable(
+                    f"the catalog at {self.source.location} lists {step.plugin_id} "
+                    f"{step.version} with an image that holds another plugin; nothing was "
+                    "installed",
+                    status_code=502,
+                    details={
+                        "url": self.source.location,
+                        "image": step.entry.image,
+                        "listed": {"id": step.plugin_id, "version": step.version},
+                        "found": found,
+                    },
+                )
 
     def upgrade(
         self,
@@ -265,6 +437,7 @@ class CatalogInstaller:
                 code="upgrade_needed",
                 details=[{"id": s.plugin_id, "to": s.version} for s in others],
             )
+        self._check_images(plan.steps)
         done: list[PluginView] = []
         try:
             for step in others:
@@ -320,6 +493,10 @@ class CatalogInstaller:
                     view.id,
                     exc.message,
                 )
+
+
+def _quiet(line: str) -> None:
+    """Progress nobody reads."""
 
 
 def _signature_envelope(stored: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
 """A plugin's containers: start one until it is healthy and initialized, serve it through the
-broker, record it, retire one or all. This module runs containers and never changes a plugin's
+broker (as the plugin's current container, or as its canary's candidate taking a share of the
+calls), record it, retire one or all. This module runs containers and never changes a plugin's
 state; ``lifecycle.py`` decides when to start or stop them and records what came of it.
 
 The plugin protocol client (health, initialize, shutdown) is a collaborator
@@ -19,12 +20,14 @@ from typing import Any, Protocol
 from summit_sdk.protocol import HealthResponse
 
 from orchestrator.broker import Broker, PluginClient, Route
+from orchestrator.broker.canary import Canary
 from orchestrator.config import Settings
 from orchestrator.domain.errors import SummitError
 from orchestrator.domain.manifest import Manifest, Permission
 from orchestrator.runtime.base import ContainerRuntime, ContainerSpec, ContainerStatus
 from orchestrator.runtime.endpoints import Endpoint, parse_endpoint
 from orchestrator.store import crud
+from orchestrator.store import plugins as plugin_store
 from orchestrator.store.db import Engine, Session, session_scope
 from orchestrator.store.models import Container
 
@@ -185,9 +188,39 @@ class PluginContainers:
             return current
         return self.broker.set_route(route)
 
+    def serve_canary(
+        self,
+        plugin_id: str,
+        endpoint: Endpoint,
+        manifest: Manifest,
+        resources: dict[str, Any],
+        *,
+        weight: int,
+        call_token: str | None = None,
+    ) -> Canary:
+        """Send ``weight`` percent of the plugin's calls to its candidate at ``endpoint`` (an
+        unchanged candidate keeps its statistics)."""
+        route = route_for(
+            plugin_id,
+            endpoint,
+            manifest,
+            resources,
+            default_timeout_ms=self.settings.default_timeout_ms,
+            call_token=call_token,
+        )
+        return self.broker.set_canary(route, weight)
+
     @staticmethod
-    def record(session: Session, plugin_id: str, version: str, status: ContainerStatus) -> None:
-        """Keep a started container's row (its endpoint as text: the database's edge)."""
+    def record(
+        session: Session,
+        plugin_id: str,
+        version: str,
+        status: ContainerStatus,
+        *,
+        canary_weight: int | None = None,
+    ) -> None:
+        """Keep a started container's row (its endpoint as text: the database's edge); with
+        ``canary_weight``, as the candidate of the plugin's canary."""
         crud.add_container(
             session,
             container_id=status.id,
@@ -198,26 +231,45 @@ class PluginContainers:
             endpoint=str(status.endpoint) if status.endpoint else "",
             call_token=status.call_token,
         )
+        if canary_weight is not None:
+            session.flush()
+            plugin_store.set_canary_weight(session, container_id=status.id, weight=canary_weight)
 
-    def reinitialize(self, plugin_id: str, *, config: dict[str, Any], grants: list[str]) -> None:
-        """Give a serving plugin its new config (nothing to do when it is not serving)."""
+    def reinitialize(
+        self,
+        plugin_id: str,
+        *,
+        config: dict[str, Any],
+        grants: list[str],
+        canary_grants: list[str] | None = None,
+    ) -> None:
+        """Give a serving plugin its new config (nothing to do when it is not serving), and
+        its canary's candidate too, with ``canary_grants``."""
         route = self.broker.route(plugin_id)
-        if route is not None:
-            gate = self.broker.pauses
-            if plugin_id in gate.paused and gate.thaw_blocking is not None:
-                gate.thaw_blocking(plugin_id)
-            client = self.clients(route.endpoint, call_token=route.call_token)
+        if route is None:
+            return
+        gate = self.broker.pauses
+        if plugin_id in gate.paused and gate.thaw_blocking is not None:
+            gate.thaw_blocking(plugin_id)
+        canary = self.broker.canary(plugin_id)
+        targets = [(route, grants)]
+        if canary is not None and canary_grants is not None:
+            targets.append((canary.route, canary_grants))
+        for target, permissions in targets:
+            client = self.clients(target.endpoint, call_token=target.call_token)
             try:
-                client.initialize(config=config, permissions=grants)
+                client.initialize(config=config, permissions=permissions)
             finally:
                 client.close()
 
     def stop_all(self, plugin_id: str, *, graceful: bool) -> None:
-        """Take the plugin out of the broker, shut down and remove all its containers, and
-        revoke its host API tokens."""
+        """Take the plugin out of the broker, shut down and remove all its containers (a
+        canary's candidate too), and revoke its host API tokens."""
+        canary = self.broker.drop_canary(plugin_id)
         route = self.broker.drop_route(plugin_id)
-        if route is not None:
-            self.broker.wait_drained(route.endpoint, timeout_s=self.settings.shutdown_grace_s)
+        for served in (route, canary.route if canary is not None else None):
+            if served is not None:
+                self.broker.wait_drained(served.endpoint, timeout_s=self.settings.shutdown_grace_s)
         with session_scope(self.engine) as session:
             rows = crud.list_containers(session, plugin_id=plugin_id)
             found = {row.id: (endpoint_of(row), row.call_token) for row in rows}

@@ -17,6 +17,10 @@ Who knows what, with several replicas:
   mark costs one needless unpause, a missing one a call that waits for nothing).
 - Reconcile adopts frozen containers as frozen; health probes leave them alone; lifecycle
   operations thaw a container before they ask it to shut down.
+- A plugin with a canary (a candidate version beside its current one) is never paused: its
+  calls are split between two containers, and the comparison is what the operator watches.
+  Starting a canary thaws the plugin; an operator's pause of it is refused (409
+  ``canary_running``).
 
 ``plugin.paused`` and ``plugin.resumed`` are not delivered to plugins: a delivery would thaw the
 subscriber, which would pause later and thaw the next, and the host would never rest.
@@ -168,7 +172,7 @@ class IdlePause:
         for route in routes:
             plugin_id = route.plugin_id
             seen = self._seen.setdefault((plugin_id, str(route.endpoint)), now)
-            if plugin_id in self.gate.paused:
+            if plugin_id in self.gate.paused or self.broker.canary(plugin_id) is not None:
                 continue
             if now - max(seen, last_calls.get(plugin_id, 0.0)) < self.idle_s:
                 continue
@@ -193,6 +197,11 @@ class IdlePause:
                 f"plugin {plugin_id} is not ACTIVE",
                 code="not_active",
                 details={"plugins": [plugin_id]},
+            )
+        if self.broker.canary(plugin_id) is not None:
+            raise Conflict(
+                f"plugin {plugin_id} has a canary running: a plugin with a canary is not paused",
+                code="canary_running",
             )
         if plugin_id in self.gate.paused:
             return
@@ -244,6 +253,8 @@ class IdlePause:
             row = plugin_store.current_container(session, plugin_id=plugin_id)
             if row is None or endpoint_of(row) != route.endpoint:
                 return None
+            if plugin_store.canary_container(session, plugin_id=plugin_id) is not None:
+                return None  # a canary started (perhaps on another replica): not paused
             container_id = row.id
         self.runtime.pause(container_id)
         try:

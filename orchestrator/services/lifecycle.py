@@ -3,10 +3,20 @@
 Here: the transitions (``_transition`` checks each edge against ``domain/lifecycle.py`` and
 stores it with its time, reason and event in one transaction) and the operations that move a
 plugin along them: record an install, enable (start), disable (stop), reload, upgrade and
-rollback (blue/green, undone on their own when the new version does not start), uninstall,
-config and limits, and the edges supervision takes (``crashed``, ``recover``). The install
-pipeline is ``install.py``, running a container ``containers.py``, crash restarts, health
-probes and reconcile ``supervision.py``.
+rollback (blue/green, undone on their own when the new version does not start), canary,
+uninstall, config and limits, and the edges supervision takes (``crashed``, ``recover``). The
+install pipeline is ``install.py``, running a container ``containers.py``, crash restarts,
+health probes and reconcile ``supervision.py``.
+
+A canary runs an installed version (the candidate) beside the current one of an ACTIVE plugin,
+taking ``weight`` percent of its calls (``broker/canary.py``); its container row carries the
+weight, so every replica routes the same share. ``promote`` makes the candidate current (an
+``upgraded`` history entry and a ``reload`` edge, as an upgrade), ``abort`` retires it; either
+switches routes first, waits for the calls in flight on the container leaving, then retires
+it, so no call fails. A candidate that stops, or fails its health checks, is dropped and the
+plugin stays ACTIVE on its current version. Reload, upgrade, rollback and disable end a running
+canary first (``canary_aborted`` in the history), as an automatic quota restart or disable
+must not be refused; an idle pause leaves a plugin with a canary alone.
 
 Each operation also writes the plugin's installation history (``store/history.py``) in the
 transaction of the change it records, naming who asked: ``actor`` is given by the API from
@@ -31,6 +41,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from orchestrator.broker import Broker
+from orchestrator.broker.canary import CanaryStats, VersionStats
 from orchestrator.catalog.solver import PluginVersion as Candidate
 from orchestrator.catalog.solver import ResolutionError, resolve
 from orchestrator.config import Settings
@@ -60,6 +71,7 @@ from orchestrator.services.install import (
 from orchestrator.services.locks import PluginLocks
 from orchestrator.services.plugins import PluginView, plugin_view
 from orchestrator.store import crud
+from orchestrator.store import plugins as plugin_store
 from orchestrator.store.db import Engine, Session, session_scope
 from orchestrator.store.history import (
     HistoryAction,
@@ -67,7 +79,8 @@ from orchestrator.store.history import (
     has_history,
     list_history,
 )
-from orchestrator.store.models import Plugin, PluginVersion, utcnow
+from orchestrator.store.models import Container, Plugin, PluginVersion, utcnow
+from orchestrator.store.plugins import CanaryAction
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +101,9 @@ SYSTEM = "system"  # the actor of what the orchestrator does on its own
 
 # History entries that made a version the current one; ``from_version`` is the one replaced.
 _SWITCHES = frozenset({H.INSTALLED, H.UPGRADED, H.ROLLED_BACK, H.RELOADED})
+# The event of every change to a canary (its payload's ``action`` says which); the replicas
+# re-read the plugin's routes on it.
+CANARY_EVENT = "plugin.canary"
 
 
 class UpgradeRolledBack(Conflict):
@@ -102,6 +118,31 @@ class RollbackFailed(Conflict):
     """The previous version did not start; the current one kept serving."""
 
     code = "rollback_failed"
+
+
+class CanaryFailed(Conflict):
+    """The candidate version did not start (health, initialize, startup timeout): nothing was
+    left behind and the current version serves every call, as before."""
+
+    code = "canary_failed"
+
+
+class CanaryVersion(BaseModel):
+    version: str
+    container: str | None = Field(description="The id of the container serving this version")
+    calls: int = Field(description="Calls to this version through this replica since the start")
+    errors: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class CanaryView(BaseModel):
+    plugin: str
+    state: str = Field(description="``running``: the candidate takes its share of the calls")
+    weight: int = Field(description="Percent of the plugin's calls sent to the candidate")
+    started_at: datetime
+    current: CanaryVersion
+    candidate: CanaryVersion
 
 
 class HistoryEntry(BaseModel):
@@ -426,6 +467,7 @@ class LifecycleService:
             self.disable(user, cascade=True, reason=f"dependency {plugin_id} disabled", actor=actor)
         self.runtime.ping()
         with self.locked(plugin_id):
+            self._end_canary(plugin_id, reason=f"the plugin is disabled: {reason}", actor=actor)
             self._set_state(plugin_id, "disable", reason)
             self.containers.stop_all(plugin_id, graceful=True)
             return self._set_state(plugin_id, "destroy", reason, record=H.DISABLED, actor=actor)
@@ -535,7 +577,8 @@ class LifecycleService:
         else the current one) beside the serving container, switch traffic once it is healthy
         and initialized, then retire the old container after its calls have drained. When the
         new container does not start, its error is raised and the old one serves on: nothing
-        was switched or recorded."""
+        was switched or recorded. A running canary is ended first."""
+        self._end_canary(plugin_id, reason=f"{record.value} by {actor}", actor=actor)
         with session_scope(self.engine) as session:
             plugin = self._get(session, plugin_id)
             self._refuse_unless(session, plugin, "reload")
@@ -733,6 +776,389 @@ class LifecycleService:
                 details={"version": row.version, "dependents": broken},
             ) from None
 
+    # -- canary ------------------------------------------------------------------------------
+
+    def start_canary(
+        self, plugin_id: str, *, version: str, weight: int, actor: str = SYSTEM
+    ) -> CanaryView:
+        """Run the installed ``version`` beside the current one of the ACTIVE plugin and send
+        it ``weight`` percent of the calls; again with the same version, change the weight
+        (the candidate is not restarted, its statistics carry on).
+
+        404 ``version_not_installed`` (with the installed versions) when ``version`` is not
+        installed; 409 ``canary_running`` when another version is the candidate (promote or
+        abort it first), ``same_version`` when it is the current one; 409 ``canary_failed``
+        when it does not start: nothing is left behind."""
+        if not 0 <= weight <= 100:
+            raise InvalidInput(
+                f"a canary's weight is a percentage (0-100), not {weight}",
+                details={"weight": weight},
+            )
+        self.runtime.ping()
+        with self.locked(plugin_id):
+            with session_scope(self.engine) as session:
+                plugin = self._get(session, plugin_id)
+                self._refuse_unless_active(plugin, "canary")
+                row = _recorded_version(session, plugin_id, version)
+                running = plugin_store.canary_container(session, plugin_id=plugin_id)
+                if running is not None and running.version != row.version:
+                    raise Conflict(
+                        f"{plugin_id} {running.version} is running as a canary: promote or "
+                        "abort it first",
+                        code="canary_running",
+                        details={"version": running.version, "weight": running.canary_weight},
+                    )
+                if running is None and row.version == plugin.version:
+                    raise Conflict(
+                        f"{plugin_id} {row.version} is the current version already",
+                        code="same_version",
+                        details={
+                            "version": plugin.version,
+                            "installed_versions": _installed_versions(session, plugin_id),
+                        },
+                    )
+                manifest = Manifest.model_validate(row.manifest)
+                resources = resources_for(manifest, self.settings, plugin.resources)
+                if running is not None:
+                    self._reweigh(session, plugin, running, weight, actor=actor)
+            if running is None:
+                self._launch_canary(plugin_id, row, manifest, resources, weight, actor=actor)
+            elif (endpoint := endpoint_of(running)) is not None:
+                self.containers.serve_canary(
+                    plugin_id,
+                    endpoint,
+                    manifest,
+                    resources,
+                    weight=weight,
+                    call_token=running.call_token,
+                )
+            return self.canary(plugin_id)
+
+    def _launch_canary(
+        self,
+        plugin_id: str,
+        row: PluginVersion,
+        manifest: Manifest,
+        resources: dict[str, Any],
+        weight: int,
+        *,
+        actor: str,
+    ) -> None:
+        """Start the candidate ``row``, record it, then route its share of the calls to it."""
+        with session_scope(self.engine) as session:
+            plugin = self._get(session, plugin_id)
+            validate_config(manifest, plugin.config)  # 422 before anything starts
+            self._refuse_breaking(session, plugin, row, manifest)
+            # Approved when that version was installed; its container runs with them.
+            grants = sorted(p.value for p in manifest.permissions)
+            config = dict(plugin.config)
+            signed = is_signed(session, row)
+        self._thaw(plugin_id)  # a plugin with a canary is never frozen (services/idle.py)
+        try:
+            status, endpoint = self._run(row, resources, config, grants, signed=signed)
+        except SummitError as exc:
+            self._canary_failed_to_start(plugin_id, row.version, exc, actor=actor)
+            first = (exc.message.splitlines() or [exc.code])[0]
+            raise CanaryFailed(
+                f"{plugin_id} {row.version} did not start ({first}); the current version "
+                "serves every call",
+                details={
+                    "version": row.version,
+                    "error": {"code": exc.code, "message": exc.message},
+                },
+            ) from exc
+        try:
+            with session_scope(self.engine) as session:
+                plugin = self._get(session, plugin_id)
+                self.containers.record(
+                    session, plugin_id, row.version, status, canary_weight=weight
+                )
+                reason = f"{weight}% of the calls beside {plugin.version}"
+                self._record_canary(
+                    session, plugin, CanaryAction.STARTED, row.version, weight, actor, reason
+                )
+        except BaseException:
+            self.containers.retire(
+                status.id, endpoint, graceful=False, call_token=status.call_token
+            )
+            raise
+        self.containers.serve_canary(
+            plugin_id, endpoint, manifest, resources, weight=weight, call_token=status.call_token
+        )
+
+    def promote_canary(self, plugin_id: str, *, actor: str = SYSTEM) -> Plugin:
+        """Make the candidate the current version: every call goes to it from now on, the
+        old container is retired once its calls in flight have finished. History
+        ``upgraded`` (so a rollback returns to the version it replaced). 409 ``no_canary``
+        without a canary, ``dependents_would_break`` as an upgrade."""
+        self.runtime.ping()
+        with self.locked(plugin_id):
+            with session_scope(self.engine) as session:
+                plugin = self._get(session, plugin_id)
+                self._refuse_unless(session, plugin, "reload")
+                candidate = self._canary_row(session, plugin)
+                row = _recorded_version(session, plugin_id, candidate.version)
+                manifest = Manifest.model_validate(row.manifest)
+                self._refuse_breaking(session, plugin, row, manifest)
+                resources = resources_for(manifest, self.settings, plugin.resources)
+                endpoint = endpoint_of(candidate)
+                old = [
+                    (r.id, endpoint_of(r), r.call_token)
+                    for r in crud.list_containers(session, plugin_id=plugin_id)
+                    if r.id != candidate.id
+                ]
+            assert endpoint is not None  # containers.start refuses a container without one
+            if self.broker.canary(plugin_id) is None:
+                # Not routed here yet (adopted a moment ago): route it, to switch it over.
+                self.containers.serve_canary(
+                    plugin_id,
+                    endpoint,
+                    manifest,
+                    resources,
+                    weight=candidate.canary_weight or 0,
+                    call_token=candidate.call_token,
+                )
+            moved = self.broker.promote_canary(plugin_id)
+            with session_scope(self.engine) as session:
+                plugin = self._get(session, plugin_id)
+                for container_id, _, _ in old:
+                    crud.delete_container(session, container_id=container_id)
+                plugin_store.set_canary_weight(session, container_id=candidate.id, weight=None)
+                previous, target = plugin.version, candidate.version
+                crud.set_grants(
+                    session,
+                    plugin_id=plugin_id,
+                    permissions=[p.value for p in manifest.permissions],
+                )
+                plugin.version = target
+                if plugin.pending_version == target:
+                    plugin.pending_version = None
+                plugin.resources = resources
+                self._transition(
+                    session, plugin, "reload", f"canary promoted by {actor}: {previous} -> {target}"
+                )
+                reason = f"promoted from a canary at {candidate.canary_weight}%"
+                self._record(
+                    session, plugin, H.UPGRADED, actor=actor, reason=reason, from_version=previous
+                )
+                self._canary_event(
+                    session, plugin, "promoted", target, candidate.canary_weight, reason
+                )
+            if moved is not None and moved[0] is not None:
+                self.broker.wait_drained(
+                    moved[0].endpoint, timeout_s=self.settings.shutdown_grace_s
+                )
+            for container_id, old_endpoint, old_token in old:
+                self.containers.retire(
+                    container_id, old_endpoint, graceful=True, call_token=old_token
+                )
+            return plugin
+
+    def abort_canary(self, plugin_id: str, *, actor: str = SYSTEM) -> Plugin:
+        """Send every call to the current version again and retire the candidate once its
+        calls in flight have finished (history ``canary_aborted``). 409 ``no_canary``."""
+        with self.locked(plugin_id):
+            with session_scope(self.engine) as session:
+                self._canary_row(session, self._get(session, plugin_id))
+            self._end_canary(plugin_id, reason=f"aborted by {actor}", actor=actor)
+            with session_scope(self.engine) as session:
+                return self._get(session, plugin_id)
+
+    def canary(self, plugin_id: str) -> CanaryView:
+        """The plugin's canary: its weight, and each version's calls, errors and latency
+        through this replica since it started here. 404 ``no_canary`` without one."""
+        with session_scope(self.engine) as session:
+            plugin = self._get(session, plugin_id)
+            row = plugin_store.canary_container(session, plugin_id=plugin_id)
+            if row is None:
+                raise NotFound(f"{plugin_id} has no canary", code="no_canary")
+            current = crud.current_container(session, plugin_id=plugin_id)
+            version, weight, started_at = plugin.version, row.canary_weight or 0, row.created_at
+        live = self.broker.canary(plugin_id)
+        routed = live is not None and live.route.version == row.version
+        stats = live.stats if live is not None and routed else CanaryStats()
+
+        def side(version: str, container: Container | None, of: VersionStats) -> CanaryVersion:
+            return CanaryVersion(
+                version=version, container=container.id if container else None, **of.summary()
+            )
+
+        return CanaryView(
+            plugin=plugin_id,
+            state="running",
+            weight=weight,
+            started_at=started_at,
+            current=side(version, current, stats.current),
+            candidate=side(row.version, row, stats.candidate),
+        )
+
+    def canary_lost(self, plugin_id: str, container_id: str, why: str | None) -> bool:
+        """The canary's candidate stopped on its own (``why`` None: ask the runtime why),
+        failed its health checks, or outlived its plugin's ACTIVE state: every call goes to
+        the current version, the container is removed and the history says why
+        (``canary_failed``). The plugin's state is not touched. False when ``container_id``
+        is not the candidate."""
+        with self.locked(plugin_id):
+            with session_scope(self.engine) as session:
+                row = plugin_store.canary_container(session, plugin_id=plugin_id)
+            if row is None or row.id != container_id:
+                return False
+            why = why or why_stopped(self.runtime.status(container_id))
+            tail = self.containers.log_tail(container_id)
+            self.broker.drop_canary(plugin_id)
+            with session_scope(self.engine) as session:
+                plugin = self._get(session, plugin_id)
+                crud.delete_container(session, container_id=container_id)
+                reason = why + (f"; last log lines:\n{tail}" if tail and why != "OOMKilled" else "")
+                self._record_canary(
+                    session,
+                    plugin,
+                    CanaryAction.FAILED,
+                    row.version,
+                    row.canary_weight,
+                    SYSTEM,
+                    reason,
+                )
+            self.runtime.remove(container_id)
+            self.containers.close_host(container_id, endpoint_of(row))
+            log.warning("plugin %s: canary %s dropped: %s", plugin_id, row.version, why)
+            return True
+
+    def _end_canary(self, plugin_id: str, *, reason: str, actor: str) -> bool:
+        """Retire the plugin's canary, if it has one: no new call reaches the candidate, the
+        calls in flight there finish, then it is shut down (history ``canary_aborted``)."""
+        with session_scope(self.engine) as session:
+            row = plugin_store.canary_container(session, plugin_id=plugin_id)
+        if row is None:
+            return False
+        canary = self.broker.drop_canary(plugin_id)
+        with session_scope(self.engine) as session:
+            plugin = self._get(session, plugin_id)
+            crud.delete_container(session, container_id=row.id)
+            self._record_canary(
+                session,
+                plugin,
+                CanaryAction.ABORTED,
+                row.version,
+                row.canary_weight,
+                actor,
+                reason,
+            )
+        endpoint = endpoint_of(row)
+        if canary is not None:
+            self.broker.wait_drained(
+                canary.route.endpoint, timeout_s=self.settings.shutdown_grace_s
+            )
+        self.containers.retire(row.id, endpoint, graceful=True, call_token=row.call_token)
+        return True
+
+    def _reweigh(
+        self, session: Session, plugin: Plugin, row: Container, weight: int, *, actor: str
+    ) -> None:
+        """A new weight for the running candidate ``row`` (nothing when it is the same)."""
+        if row.canary_weight == weight:
+            return
+        before = row.canary_weight
+        plugin_store.set_canary_weight(session, container_id=row.id, weight=weight)
+        self._record_canary(
+            session,
+            plugin,
+            CanaryAction.WEIGHT,
+            row.version,
+            weight,
+            actor,
+            f"{before}% -> {weight}% of the calls",
+        )
+
+    def _canary_failed_to_start(
+        self, plugin_id: str, version: str, exc: SummitError, *, actor: str
+    ) -> None:
+        with session_scope(self.engine) as session:
+            plugin = self._get(session, plugin_id)
+            self._record_canary(
+                session, plugin, CanaryAction.FAILED, version, None, actor, exc.message
+            )
+        log.warning("plugin %s: canary %s did not start: %s", plugin_id, version, exc.message)
+
+    def _record_canary(
+        self,
+        session: Session,
+        plugin: Plugin,
+        action: CanaryAction,
+        version: str,
+        weight: int | None,
+        actor: str,
+        reason: str | None,
+    ) -> None:
+        """A canary's history entry and its event (``action`` without ``canary_``), in one
+        transaction."""
+        plugin_store.add_canary_history(
+            session,
+            plugin_id=plugin.id,
+            action=action,
+            version=version,
+            from_version=plugin.version,
+            actor=actor,
+            reason=reason,
+        )
+        event = action.value.removeprefix("canary_")
+        self._canary_event(session, plugin, event, version, weight, reason)
+
+    def _canary_event(
+        self,
+        session: Session,
+        plugin: Plugin,
+        action: str,
+        version: str,
+        weight: int | None,
+        reason: str | None,
+    ) -> None:
+        if self.events is None:
+            return
+        self.events.record(
+            session,
+            CANARY_EVENT,
+            source="orchestrator",
+            subject=plugin.id,
+            payload={
+                "plugin": plugin.id,
+                "action": action,
+                "version": version,
+                "current": plugin.version,
+                "weight": weight,
+                "reason": reason,
+            },
+        )
+
+    @staticmethod
+    def _canary_row(session: Session, plugin: Plugin) -> Container:
+        row = plugin_store.canary_container(session, plugin_id=plugin.id)
+        if row is None:
+            raise Conflict(
+                f"{plugin.id} has no canary: start one with POST /v1/plugins/{plugin.id}/canary",
+                code="no_canary",
+                details={"version": plugin.version},
+            )
+        return row
+
+    @staticmethod
+    def _refuse_unless_active(plugin: Plugin, action: str) -> None:
+        if plugin.state != S.ACTIVE.value:
+            raise Conflict(
+                f"cannot start a {action} of plugin {plugin.id} while it is {plugin.state}",
+                code="illegal_transition",
+                details={
+                    "state": plugin.state,
+                    "action": action,
+                    "allowed": allowed_actions(S(plugin.state)),
+                },
+            )
+
+    def _thaw(self, plugin_id: str) -> None:
+        gate = self.broker.pauses
+        if plugin_id in gate.paused and gate.thaw_blocking is not None:
+            gate.thaw_blocking(plugin_id)
+
     # -- history -----------------------------------------------------------------------------
 
     def history(
@@ -784,10 +1210,19 @@ class LifecycleService:
             with session_scope(self.engine) as session:
                 plugin = self._get(session, plugin_id)
                 validate_config(manifest_of(session, plugin), config)
+                candidate = plugin_store.canary_container(session, plugin_id=plugin_id)
+                canary_grants = None
+                if candidate is not None:
+                    # The candidate takes calls with this config too.
+                    other = manifest_of(session, plugin, candidate.version)
+                    validate_config(other, config)
+                    canary_grants = sorted(p.value for p in other.permissions)
                 plugin.config, plugin.updated_at = config, utcnow()
                 crud.save_plugin(session, plugin)
                 grants = crud.list_grants(session, plugin_id=plugin_id)
-            self.containers.reinitialize(plugin_id, config=config, grants=grants)
+            self.containers.reinitialize(
+                plugin_id, config=config, grants=grants, canary_grants=canary_grants
+            )
             return plugin
 
     def set_limits(self, plugin_id: str, limits: dict[str, Any]) -> Plugin:
@@ -801,10 +1236,21 @@ class LifecycleService:
                 plugin.resources, plugin.updated_at = resources, utcnow()
                 crud.save_plugin(session, plugin)
                 manifest = manifest_of(session, plugin)
+                canary = self.broker.canary(plugin_id)
+                other = manifest_of(session, plugin, canary.route.version) if canary else None
             route = self.broker.route(plugin_id)
             if route is not None:
                 self.containers.serve(
                     plugin_id, route.endpoint, manifest, resources, call_token=route.call_token
+                )
+            if canary is not None and other is not None:
+                self.containers.serve_canary(
+                    plugin_id,
+                    canary.route.endpoint,
+                    other,
+                    resources_for(other, self.settings, resources),
+                    weight=canary.weight,
+                    call_token=canary.route.call_token,
                 )
             return plugin
 
@@ -812,13 +1258,18 @@ class LifecycleService:
 
     def crashed(self, plugin_id: str, container_id: str, why: str | None) -> bool:
         """The plugin's current container stopped on its own (``why`` None: ask the runtime
-        why) or failed its health checks: take it out and mark the plugin FAILED. False when
-        ``container_id`` is not the current container of an ACTIVE plugin (one retired by a
-        reload, say): nothing is done."""
+        why) or failed its health checks: take it out and mark the plugin FAILED (ending its
+        canary). False when ``container_id`` is not the current container of an ACTIVE plugin
+        (one retired by a reload, say): nothing is done; or when it is the candidate of the
+        plugin's canary: the canary is dropped and the plugin serves on (``canary_lost``)."""
         with self.locked(plugin_id):
             with session_scope(self.engine) as session:
                 plugin = crud.get_plugin(session, plugin_id=plugin_id)
                 current = crud.current_container(session, plugin_id=plugin_id)
+                candidate = plugin_store.canary_container(session, plugin_id=plugin_id)
+            if candidate is not None and candidate.id == container_id:
+                self.canary_lost(plugin_id, container_id, why)
+                return False
             if plugin is None or plugin.state != S.ACTIVE.value:
                 return False
             if current is None or current.id != container_id:
@@ -831,6 +1282,7 @@ class LifecycleService:
                 plugin = self._get(session, plugin_id)
                 self._transition(session, plugin, "fail", reason)
                 self._record(session, plugin, H.FAILED, actor=SYSTEM, reason=reason)
+            self._end_canary(plugin_id, reason="the current version crashed", actor=SYSTEM)
             return True
 
     def recover(self, plugin_id: str, *, adopted: bool) -> str | None:

@@ -7,10 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.catalog.search import newest_compatible
+from orchestrator.catalog.sources import source_of
 from orchestrator.domain.errors import Conflict, NotFound
 from orchestrator.runtime.base import ContainerRuntime
-from orchestrator.store import catalog as catalog_store
 from orchestrator.store import crud
 from orchestrator.store.db import Engine, Session, session_scope
 from orchestrator.store.models import Plugin
@@ -88,9 +87,10 @@ def plugin_view(session: Session, plugin: Plugin) -> PluginView:
 
 
 def update_notice(session: Session, plugin: Plugin) -> UpdateNotice | None:
-    """The catalog's newest compatible version above the installed one, if any."""
-    rows = catalog_store.list_versions(session, plugin_id=plugin.id)
-    newest = newest_compatible(rows, after=plugin.version) if rows else None
+    """The catalog's newest compatible version above the installed one, if any: this
+    orchestrator's catalog, or the remote one it reads (``SUMMIT_CATALOG_URL``; left out while
+    that one cannot be reached)."""
+    newest = source_of(session.get_bind()).newest(plugin.id, after=plugin.version, session=session)
     if newest is None:
         return None
     return UpdateNotice(

@@ -1,8 +1,9 @@
 """Routes shared by replicas: every replica's broker routes each plugin as the database says.
 
-The database is the truth (a plugin's state and its current container). A replica learns of a
-change another replica made from the lifecycle event it logged (``plugin.enabled``,
-``plugin.disabling``, ``plugin.failed``, ...), which reaches every replica through the event
+The database is the truth (a plugin's state, its current container, and its canary's
+candidate container with the share of calls it takes). A replica learns of a change another
+replica made from the lifecycle event it logged (``plugin.enabled``, ``plugin.disabling``,
+``plugin.failed``, ``plugin.canary``, ...), which reaches every replica through the event
 stream, and re-reads that one plugin. Under that, every ``ROUTE_RESYNC_S`` it re-reads them all
 (the safety net: an event lost while Redis was away, a limits change, which logs no event).
 A call that finds its container gone asks too (``Broker.refresh``).
@@ -25,9 +26,10 @@ from orchestrator.broker import Broker, Route
 from orchestrator.domain.lifecycle import PluginState
 from orchestrator.events.bus import Event
 from orchestrator.services.containers import PluginContainers, endpoint_of
-from orchestrator.services.install import manifest_of
+from orchestrator.services.install import manifest_of, resources_for
 from orchestrator.services.locks import PluginLocks
 from orchestrator.store import crud
+from orchestrator.store import plugins as plugin_store
 from orchestrator.store.db import Engine, session_scope
 from orchestrator.store.models import Container
 
@@ -43,6 +45,7 @@ ROUTE_EVENTS = (
     "plugin.disabling",
     "plugin.disabled",
     "plugin.uninstalled",
+    "plugin.canary",
 )
 
 
@@ -88,14 +91,31 @@ class RouteSync:
                 if self.broker.drop_route(plugin_id) is not None:
                     log.info("route of %s dropped: not ACTIVE in the database", plugin_id)
                 return
-            key = _route_key(plugin.version, row, plugin.resources)
+            candidate = plugin_store.canary_container(session, plugin_id=plugin_id)
+            key = _route_key(plugin.version, row, plugin.resources, candidate)
             if row.paused_at is not None:
                 self.broker.pauses.paused.add(plugin_id)  # see services/idle.py
             if self._applied.get(plugin_id) == key and self.broker.route(plugin_id) is not None:
                 return  # as routed: no manifest to parse
             manifest = manifest_of(session, plugin)
             resources, token = dict(plugin.resources), row.call_token
+            canary = None
+            if candidate is not None and (at := endpoint_of(candidate)) is not None:
+                other = manifest_of(session, plugin, candidate.version)
+                canary = (at, other, candidate.canary_weight or 0, candidate.call_token)
         self.containers.serve(plugin_id, endpoint, manifest, resources, call_token=token)
+        if canary is None:
+            self.broker.drop_canary(plugin_id)
+        else:
+            at, other, weight, canary_token = canary
+            self.containers.serve_canary(
+                plugin_id,
+                at,
+                other,
+                resources_for(other, self.containers.settings, resources),
+                weight=weight,
+                call_token=canary_token,
+            )
         self._applied[plugin_id] = key
 
     def resync_all(self) -> None:
@@ -106,14 +126,18 @@ class RouteSync:
         wanted: dict[str, tuple[Any, ...]] = {}
         with session_scope(self.engine) as session:
             current: dict[str, Container] = {}
+            candidates: dict[str, Container] = {}
             for row in crud.list_containers(session):
-                held = current.get(row.plugin_id)
+                rows = current if row.canary_weight is None else candidates
+                held = rows.get(row.plugin_id)
                 if held is None or row.created_at > held.created_at:
-                    current[row.plugin_id] = row
+                    rows[row.plugin_id] = row
             for plugin in crud.list_plugins(session, state=PluginState.ACTIVE.value):
                 newest = current.get(plugin.id)
                 if newest is not None:
-                    wanted[plugin.id] = _route_key(plugin.version, newest, plugin.resources)
+                    wanted[plugin.id] = _route_key(
+                        plugin.version, newest, plugin.resources, candidates.get(plugin.id)
+                    )
                     if newest.paused_at is not None:
                         # Only ever marked here, never cleared: a stale mark costs one
                         # needless thaw, a missing one a call to a frozen process.
@@ -163,6 +187,13 @@ class RouteSync:
             self._thread.join(timeout_s)
 
 
-def _route_key(version: str, row: Container, resources: dict[str, Any]) -> tuple[Any, ...]:
-    """What a plugin's route is made from, besides its version's manifest."""
-    return (version, row.id, row.endpoint, row.call_token, json.dumps(resources, sort_keys=True))
+def _route_key(
+    version: str, row: Container, resources: dict[str, Any], candidate: Container | None
+) -> tuple[Any, ...]:
+    """What a plugin's routes are made from, besides its versions' manifests: its current
+    container, its limits, and its canary's candidate container and weight."""
+    canary = None
+    if candidate is not None:
+        canary = (candidate.id, candidate.endpoint, candidate.call_token, candidate.canary_weight)
+    resources_key = json.dumps(resources, sort_keys=True)
+    return (version, row.id, row.endpoint, row.call_token, resources_key, canary)

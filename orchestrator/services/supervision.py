@@ -9,6 +9,11 @@
   database are made to agree (healthy containers adopted, orphans removed, plugins whose
   container is gone FAILED and restarted, host API listeners nobody serves any more opened).
 
+A canary's candidate container is supervised too, but its failure is not the plugin's: a
+candidate that stops, fails its health checks, or is gone at a start is dropped
+(``LifecycleService.canary_lost``) and the plugin serves on with its current version. Reconcile
+adopts a running candidate as the canary its row describes, never as an orphan.
+
 With several replicas, supervision runs on the elected one only (``leadership.py`` starts and
 stops it). Reconcile takes each plugin's lock without waiting and leaves alone a plugin that
 another replica (or another thread here) is busy with: a container it is starting is not an
@@ -24,14 +29,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
-from orchestrator.broker import Broker
+from orchestrator.broker import Broker, Route
 from orchestrator.config import Settings
 from orchestrator.domain.errors import SummitError
 from orchestrator.domain.lifecycle import PluginState
 from orchestrator.runtime.base import ContainerRuntime, ContainerStatus, RuntimeEvent
 from orchestrator.runtime.endpoints import Endpoint
 from orchestrator.services.containers import PluginContainers, endpoint_of
-from orchestrator.services.install import manifest_of
+from orchestrator.services.install import manifest_of, resources_for
 from orchestrator.services.lifecycle import LifecycleService
 from orchestrator.store import crud
 from orchestrator.store import plugins as plugin_store
@@ -213,8 +218,11 @@ class Supervision:
     # -- health ------------------------------------------------------------------------------
 
     def probe_health(self) -> None:
-        """One round of health probes; a plugin failing ``HEALTH_FAILURES`` in a row crashed."""
+        """One round of health probes; a plugin failing ``HEALTH_FAILURES`` in a row crashed
+        (a canary's candidate that does is dropped)."""
         routes = self.broker.routes()
+        candidates = {c.route.endpoint for c in self.broker.canaries()}
+        routes += [c.route for c in self.broker.canaries()]
         serving = {(r.plugin_id, r.endpoint) for r in routes}
         for gone in set(self._health_failures) - serving:
             del self._health_failures[gone]  # a retired container's count
@@ -236,10 +244,17 @@ class Supervision:
                 if n < self.settings.health_failures:
                     continue
                 self._health_failures.pop(key, None)
-                with session_scope(self.engine) as session:
-                    row = crud.current_container(session, plugin_id=route.plugin_id)
-                if row is not None:
-                    self.crashed(route.plugin_id, row.id, f"failed {n} health checks")
+                self._unhealthy(route, candidate=route.endpoint in candidates, failures=n)
+
+    def _unhealthy(self, route: Route, *, candidate: bool, failures: int) -> None:
+        why = f"failed {failures} health checks"
+        with session_scope(self.engine) as session:
+            if candidate:
+                row = plugin_store.canary_container(session, plugin_id=route.plugin_id)
+            else:
+                row = crud.current_container(session, plugin_id=route.plugin_id)
+        if row is not None and endpoint_of(row) == route.endpoint:
+            self.crashed(route.plugin_id, row.id, why)
 
     # -- reconcile ---------------------------------------------------------------------------
 
@@ -303,6 +318,8 @@ class Supervision:
         with session_scope(self.engine) as session:
             plugin = crud.get_plugin(session, plugin_id=plugin_id)
             rows = list(crud.list_containers(session, plugin_id=plugin_id))
+        candidates = [r for r in rows if r.canary_weight is not None]
+        rows = [r for r in rows if r.canary_weight is None]
         running = {c.id: c for c in containers}
         if self.reconciled.is_set() and plugin is not None and rows:
             # A later round: a serving container that stopped is a crash, with its backoff
@@ -343,6 +360,8 @@ class Supervision:
                 crud.delete_container(session, container_id=row.id)
             if status is None:
                 self.containers.close_host(row.id, endpoint)
+        for row in candidates:
+            self._reconcile_candidate(plugin_id, row, running, keep, adopted=adopted)
         for cid, status in running.items():
             if status.endpoint is None or status.endpoint not in keep:
                 self.runtime.remove(cid)
@@ -360,6 +379,46 @@ class Supervision:
             report["restarted"].append(plugin_id)
         elif outcome == "settled":
             report["settled"].append(plugin_id)
+
+    def _reconcile_candidate(
+        self,
+        plugin_id: str,
+        row: Container,
+        running: dict[str, ContainerStatus],
+        keep: set[Endpoint],
+        *,
+        adopted: bool,
+    ) -> None:
+        """Adopt the candidate of the plugin's canary while it runs beside an adopted current
+        container of an ACTIVE plugin; else drop the canary (history ``canary_failed``)."""
+        status, endpoint = running.get(row.id), endpoint_of(row)
+        if adopted and status is not None and status.running and endpoint is not None:
+            canary = self.broker.canary(plugin_id)
+            if canary is None or canary.route.endpoint != endpoint:
+                with session_scope(self.engine) as session:
+                    plugin = crud.get_plugin(session, plugin_id=plugin_id)
+                    assert plugin is not None  # adopted: it is ACTIVE
+                    manifest = manifest_of(session, plugin, row.version)
+                self.containers.serve_canary(
+                    plugin_id,
+                    endpoint,
+                    manifest,
+                    resources_for(manifest, self.settings, plugin.resources),
+                    weight=row.canary_weight or 0,
+                    call_token=row.call_token,
+                )
+            keep.add(endpoint)
+            if self.containers.host is not None:
+                self.containers.host.reattach(plugin_id, endpoint)
+            return
+        if not adopted:
+            why = "its plugin is not serving"
+        elif status is None:
+            why = "container vanished"
+        else:
+            why = None  # stopped: the runtime says why
+        self.lifecycle.canary_lost(plugin_id, row.id, why)
+        running.pop(row.id, None)  # removed with the canary
 
 
 def _changed(report: dict[str, list[str]]) -> bool:

@@ -76,6 +76,9 @@ class Container(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     # Set while the container is frozen by the idle pause; every replica resumes it before a call.
     paused_at: datetime | None = Field(default=None)
+    # NULL for the plugin's current container; for a canary's candidate container, the percent
+    # of the plugin's calls it takes (0-100). At most one per plugin.
+    canary_weight: int | None = Field(default=None)
 
 
 # -- host API (plugin -> orchestrator) -------------------------------------------------------

@@ -1,13 +1,16 @@
-"""Plugins and what hangs off them: versions, state transitions, grants, containers and scan
-reports. Only ``services/lifecycle.py`` changes a plugin's state."""
+"""Plugins and what hangs off them: versions, state transitions, grants, containers (the
+current one and a canary's candidate) and scan reports. Only ``services/lifecycle.py`` changes
+a plugin's state."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from enum import StrEnum
 
 from sqlmodel import Session, col, delete, func, select
 
+from orchestrator.store.history import PluginHistory
 from orchestrator.store.models import (
     Container,
     Grant,
@@ -23,7 +26,10 @@ from orchestrator.store.models import (
 )
 
 __all__ = [
+    "CanaryAction",
+    "add_canary_history",
     "add_transition",
+    "canary_container",
     "count_transitions_since",
     "current_container",
     "delete_container",
@@ -40,6 +46,7 @@ __all__ = [
     "list_versions",
     "paused_plugins",
     "plugin_exists",
+    "set_canary_weight",
     "set_container_paused",
     "set_grants",
 ]
@@ -141,12 +148,34 @@ def list_grants(session: Session, *, plugin_id: str) -> list[str]:
 
 
 def current_container(session: Session, *, plugin_id: str) -> Container | None:
+    """The container serving the plugin (the newest, a canary's candidate aside)."""
     stmt = (
         select(Container)
-        .where(Container.plugin_id == plugin_id)
+        .where(Container.plugin_id == plugin_id, col(Container.canary_weight).is_(None))
         .order_by(col(Container.created_at).desc())
     )
     return session.exec(stmt).first()
+
+
+def canary_container(session: Session, *, plugin_id: str) -> Container | None:
+    """The candidate container of the plugin's canary, if it has one."""
+    stmt = (
+        select(Container)
+        .where(Container.plugin_id == plugin_id, col(Container.canary_weight).is_not(None))
+        .order_by(col(Container.created_at).desc())
+    )
+    return session.exec(stmt).first()
+
+
+def set_canary_weight(session: Session, *, container_id: str, weight: int | None) -> bool:
+    """Mark a container as a canary's candidate taking ``weight`` percent of the calls, or
+    (None) as the plugin's current container; False if it has no row."""
+    row = session.get(Container, container_id)
+    if row is None:
+        return False
+    row.canary_weight = weight
+    session.add(row)
+    return True
 
 
 def list_containers(session: Session, *, plugin_id: str | None = None) -> Sequence[Container]:
@@ -201,3 +230,39 @@ def delete_plugin(session: Session, *, plugin_id: str) -> None:
 
 def get_scan_report(session: Session, *, plugin_id: str, version: str) -> ScanReport | None:
     return session.get(ScanReport, (plugin_id, version))
+
+
+class CanaryAction(StrEnum):
+    """History entries of a canary besides its promotion (recorded as ``upgraded``, so that a
+    rollback returns to the version the candidate replaced)."""
+
+    STARTED = "canary_started"
+    WEIGHT = "canary_weight"  # the operator changed the share it takes
+    ABORTED = "canary_aborted"
+    # The candidate did not start, stopped on its own, or failed its health checks.
+    FAILED = "canary_failed"
+
+
+def add_canary_history(
+    session: Session,
+    *,
+    plugin_id: str,
+    action: CanaryAction,
+    version: str,
+    from_version: str | None,
+    actor: str,
+    reason: str | None = None,
+) -> PluginHistory:
+    """One history entry about a canary: ``version`` is the candidate's, ``from_version`` the
+    current version it runs beside."""
+    row = PluginHistory(
+        plugin_id=plugin_id,
+        action=action.value,
+        version=version,
+        from_version=from_version,
+        actor=actor,
+        reason=reason,
+        at=utcnow(),
+    )
+    session.add(row)
+    return row

@@ -2,6 +2,12 @@
 namespaces; anyone with a token searches, reads plugin pages, version lists and statistics.
 Every route counts against the caller's catalog rate limit (429 with ``Retry-After``).
 
+Orchestrators that read this catalog from elsewhere (their ``SUMMIT_CATALOG_URL``) report
+their installs and uninstalls here (``.../versions/{version}/installs``, role viewer). An
+orchestrator that reads a remote catalog serves none itself: its catalog routes answer 409
+``catalog_is_remote`` with that catalog's URL, where the catalog is read (with a token of
+that orchestrator), rather than show an empty or stale copy.
+
 Thin: the rules are ``catalog/service.py``'s."""
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from orchestrator.catalog.reports import InstallReportRequest, InstallReportService
 from orchestrator.catalog.search import CatalogQuery
 from orchestrator.catalog.service import CatalogService, PublisherRequest, PublishRequest
-from orchestrator.domain.errors import SummitError
+from orchestrator.domain.errors import Conflict, SummitError
 
 from ..deps import CallerDep, PrincipalDep
 
-__all__ = ["router"]
+__all__ = ["catalog_is_local", "rate_limited", "router"]
 
 
 class CatalogRateLimited(SummitError):
@@ -55,14 +62,36 @@ async def rate_limited(request: Request) -> None:
         raise CatalogRateLimited(wait)
 
 
+async def catalog_is_local(request: Request, _: PrincipalDep) -> None:
+    """409 ``catalog_is_remote`` on an orchestrator that reads its catalog from elsewhere (for
+    an authorized caller only: the URL is not shown to just anyone)."""
+    url = getattr(request.app.state.settings, "catalog_url", None)
+    if url:
+        raise Conflict(
+            f"this orchestrator reads the catalog at {url}; use that catalog there",
+            code="catalog_is_remote",
+            details={"catalog_url": url},
+        )
+
+
 def get_catalog(request: Request) -> CatalogService:
     catalog: CatalogService = request.app.state.catalog
     return catalog
 
 
-CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
+def get_install_reports(request: Request) -> InstallReportService:
+    reports: InstallReportService = request.app.state.install_reports
+    return reports
 
-router = APIRouter(prefix="/v1/catalog", tags=["catalog"], dependencies=[Depends(rate_limited)])
+
+CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
+InstallReportsDep = Annotated[InstallReportService, Depends(get_install_reports)]
+
+router = APIRouter(
+    prefix="/v1/catalog",
+    tags=["catalog"],
+    dependencies=[Depends(rate_limited), Depends(catalog_is_local)],
+)
 
 
 # -- discovery -----------------------------------------------------------------------------------
@@ -189,6 +218,27 @@ async def deprecate_plugin(
             plugin_id, reason=req.reason, successor=req.successor, caller=caller
         )
     )
+
+
+# -- install reports (orchestrators that read this catalog from elsewhere) ------------------------
+
+
+@router.post("/plugins/{plugin_id}/versions/{version}/installs")
+async def report_install(
+    plugin_id: str,
+    version: str,
+    req: InstallReportRequest,
+    reports: InstallReportsDep,
+    caller: CallerDep,
+    response: Response,
+) -> dict[str, Any]:
+    """An orchestrator installed (or uninstalled) this version from this catalog: counted in
+    today's statistics, once per orchestrator, event and day (201; 200 ``recorded: false``
+    when it was counted already). Role viewer: the token an orchestrator reads the catalog
+    with; a token reports for at most a bounded number of orchestrators a version and day."""
+    result = await run_in_threadpool(reports.record, plugin_id, version, req, caller)
+    response.status_code = 201 if result["recorded"] else 200
+    return result
 
 
 # -- publishers (admin) --------------------------------------------------------------------------

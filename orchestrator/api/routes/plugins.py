@@ -1,5 +1,5 @@
-"""``/v1/plugins``: install, inspect, enable, disable, reload, upgrade, roll back, configure,
-uninstall, and the installation history."""
+"""``/v1/plugins``: install, inspect, enable, disable, reload, upgrade, roll back, canary,
+configure, uninstall, and the installation history."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.api.errors import error_body
-from orchestrator.catalog.installer import CatalogInstall
+from orchestrator.catalog.installer import CatalogInstall, CollectionInstall
 from orchestrator.config import Settings
 from orchestrator.domain import jsonlimits
 from orchestrator.domain.errors import BadRequest, InvalidInput, SummitError, TooLarge
@@ -24,7 +24,7 @@ from orchestrator.jobs.install import INSTALL, save_upload
 from orchestrator.jobs.queue import JobQueue
 from orchestrator.monitor.quotas import QuotaPolicy
 from orchestrator.services.install import InstallRequest, InstallService
-from orchestrator.services.lifecycle import HistoryPage
+from orchestrator.services.lifecycle import CanaryView, HistoryPage
 from orchestrator.services.plugins import PluginView, TransitionView
 
 from ..deps import (
@@ -69,6 +69,13 @@ class UpgradeBody(BaseModel):
     )
 
 
+class CanaryBody(BaseModel):
+    version: str = Field(
+        min_length=1, max_length=64, description="An installed version of the plugin"
+    )
+    weight: int = Field(ge=0, le=100, description="Percent of the plugin's calls it takes")
+
+
 class LimitsBody(BaseModel):
     """Per-plugin broker limits; null restores the orchestrator's default."""
 
@@ -111,13 +118,16 @@ def _json_field(
     return value
 
 
-def _names_catalog(raw: bytes) -> bool:
-    """Whether a JSON install body asks for a catalog install (``{"catalog": ...}``)."""
+def _names_catalog(raw: bytes, key: str = "catalog") -> bool:
+    """Whether a JSON install body asks for a catalog install (``{"catalog": ...}``; with
+    ``key="collection"``, a collection's)."""
     try:
-        body = json.loads(raw)
-    except ValueError:
-        return False  # the ordinary path reports the bad JSON
-    return isinstance(body, dict) and "catalog" in body
+        body = jsonlimits.loads(
+            raw or b"{}", what="the request body", max_depth=jsonlimits.MAX_DEPTH + 1
+        )
+    except SummitError:
+        return False  # the ordinary path reports it (bad JSON, too deep)
+    return isinstance(body, dict) and key in body
 
 
 async def _read_body(request: Request, cap: int, *, code: str, hint: str = "") -> bytes:
@@ -222,7 +232,10 @@ async def install_plugin(
 ) -> PluginView | Response:
     """Install from an image reference (JSON), a source bundle (multipart ``bundle``), or the
     catalog (JSON ``{"catalog": {"id", "version"}, "approved_permissions"}``: the plugin and the
-    dependencies it needs, all or nothing; 201 ``{plan, installed}``).
+    dependencies it needs, all or nothing; 201 ``{plan, installed}``). A collection from the
+    catalog (``{"collection": {"id", "version"}, "approved_permissions", "config": {"<id>":
+    {...}}}``) installs every member not installed yet, with their dependencies, all or
+    nothing: 201 ``{collection, plan, installed}`` (200 when every member was there already).
 
     With ``Accept: application/x-ndjson`` the build's progress is streamed as JSON lines.
     With ``?async=true`` the install is queued as a job: 202 ``{job_id, status, links}`` at
@@ -268,6 +281,12 @@ async def install_plugin(
                 catalog_installer.install, wanted, principal=principal, actor=actor
             )
             return JSONResponse(result, status_code=201)
+        if _names_catalog(raw, "collection"):
+            members: CollectionInstall = _decode_body(raw, CollectionInstall)
+            result = await run_in_threadpool(
+                catalog_installer.install_collection, members, principal=principal, actor=actor
+            )
+            return JSONResponse(result, status_code=201 if result["installed"] else 200)
         req = _decode_body(raw, InstallRequest).model_copy(update=server_set)
         if req.image is None:
             raise _invalid([{"path": "image", "message": "Field required"}])
@@ -444,6 +463,47 @@ def rollback_plugin(
     """Back to the version the current one replaced, the same way as an upgrade (409
     ``no_previous_version`` when there is none)."""
     lifecycle.rollback(plugin_id, actor=actor)
+    return queries.get(plugin_id)
+
+
+@router.post("/{plugin_id}/canary", response_model=CanaryView)
+def start_canary(
+    plugin_id: str, body: CanaryBody, lifecycle: LifecycleDep, actor: ActorDep
+) -> CanaryView:
+    """Run the installed ``version`` beside the ACTIVE plugin's current version and send it
+    ``weight`` percent of the calls (each call is drawn; a fan-out draws for each of its
+    calls); again with the same version, change the weight without restarting it. 404
+    ``version_not_installed`` lists the installed versions; 409 ``canary_running`` when
+    another version is the candidate, ``canary_failed`` with the start error when it does not
+    start (nothing is left behind). Events go to the current version only. Reload, upgrade,
+    rollback and disable end a running canary first."""
+    return lifecycle.start_canary(plugin_id, version=body.version, weight=body.weight, actor=actor)
+
+
+@router.get("/{plugin_id}/canary", response_model=CanaryView)
+def get_canary(plugin_id: str, lifecycle: LifecycleDep, _: PrincipalDep) -> CanaryView:
+    """The canary's weight and each version's calls, errors, p50 and p99 (milliseconds)
+    through this replica since it started here; 404 ``no_canary`` without one."""
+    return lifecycle.canary(plugin_id)
+
+
+@router.post("/{plugin_id}/canary/promote", response_model=PluginView)
+def promote_canary(
+    plugin_id: str, lifecycle: LifecycleDep, queries: QueriesDep, actor: ActorDep
+) -> PluginView:
+    """Make the candidate the current version (history ``upgraded``); the old container is
+    retired once its calls in flight have finished, so no call fails. 409 ``no_canary``."""
+    lifecycle.promote_canary(plugin_id, actor=actor)
+    return queries.get(plugin_id)
+
+
+@router.post("/{plugin_id}/canary/abort", response_model=PluginView)
+def abort_canary(
+    plugin_id: str, lifecycle: LifecycleDep, queries: QueriesDep, actor: ActorDep
+) -> PluginView:
+    """Send every call to the current version again and retire the candidate once its calls
+    in flight have finished (history ``canary_aborted``). 409 ``no_canary``."""
+    lifecycle.abort_canary(plugin_id, actor=actor)
     return queries.get(plugin_id)
 
 
