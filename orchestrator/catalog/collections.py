@@ -16,13 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from orchestrator.catalog.service import LOCAL_PUBLISHER
-from orchestrator.domain.errors import Forbidden, NotFound
-from orchestrator.security.access import Caller, Role
-from orchestrator.store import catalog as catalog_store
+from orchestrator.catalog.service import publisher_for
+from orchestrator.domain.errors import NotFound
+from orchestrator.security.access import Caller
 from orchestrator.store import collections as store
 from orchestrator.store.collections import CatalogCollection, CatalogCollectionVersion
-from orchestrator.store.db import Engine, Session, session_scope
+from orchestrator.store.db import Engine, session_scope
 
 __all__ = ["CollectionPublishRequest", "CollectionService"]
 
@@ -48,7 +47,12 @@ class CollectionService:
         same content was published already)."""
         with session_scope(self.engine) as session:
             existing = store.get_collection(session, collection_id=collection_id)
-            publisher = self._publisher_of(session, caller, collection_id, existing)
+            publisher = publisher_for(
+                session,
+                caller,
+                collection_id,
+                existing=existing.publisher if existing is not None else None,
+            )
             published = store.publish_collection_version(
                 session,
                 collection_id=collection_id,
@@ -81,48 +85,6 @@ class CollectionService:
                 )
             versions = store.list_collection_versions(session, collection_id=collection_id)
             return {**_collection_json(row), "versions": [_version_json(v) for v in versions]}
-
-    @staticmethod
-    def _publisher_of(
-        session: Session, caller: Caller, collection_id: str, existing: CatalogCollection | None
-    ) -> str:
-        if caller.role >= Role.ADMIN:
-            if existing is not None:
-                return existing.publisher
-            owner = catalog_store.namespace_owner(session, plugin_id=collection_id)
-            if owner is not None:
-                return owner
-            if catalog_store.get_publisher(session, publisher_id=LOCAL_PUBLISHER) is None:
-                catalog_store.add_publisher(
-                    session, publisher_id=LOCAL_PUBLISHER, name="This orchestrator's operators"
-                )
-            return LOCAL_PUBLISHER
-        mine = (
-            catalog_store.publisher_for_token(session, token_id=caller.token_id)
-            if caller.token_id is not None
-            else None
-        )
-        if mine is None:
-            raise Forbidden(
-                "this token belongs to no publisher; an admin links it "
-                "(POST /v1/catalog/publishers with its token_id)",
-                code="not_a_publisher",
-            )
-        if existing is not None:
-            if existing.publisher != mine.id:
-                raise Forbidden(
-                    f"collection {collection_id} is published by another publisher",
-                    code="not_publisher",
-                )
-            return mine.id
-        namespaces = catalog_store.list_namespaces(session, publisher_id=mine.id)
-        if not any(collection_id.startswith(prefix) for prefix in namespaces):
-            raise Forbidden(
-                f"{collection_id} is outside the namespaces of publisher {mine.id}",
-                code="namespace_forbidden",
-                details={"collection": collection_id, "namespaces": namespaces},
-            )
-        return mine.id
 
 
 def _collection_json(row: CatalogCollection) -> dict[str, Any]:

@@ -160,41 +160,6 @@ class CatalogService:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def _publisher_of(self, session: Any, caller: Caller, plugin_id: str) -> str:
-        """Who publishes ``plugin_id`` for ``caller``: its publisher, inside one of its
-        namespaces; an admin publishes anywhere, as the namespace's owner or as ``local``."""
-        if caller.role >= Role.ADMIN:
-            owner = store.namespace_owner(session, plugin_id=plugin_id)
-            plugin = store.get_plugin(session, plugin_id=plugin_id)
-            if plugin is not None:
-                return plugin.publisher
-            if owner is not None:
-                return owner
-            if store.get_publisher(session, publisher_id=LOCAL_PUBLISHER) is None:
-                store.add_publisher(
-                    session, publisher_id=LOCAL_PUBLISHER, name="This orchestrator's operators"
-                )
-            return LOCAL_PUBLISHER
-        publisher = (
-            store.publisher_for_token(session, token_id=caller.token_id)
-            if caller.token_id is not None
-            else None
-        )
-        if publisher is None:
-            raise Forbidden(
-                "this token belongs to no publisher; an admin links it "
-                "(POST /v1/catalog/publishers with its token_id)",
-                code="not_a_publisher",
-            )
-        namespaces = store.list_namespaces(session, publisher_id=publisher.id)
-        if not any(plugin_id.startswith(prefix) for prefix in namespaces):
-            raise Forbidden(
-                f"{plugin_id} is outside the namespaces of publisher {publisher.id}",
-                code="namespace_forbidden",
-                details={"plugin": plugin_id, "namespaces": namespaces},
-            )
-        return publisher.id
-
     def publish(self, plugin_id: str, req: PublishRequest, caller: Caller) -> dict[str, Any]:
         """Publish the version the image carries; 201 with its entry (200 when the same
         digest was already published: a retried upload)."""
@@ -205,7 +170,10 @@ class CatalogService:
                 details={"image": req.image},
             )
         with session_scope(self.engine) as session:
-            publisher = self._publisher_of(session, caller, plugin_id)
+            plugin = store.get_plugin(session, plugin_id=plugin_id)
+            publisher = publisher_for(
+                session, caller, plugin_id, existing=plugin.publisher if plugin else None
+            )
         info = self.images.pull_image(req.image)
         raw = info.labels.get(LABEL_MANIFEST)
         if not raw:
@@ -431,3 +399,46 @@ class CatalogService:
             "yanked_reason": row.yanked_reason,
             "yanked_at": row.yanked_at,
         }
+
+
+def publisher_for(session: Any, caller: Caller, entry_id: str, *, existing: str | None) -> str:
+    """Who publishes the catalog entry ``entry_id`` (a plugin or a collection) for
+    ``caller``; ``existing`` is the entry's publisher if it is published already.
+
+    An admin publishes anywhere: as the entry's publisher, else the owner of the namespace
+    it falls in, else ``local``. Anyone else publishes as the publisher its token is linked
+    to, only its own entries, and new ones only inside its namespaces."""
+    if caller.role >= Role.ADMIN:
+        if existing is not None:
+            return existing
+        owner = store.namespace_owner(session, plugin_id=entry_id)
+        if owner is not None:
+            return owner
+        if store.get_publisher(session, publisher_id=LOCAL_PUBLISHER) is None:
+            store.add_publisher(
+                session, publisher_id=LOCAL_PUBLISHER, name="This orchestrator's operators"
+            )
+        return LOCAL_PUBLISHER
+    mine = (
+        store.publisher_for_token(session, token_id=caller.token_id)
+        if caller.token_id is not None
+        else None
+    )
+    if mine is None:
+        raise Forbidden(
+            "this token belongs to no publisher; an admin links it "
+            "(POST /v1/catalog/publishers with its token_id)",
+            code="not_a_publisher",
+        )
+    if existing is not None:
+        if existing != mine.id:
+            raise Forbidden(f"{entry_id} is published by another publisher", code="not_publisher")
+        return mine.id
+    namespaces = store.list_namespaces(session, publisher_id=mine.id)
+    if not any(entry_id.startswith(prefix) for prefix in namespaces):
+        raise Forbidden(
+            f"{entry_id} is outside the namespaces of publisher {mine.id}",
+            code="namespace_forbidden",
+            details={"entry": entry_id, "namespaces": namespaces},
+        )
+    return mine.id
