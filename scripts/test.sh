@@ -20,6 +20,6 @@ bash plugin-base-images/build.sh
 if [ "$#" -gt 0 ]; then
     exec .venv/bin/pytest "$@"
 fi
-base="/tmp/summit-tests-$$"
+base="/tmp/st-$$"  # short: an orchestrator's sockets live under it
 trap 'rm -rf "$base"' EXIT
 .venv/bin/pytest -n 2 --dist loadfile --basetemp="$base"
