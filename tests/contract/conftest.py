@@ -444,7 +444,7 @@ def probe_image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> It
     from tests.fixtures.plugins import make_plugin
 
     work = tmp_path_factory.mktemp("probe")
-    source = make_plugin(work / "probe", version=f"1.0.0-contract.{secrets.token_hex(3)}")
+    source = make_plugin(work / "probe", version=f"1.0.0-contract.x{secrets.token_hex(3)}")
     store = DockerRuntime(owner="contract-build", sockets_dir=work / "run")
     manifest = load_manifest_text((source / "plugin.yaml").read_text())
     built = ImageBuilder(store, base_image=base_image, workdir=work / "build").build(
