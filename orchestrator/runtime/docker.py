@@ -426,7 +426,7 @@ class DockerRuntime:
         """Pull ``ref`` from its registry; a local name that is already present is used as is."""
         if not names_registry(ref):
             local = self.image(ref)
-            if local is not None:
+            if local is not None and _names_exactly(ref, local):
                 return local
         repo, tag = _split_ref(ref)
         try:
@@ -550,6 +550,15 @@ def _endpoint_of(labels: Mapping[str, str]) -> Endpoint | None:
     except ValueError:
         log.warning("container label %s=%r is not an endpoint", LABEL_ENDPOINT, text)
         return None
+
+
+def _names_exactly(ref: str, image: ImageInfo) -> bool:
+    """Whether ``ref`` is one of the image's names or its whole id: Docker also resolves a
+    prefix of an id ("0" finds an image whose id starts with 0), which an install must never
+    take for a reference."""
+    if ref in (image.id, image.id.removeprefix("sha256:")):
+        return True
+    return ref in image.tags or f"{ref}:latest" in image.tags or ref in image.repo_digests
 
 
 def _split_ref(ref: str) -> tuple[str, str | None]:
