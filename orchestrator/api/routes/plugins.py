@@ -118,18 +118,6 @@ def _json_field(
     return value
 
 
-def _names_catalog(raw: bytes, key: str = "catalog") -> bool:
-    """Whether a JSON install body asks for a catalog install (``{"catalog": ...}``; with
-    ``key="collection"``, a collection's)."""
-    try:
-        body = jsonlimits.loads(
-            raw or b"{}", what="the request body", max_depth=jsonlimits.MAX_DEPTH + 1
-        )
-    except SummitError:
-        return False  # the ordinary path reports it (bad JSON, too deep)
-    return isinstance(body, dict) and key in body
-
-
 async def _read_body(request: Request, cap: int, *, code: str, hint: str = "") -> bytes:
     """The request body, read no further than ``cap`` bytes (413 ``code`` beyond it)."""
 
@@ -151,13 +139,17 @@ async def _read_body(request: Request, cap: int, *, code: str, hint: str = "") -
     return bytes(raw)
 
 
-def _decode_body(raw: bytes, model: type[BaseModel]) -> Any:
+def _json_body(raw: bytes) -> Any:
     """A JSON body through the API's one decoder (one level more than the limit: the body
-    itself), then validated as ``model``."""
-    data = jsonlimits.loads(
+    itself)."""
+    return jsonlimits.loads(
         raw or b"{}", what="the request body", max_depth=jsonlimits.MAX_DEPTH + 1
     )
-    return _validated(model, data)
+
+
+def _decode_body(raw: bytes, model: type[BaseModel]) -> Any:
+    """A JSON body decoded (``_json_body``), then validated as ``model``."""
+    return _validated(model, _json_body(raw))
 
 
 def _validated(model: type[BaseModel], data: Any) -> Any:
@@ -275,19 +267,22 @@ async def install_plugin(
             code="request_too_large",
             hint=f" (a config may have at most {settings.config_max_bytes})",
         )
-        if _names_catalog(raw):
-            wanted: CatalogInstall = _decode_body(raw, CatalogInstall)
+        # Decoded once; the keys say which install it is (catalog, collection, image).
+        data = _json_body(raw)
+        asks = data.keys() if isinstance(data, dict) else ()
+        if "catalog" in asks:
+            wanted: CatalogInstall = _validated(CatalogInstall, data)
             result = await run_in_threadpool(
                 catalog_installer.install, wanted, principal=principal, actor=actor
             )
             return JSONResponse(result, status_code=201)
-        if _names_catalog(raw, "collection"):
-            members: CollectionInstall = _decode_body(raw, CollectionInstall)
+        if "collection" in asks:
+            members: CollectionInstall = _validated(CollectionInstall, data)
             result = await run_in_threadpool(
                 catalog_installer.install_collection, members, principal=principal, actor=actor
             )
             return JSONResponse(result, status_code=201 if result["installed"] else 200)
-        req = _decode_body(raw, InstallRequest).model_copy(update=server_set)
+        req = _validated(InstallRequest, data).model_copy(update=server_set)
         if req.image is None:
             raise _invalid([{"path": "image", "message": "Field required"}])
     else:
