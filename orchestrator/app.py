@@ -52,7 +52,7 @@ from orchestrator.jobs.setup import make_queue, start_embedded_worker
 from orchestrator.monitor.cgroups import CgroupLocator, ContainerMeter
 from orchestrator.monitor.quotas import EventJournal, QuotaEnforcer, QuotaPolicy
 from orchestrator.monitor.resources import ResourceCollector
-from orchestrator.monitor.sampler import Sampler, call_counts_from
+from orchestrator.monitor.sampler import Sampler, call_stats_from
 from orchestrator.monitor.series import UsageSeries
 from orchestrator.monitor.service import UsageService
 from orchestrator.runtime.select import make_backend
@@ -291,7 +291,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             interval_s=settings.monitor_interval_s,
             should_run=lambda: leadership.leader,
             egress_bytes=lambda p: (u := egress.usage(p))["bytes_out"] + u["bytes_in"],
-            call_counts=call_counts_from(broker.metrics.calls),
+            call_stats=call_stats_from(broker.metrics),
         )
         quotas = QuotaEnforcer(
             default=QuotaPolicy().override(settings.quota_policy),

@@ -2,15 +2,17 @@
 
 One sample per plugin: its container's memory, CPU time, throttling, pids and block I/O
 (``cgroups.ContainerMeter``: the cgroup files, else the runtime's stats), the host API storage
-it uses (from the store), and the egress bytes and calls counted in this process (callables
-the app passes: the egress proxy's and the broker's counters).
+it uses (from the store), and what this process counted: the egress bytes, and the calls
+brokered to the plugin, how many of them failed and their time (callables the app passes: the
+egress proxy's counters, and :func:`call_stats_from` the broker's metrics).
 
 Counters become what was used since the previous sample, and each plugin's running totals
-(CPU time, network bytes, calls) carry on across container replacements and orchestrator
-restarts: a new container's counters start at zero (all of its reading is new use, if it was
-created after the plugin's last stored point), the process's own counters start at zero with
-the process, and the totals start from the newest stored point. CPU used while no
-orchestrator sampled an adopted container is not counted (it cannot be told from before).
+(CPU time, network bytes, calls, failed calls, calls' time) carry on across container
+replacements and orchestrator restarts: a new container's counters start at zero (all of its
+reading is new use, if it was created after the plugin's last stored point), the process's own
+counters start at zero with the process, and the totals start from the newest stored point.
+CPU used while no orchestrator sampled an adopted container is not counted (it cannot be told
+from before).
 
 It runs in a thread of its own (every read is blocking file or database I/O) and samples
 only while ``should_run()`` says so: with replicas, on the elected supervisor. After each
@@ -28,14 +30,24 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.monitor.cgroups import ContainerMeter, ContainerUsage
 from orchestrator.monitor.series import UsageSeries
 from orchestrator.store import usage as store
 from orchestrator.store.db import Engine, session_scope
 
-__all__ = ["SAMPLED_STATES", "Sampler", "UsageSample"]
+if TYPE_CHECKING:
+    from orchestrator.monitor.metrics import Metrics
+
+__all__ = [
+    "SAMPLED_STATES",
+    "CallStats",
+    "Sampler",
+    "UsageSample",
+    "call_counts_from",
+    "call_stats_from",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +84,10 @@ class UsageSample:
     storage_bytes: int | None = None
     calls: int | None = None
     calls_total: int | None = None
+    errors: int | None = None
+    errors_total: int | None = None
+    call_usec: int | None = None
+    call_usec_total: int | None = None
     source: str = "none"
 
     def point(self) -> dict[str, Any]:
@@ -93,7 +109,21 @@ class UsageSample:
             "storage_bytes": self.storage_bytes,
             "calls": self.calls,
             "calls_total": self.calls_total,
+            "errors": self.errors,
+            "errors_total": self.errors_total,
+            "call_usec": self.call_usec,
+            "call_usec_total": self.call_usec_total,
         }
+
+
+@dataclass(frozen=True)
+class CallStats:
+    """The calls brokered to one plugin by this process since it started: how many, how many
+    did not end ``ok``, and their time added up in microseconds (None: not counted)."""
+
+    calls: int
+    errors: int | None = None
+    usec: int | None = None
 
 
 class _Counter:
@@ -131,11 +161,22 @@ class _PluginState:
     cpu: _Counter
     network: _Counter
     calls: _Counter
+    errors: _Counter
+    call_usec: _Counter
     periods: _Counter = field(default_factory=lambda: _Counter(0))
     throttled: _Counter = field(default_factory=lambda: _Counter(0))
     io_read: _Counter = field(default_factory=lambda: _Counter(0))
     io_write: _Counter = field(default_factory=lambda: _Counter(0))
     recent: deque[UsageSample] = field(default_factory=lambda: deque(maxlen=RECENT_SAMPLES))
+
+    def process_counters(self) -> dict[str, _Counter]:
+        """The counters read from this process's own counts (not the container's)."""
+        return {
+            "network": self.network,
+            "calls": self.calls,
+            "errors": self.errors,
+            "call_usec": self.call_usec,
+        }
 
 
 Listener = Callable[[list[UsageSample]], None]
@@ -143,8 +184,10 @@ Listener = Callable[[list[UsageSample]], None]
 
 class Sampler:
     """``egress_bytes(plugin_id)``: bytes the plugin moved through this process's egress
-    proxy since it started (None: unknown); ``call_counts()``: calls brokered to each plugin
-    by this process since it started."""
+    proxy since it started (None: unknown); ``call_stats()``: the calls brokered to each plugin
+    by this process since it started (a plugin left out had none). ``call_counts()``, the
+    number of calls alone, is still taken in its place (failed calls and calls' time are then
+    not available); without either, no call is counted."""
 
     def __init__(
         self,
@@ -155,27 +198,37 @@ class Sampler:
         interval_s: float = 10.0,
         should_run: Callable[[], bool] = lambda: True,
         egress_bytes: Callable[[str], int | None] = lambda _plugin: None,
-        call_counts: Callable[[], Mapping[str, int]] = dict,
+        call_stats: Callable[[], Mapping[str, CallStats]] | None = None,
+        call_counts: Callable[[], Mapping[str, int]] | None = None,
         listeners: Iterable[Listener] = (),
         maintain_every_s: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
+        if call_stats is not None and call_counts is not None:
+            raise ValueError("pass call_stats or call_counts, not both")
         self.engine = engine
         self.meter = meter
         self.series = series
         self.interval_s = interval_s
         self.should_run = should_run
         self.egress_bytes = egress_bytes
-        self.call_counts = call_counts
+        self.call_stats = call_stats
+        # What a plugin the counts leave out had: no call (no failure, no time, where those are
+        # counted); nothing known without counts.
+        self._no_calls: CallStats | None = CallStats(0, 0, 0) if call_stats is not None else None
+        if call_counts is not None:
+            counts = call_counts
+            self.call_stats = lambda: {p: CallStats(n) for p, n in counts().items()}
+            self._no_calls = CallStats(0)
         self.listeners = list(listeners)
         self.maintain_every_s = maintain_every_s
         self.clock = clock
         self._plugins: dict[str, _PluginState] = {}
         # This process's counters' last readings per plugin, kept while the plugin is not
         # sampled (disabled, or another replica samples), so they are never counted twice.
-        self._process_last: dict[str, tuple[int | None, int | None]] = {}
+        self._process_last: dict[str, dict[str, int | None]] = {}
         self._running = False
         self._latest: dict[str, UsageSample] = {}
         self._last_maintain = 0.0
@@ -240,7 +293,7 @@ class Sampler:
         self.meter.locator.forget({t.container_id for t in targets})
         readings = self._read_all([t.container_id for t in targets])
         restored = self._restore([t.plugin_id for t in targets if t.plugin_id not in self._plugins])
-        calls = dict(self.call_counts())
+        calls = dict(self.call_stats()) if self.call_stats is not None else {}
         samples = []
         for target in targets:
             state = self._plugins.get(target.plugin_id)
@@ -259,7 +312,7 @@ class Sampler:
                     fresh_container=fresh_container,
                     storage_bytes=storage.get(target.plugin_id, 0),
                     egress=self._egress(target.plugin_id),
-                    calls=calls.get(target.plugin_id),
+                    calls=calls.get(target.plugin_id, self._no_calls),
                 )
             )
         # Plugins no longer running: their totals stay in the database, not in memory.
@@ -303,12 +356,13 @@ class Sampler:
                 cpu=_Counter(int(point.get("cpu_total_usec") or 0)),
                 network=_Counter(int(point.get("network_total_bytes") or 0)),
                 calls=_Counter(int(point.get("calls_total") or 0)),
+                errors=_Counter(int(point.get("errors_total") or 0)),
+                call_usec=_Counter(int(point.get("call_usec_total") or 0)),
             )
-            network_last, calls_last = self._process_last.get(plugin_id, (None, None))
-            if network_last is not None:
-                state.network.source, state.network.last = "process", network_last
-            if calls_last is not None:
-                state.calls.source, state.calls.last = "process", calls_last
+            last = self._process_last.get(plugin_id, {})
+            for name, counter in state.process_counters().items():
+                if last.get(name) is not None:
+                    counter.source, counter.last = "process", last[name]
             out[plugin_id] = state
         return out
 
@@ -329,14 +383,21 @@ class Sampler:
         fresh_container: bool,
         storage_bytes: int,
         egress: int | None,
-        calls: int | None,
+        calls: CallStats | None,
     ) -> UsageSample:
         cid = target.container_id
         cpu = state.cpu.advance(cid, usage.cpu_usec, fresh_source=fresh_container)
         # This process's counters started at zero with it: all of their first reading is new.
         network = state.network.advance("process", egress, fresh_source=True)
-        call_delta = state.calls.advance("process", calls, fresh_source=True)
-        self._process_last[target.plugin_id] = (state.network.last, state.calls.last)
+        call_count = calls.calls if calls is not None else None
+        call_errors = calls.errors if calls is not None else None
+        call_usec = calls.usec if calls is not None else None
+        call_delta = state.calls.advance("process", call_count, fresh_source=True)
+        error_delta = state.errors.advance("process", call_errors, fresh_source=True)
+        usec_delta = state.call_usec.advance("process", call_usec, fresh_source=True)
+        self._process_last[target.plugin_id] = {
+            name: counter.last for name, counter in state.process_counters().items()
+        }
         sample = UsageSample(
             plugin_id=target.plugin_id,
             at=at,
@@ -362,7 +423,11 @@ class Sampler:
             network_total_bytes=state.network.total if egress is not None else None,
             storage_bytes=storage_bytes,
             calls=call_delta,
-            calls_total=state.calls.total if calls is not None else None,
+            calls_total=state.calls.total if call_count is not None else None,
+            errors=error_delta,
+            errors_total=state.errors.total if call_errors is not None else None,
+            call_usec=usec_delta,
+            call_usec_total=state.call_usec.total if call_usec is not None else None,
             source=usage.source,
         )
         state.recent.append(sample)
@@ -390,7 +455,8 @@ def _epoch(value: datetime) -> float:
 
 def call_counts_from(metric: Any) -> Callable[[], dict[str, int]]:
     """``call_counts`` for a Prometheus counter labelled by ``plugin`` (the broker's
-    ``Metrics.calls``): every outcome and extension point of a plugin added up."""
+    ``Metrics.calls``): every outcome and extension point of a plugin added up. (Superseded by
+    :func:`call_stats_from`, which also counts failed calls and calls' time.)"""
 
     def read() -> dict[str, int]:
         out: dict[str, int] = {}
@@ -401,5 +467,44 @@ def call_counts_from(metric: Any) -> Callable[[], dict[str, int]]:
                     if plugin is not None:
                         out[plugin] = out.get(plugin, 0) + int(s.value)
         return out
+
+    return read
+
+
+def call_stats_from(metrics: Metrics) -> Callable[[], dict[str, CallStats]]:
+    """``call_stats`` from the broker's metrics, every extension point of a plugin added up:
+    calls and failed calls (any outcome but ``ok``) from the counter ``Metrics.calls``
+    (labelled plugin, point, outcome), calls' time from the histogram ``Metrics.latency``
+    (labelled plugin, point; seconds)."""
+
+    def read() -> dict[str, CallStats]:
+        calls: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        seconds: dict[str, float] = {}
+        for family in metrics.calls.collect():
+            # A counter's samples: ``<name>_total`` (the count) and ``<name>_created``.
+            total = family.name + "_total"
+            for s in family.samples:
+                plugin = s.labels.get("plugin")
+                if s.name != total or plugin is None:
+                    continue
+                calls[plugin] = calls.get(plugin, 0) + int(s.value)
+                if s.labels.get("outcome") != "ok":
+                    errors[plugin] = errors.get(plugin, 0) + int(s.value)
+        for family in metrics.latency.collect():
+            # A histogram's: ``<name>_bucket``, ``_count``, ``_sum`` (seconds), ``_created``.
+            summed = family.name + "_sum"
+            for s in family.samples:
+                plugin = s.labels.get("plugin")
+                if s.name == summed and plugin is not None:
+                    seconds[plugin] = seconds.get(plugin, 0.0) + s.value
+        return {
+            plugin: CallStats(
+                calls=calls.get(plugin, 0),
+                errors=errors.get(plugin, 0),
+                usec=round(seconds.get(plugin, 0.0) * 1_000_000),
+            )
+            for plugin in calls.keys() | seconds.keys()
+        }
 
     return read

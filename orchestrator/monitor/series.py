@@ -13,14 +13,15 @@ hour       1 h         30 days
 
 How a bucket combines its points depends on the field: memory is the mean weighted by
 samples (and ``memory_max_bytes`` the highest), pids the highest, counters used within a
-bucket (CPU time, periods, I/O, network, calls) add up, and running totals, limits and
-storage take the last value. Rolling up is driven by a watermark read from the database (the
-newest bucket of the coarser tier), so it survives restarts and a change of supervisor, and
-a rerun over the same range writes the same rows again.
+bucket (CPU time, periods, I/O, network, calls, failed calls, calls' time) add up, and running
+totals, limits and storage take the last value. Rolling up is driven by a watermark read from
+the database (the newest bucket of the coarser tier), so it survives restarts and a change of
+supervisor, and a rerun over the same range writes the same rows again.
 
 A query (:meth:`UsageSeries.series`) reads the tier whose step fits the asked step and whose
 retention still covers the asked start, then the finer tiers for the recent part that has not
-been rolled up yet, and re-buckets the whole to the asked step. Raw units throughout: bytes,
+been rolled up yet, and re-buckets the whole to the asked step; :meth:`UsageSeries.fleet`
+does the same for every plugin at once (one query per tier). Raw units throughout: bytes,
 microseconds, counts; the API converts.
 """
 
@@ -41,6 +42,7 @@ __all__ = [
     "FIELDS",
     "LAST_FIELDS",
     "MAX_FIELDS",
+    "MAX_FLEET_POINTS",
     "MAX_POINTS",
     "TIERS",
     "Tier",
@@ -65,6 +67,8 @@ TIERS: tuple[Tier, ...] = (FINE, MINUTE, HOUR)
 
 # The most points one query answers; a finer step over a longer range is refused.
 MAX_POINTS = 5000
+# The most points a query over every plugin answers, all plugins together (about 10 MB of JSON).
+MAX_FLEET_POINTS = 20_000
 
 MEAN_FIELDS = ("memory_bytes",)
 MAX_FIELDS = ("memory_max_bytes", "pids")
@@ -76,6 +80,8 @@ COUNTER_FIELDS = (
     "io_write_bytes",
     "network_bytes",
     "calls",
+    "errors",
+    "call_usec",
 )
 LAST_FIELDS = (
     "memory_limit_bytes",
@@ -83,6 +89,8 @@ LAST_FIELDS = (
     "network_total_bytes",
     "storage_bytes",
     "calls_total",
+    "errors_total",
+    "call_usec_total",
 )
 FIELDS = MEAN_FIELDS + MAX_FIELDS + COUNTER_FIELDS + LAST_FIELDS
 
@@ -215,6 +223,30 @@ class UsageSeries:
     ) -> tuple[int, list[Point]]:
         """The plugin's points in ``[since, until)`` at ``step_s`` or the nearest step the
         stored tiers allow; returns that step and the points, oldest first."""
+        return self._read(since=since, until=until, step_s=step_s, plugin_id=plugin_id)
+
+    def fleet(
+        self, *, since: float, until: float, step_s: int
+    ) -> tuple[int, dict[str, list[Point]]]:
+        """:meth:`series` of every plugin with points in the range, read together (one query
+        per tier); returns the step and each plugin's points, oldest first."""
+        step, points = self._read(since=since, until=until, step_s=step_s, plugin_id=None)
+        out: dict[str, list[Point]] = {}
+        for point in points:
+            out.setdefault(point["plugin_id"], []).append(point)
+        return step, out
+
+    def plugins_between(self, *, since: float, until: float) -> list[str]:
+        """Plugins with a point of any tier in ``[since, until)`` (what a fleet query over
+        that range answers at most, to bound it before reading)."""
+        with session_scope(self.engine) as session:
+            return store.plugins_between(
+                session, step_s=[t.step_s for t in TIERS], start=int(since), end=int(until)
+            )
+
+    def _read(
+        self, *, since: float, until: float, step_s: int, plugin_id: str | None
+    ) -> tuple[int, list[Point]]:
         now = self.clock()
         tier = choose_tier(since=since, step_s=step_s, now=now)
         step = max(step_s, tier.step_s)
@@ -222,14 +254,16 @@ class UsageSeries:
         points: list[Point] = []
         with session_scope(self.engine) as session:
             covered = start
-            # The chosen tier, then the finer ones for what is not rolled up into it yet.
+            # The chosen tier, then the finer ones for what is not rolled up into it yet. The
+            # rollup moves every plugin up to one watermark, so where a coarser tier ends is
+            # where the finer one takes over for all plugins alike.
             for t in reversed(TIERS[: TIERS.index(tier) + 1]):
                 part = store.points_between(
                     session, step_s=t.step_s, start=covered, end=end, plugin_id=plugin_id
                 )
                 if part:
                     points.extend(part)
-                    covered = max(covered, part[-1]["at"] + t.step_s)
+                    covered = max(covered, max(p["at"] for p in part) + t.step_s)
         return step, rebucket(points, step)
 
     def current(self, plugin_ids: Sequence[str] | None = None) -> dict[str, Point]:

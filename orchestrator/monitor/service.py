@@ -1,11 +1,14 @@
-"""The read side of the resource monitor, for the API: a plugin's usage over a time range, and
-every plugin's current usage.
+"""The read side of the resource monitor, for the API: a plugin's usage over a time range,
+every plugin's current usage, and every plugin's usage over a time range.
 
 Answers use the platform's ResourceUsage fields, in the REST API's snake_case:
 ``memory_used_mb`` and ``storage_used_mb`` in MiB (2**20 bytes, two decimals), ``cpu_time_ms``
 (the plugin's CPU time so far, across its containers), ``network_bytes_transferred`` (egress
-bytes so far), plus ``pids`` and ``calls`` (brokered so far). The series stores raw units
-(bytes, microseconds); the conversion happens here and only here.
+bytes so far), plus ``pids``, ``calls`` (brokered so far) and ``errors`` (of those, the ones
+whose outcome was not ``ok``). A point of a series adds what was used within its step, among
+it ``calls_in_step``, ``errors_in_step``, ``call_ms_in_step`` (the calls' time added up) and
+``call_ms_mean`` (per call). The series stores raw units (bytes, microseconds); the conversion
+happens here and only here.
 
 Times in a query: ISO 8601 (UTC when no offset is given), ``now``, or relative to now
 (``-90s``, ``-15m``, ``-1h``, ``-7d``). Steps: seconds (``60``) or ``10s``, ``5m``, ``1h``,
@@ -22,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.domain.errors import InvalidInput, NotFound, SummitError
-from orchestrator.monitor.series import MAX_POINTS, TIERS, UsageSeries
+from orchestrator.monitor.series import MAX_FLEET_POINTS, MAX_POINTS, UsageSeries
 from orchestrator.store import plugins as plugin_store
 from orchestrator.store import usage as store
 from orchestrator.store.db import Engine, session_scope
@@ -82,6 +85,10 @@ def _mib(n: int | None) -> float | None:
     return round(n / MIB, 2) if n is not None else None
 
 
+def _ms(usec: int | None) -> float | None:
+    return round(usec / 1000, 2) if usec is not None else None
+
+
 def resource_usage(point: Mapping[str, Any]) -> dict[str, Any]:
     """A stored point as the platform's ResourceUsage (converted units)."""
     cpu = point.get("cpu_total_usec")
@@ -92,6 +99,7 @@ def resource_usage(point: Mapping[str, Any]) -> dict[str, Any]:
         "storage_used_mb": _mib(point.get("storage_bytes")),
         "pids": point.get("pids"),
         "calls": point.get("calls_total"),
+        "errors": point.get("errors_total"),
     }
 
 
@@ -99,6 +107,8 @@ def _series_point(point: Mapping[str, Any]) -> dict[str, Any]:
     periods = point.get("cpu_periods")
     throttled = point.get("cpu_throttled_periods")
     cpu_used = point.get("cpu_usec")
+    calls = point.get("calls")
+    call_usec = point.get("call_usec")
     return {
         "at": _iso(point["at"]),
         **resource_usage(point),
@@ -111,7 +121,12 @@ def _series_point(point: Mapping[str, Any]) -> dict[str, Any]:
         "network_bytes": point.get("network_bytes"),
         "io_read_bytes": point.get("io_read_bytes"),
         "io_write_bytes": point.get("io_write_bytes"),
-        "calls_in_step": point.get("calls"),
+        "calls_in_step": calls,
+        "errors_in_step": point.get("errors"),
+        "call_ms_in_step": _ms(call_usec),
+        "call_ms_mean": (
+            round(call_usec / calls / 1000, 2) if calls and call_usec is not None else None
+        ),
         "samples": point.get("samples"),
     }
 
@@ -119,7 +134,8 @@ def _series_point(point: Mapping[str, Any]) -> dict[str, Any]:
 class UsageService:
     """``egress_usage(plugin_id)``: the egress proxy's counters of this replica (the old
     answer's ``network``); ``interval_s``: the sampling period (a sample older than three of
-    them is stale: no ``usage`` now)."""
+    them is stale: no ``usage`` now); ``max_fleet_points``: the most points a series of every
+    plugin answers, all plugins together."""
 
     def __init__(
         self,
@@ -129,6 +145,7 @@ class UsageService:
         egress_usage: Callable[[str], Mapping[str, int]] | None = None,
         live_usage: Callable[[str], Mapping[str, Any]] | None = None,
         interval_s: float = 10.0,
+        max_fleet_points: int = MAX_FLEET_POINTS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
@@ -138,6 +155,7 @@ class UsageService:
         # does not sample): the old answer's keys.
         self.live_usage = live_usage
         self.interval_s = interval_s
+        self.max_fleet_points = max_fleet_points
         self.clock = clock
 
     def _plugin(self, plugin_id: str) -> tuple[str, dict[str, Any]]:
@@ -177,16 +195,7 @@ class UsageService:
             )
             answer["network"] = dict(self.egress_usage(plugin_id)) if self.egress_usage else {}
             return answer
-        start = parse_time(since, field="since", now=now) if since else now - DEFAULT_RANGE_S
-        end = parse_time(until, field="until", now=now) if until else now
-        if start >= end:
-            raise _invalid("since", "must be before until")
-        asked = parse_step(step) if step else self._auto_step(end - start)
-        if (end - start) / asked > MAX_POINTS:
-            raise _invalid(
-                "step",
-                f"{asked}s over {end - start:.0f}s would be more than {MAX_POINTS} points",
-            )
+        start, end, asked = self._range(since, until, step, now=now)
         used_step, points = self.series.series(plugin_id, since=start, until=end, step_s=asked)
         answer["series"] = {
             "since": _iso(start),
@@ -204,10 +213,72 @@ class UsageService:
         except SummitError:  # gone meanwhile, or the runtime cannot tell
             return {}
 
+    def fleet_usage(
+        self, *, since: str | None = None, until: str | None = None, step: str | None = None
+    ) -> dict[str, Any]:
+        """Every plugin's series over a range (default: the last hour) at one step:
+        ``since``, ``until``, ``step_s`` and ``plugins``, each plugin's points as in
+        :meth:`plugin_usage`'s ``series``. A plugin without a point in the range is left out;
+        one uninstalled since is still in (its points stay until their retention ends).
+
+        Points of all plugins together stay within ``max_fleet_points``: without ``step`` the
+        step grows until they do; a ``step`` too fine for that is refused."""
+        now = self.clock()
+        start, end, asked = self._range(since, until, step, now=now)
+        plugins = max(1, len(self.series.plugins_between(since=start, until=end)))
+        if step is None:
+            per_plugin = max(1, min(TARGET_POINTS, self.max_fleet_points // plugins))
+            asked = max(asked, self._auto_step(end - start, points=per_plugin))
+        if (end - start) / asked * plugins > self.max_fleet_points:
+            raise _invalid(
+                "step",
+                f"{asked}s over {end - start:.0f}s for {plugins} plugins would be more than "
+                f"{self.max_fleet_points} points",
+            )
+        used_step, series = self.series.fleet(since=start, until=end, step_s=asked)
+        return {
+            "since": _iso(start),
+            "until": _iso(end),
+            "step_s": used_step,
+            "plugins": {
+                plugin_id: [_series_point(p) for p in points]
+                for plugin_id, points in sorted(series.items())
+            },
+        }
+
+    def all_usage(
+        self, *, since: str | None = None, until: str | None = None, step: str | None = None
+    ) -> dict[str, Any]:
+        """:meth:`current` and, with any of ``since``, ``until``, ``step``, also ``series``:
+        :meth:`fleet_usage` of that range."""
+        if since is None and until is None and step is None:
+            return self.current()
+        series = self.fleet_usage(since=since, until=until, step=step)
+        return {**self.current(), "series": series}
+
+    def _range(
+        self, since: str | None, until: str | None, step: str | None, *, now: float
+    ) -> tuple[float, float, int]:
+        """Start, end and step in seconds of a query (default: the last hour, at a step that
+        keeps it near :data:`TARGET_POINTS` points); refused past :data:`MAX_POINTS`."""
+        start = parse_time(since, field="since", now=now) if since else now - DEFAULT_RANGE_S
+        end = parse_time(until, field="until", now=now) if until else now
+        if start >= end:
+            raise _invalid("since", "must be before until")
+        asked = parse_step(step) if step else self._auto_step(end - start)
+        if (end - start) / asked > MAX_POINTS:
+            raise _invalid(
+                "step",
+                f"{asked}s over {end - start:.0f}s would be more than {MAX_POINTS} points",
+            )
+        return start, end, asked
+
     @staticmethod
-    def _auto_step(range_s: float) -> int:
-        wanted = math.ceil(range_s / TARGET_POINTS)
-        return next((s for s in NICE_STEPS if s >= wanted), TIERS[-1].step_s)
+    def _auto_step(range_s: float, *, points: int = TARGET_POINTS) -> int:
+        """The first of :data:`NICE_STEPS` giving at most ``points`` over ``range_s``; past
+        them, whole days."""
+        wanted = math.ceil(range_s / points)
+        return next((s for s in NICE_STEPS if s >= wanted), math.ceil(wanted / 86400) * 86400)
 
     def _old_usage(self, point: Mapping[str, Any]) -> dict[str, Any]:
         """The keys ``runtime.stats`` used to answer with (old clients read them)."""

@@ -325,3 +325,8 @@ class UsagePoint(SQLModel, table=True):
     storage_bytes: int | None = Field(default=None, sa_type=BigInteger)  # last
     calls: int | None = Field(default=None, sa_type=BigInteger)
     calls_total: int | None = Field(default=None, sa_type=BigInteger)
+    errors: int | None = Field(default=None, sa_type=BigInteger)  # calls whose outcome was not ok
+    errors_total: int | None = Field(default=None, sa_type=BigInteger)
+    call_usec: int | None = Field(default=None, sa_type=BigInteger)  # brokered calls' time
+    call_usec_total: int | None = Field(default=None, sa_type=BigInteger)
+

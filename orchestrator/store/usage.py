@@ -24,6 +24,7 @@ __all__ = [
     "latest_tier_time",
     "load_points",
     "plugin_states",
+    "plugins_between",
     "points_between",
     "prune_points",
     "sampling_targets",
@@ -69,6 +70,21 @@ def points_between(
         stmt = stmt.where(UsagePoint.plugin_id == plugin_id)
     stmt = stmt.order_by(col(UsagePoint.plugin_id), col(UsagePoint.at))
     return [_as_dict(r) for r in session.exec(stmt).all()]
+
+
+def plugins_between(session: Session, *, step_s: Sequence[int], start: int, end: int) -> list[str]:
+    """Plugins with a point of one of the tiers ``step_s`` with ``start <= at < end``."""
+    stmt = (
+        select(UsagePoint.plugin_id)
+        .where(
+            col(UsagePoint.step_s).in_(list(step_s)),
+            UsagePoint.at >= start,
+            UsagePoint.at < end,
+        )
+        .distinct()
+        .order_by(col(UsagePoint.plugin_id))
+    )
+    return list(session.exec(stmt).all())
 
 
 def latest_tier_time(session: Session, *, step_s: int, plugin_id: str | None = None) -> int | None:

@@ -13,6 +13,7 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 
 
 TIME_HELP = "ISO 8601 (UTC without an offset), 'now', or relative: '-90s', '-15m', '-1h', '-7d'"
+STEP_HELP = "Seconds, or '10s', '5m', '1h', '1d' (default: auto)"
 
 
 @router.get("/plugins/{plugin_id}/usage")
@@ -22,10 +23,7 @@ async def plugin_usage(
     _: PrincipalDep,
     since: Annotated[str | None, Query(max_length=64, description=TIME_HELP)] = None,
     until: Annotated[str | None, Query(max_length=64, description=TIME_HELP)] = None,
-    step: Annotated[
-        str | None,
-        Query(max_length=16, description="Seconds, or '10s', '5m', '1h', '1d' (default: auto)"),
-    ] = None,
+    step: Annotated[str | None, Query(max_length=16, description=STEP_HELP)] = None,
 ) -> dict[str, Any]:
     """The plugin's usage now (``usage``, ``network``, and ``current`` in ResourceUsage
     units: MiB, ms, bytes) and, when ``since``, ``until`` or ``step`` is given, its
@@ -36,6 +34,21 @@ async def plugin_usage(
 
 
 @router.get("/usage")
-async def all_usage(usage: UsageDep, _: PrincipalDep) -> dict[str, Any]:
-    """Every installed plugin's state and newest usage (ResourceUsage units)."""
-    return await run_in_threadpool(usage.current)
+async def all_usage(
+    usage: UsageDep,
+    _: PrincipalDep,
+    since: Annotated[str | None, Query(max_length=64, description=TIME_HELP)] = None,
+    until: Annotated[str | None, Query(max_length=64, description=TIME_HELP)] = None,
+    step: Annotated[str | None, Query(max_length=16, description=STEP_HELP)] = None,
+) -> dict[str, Any]:
+    """Every installed plugin's state and newest usage (``at``, ``interval_s``, ``plugins``;
+    ResourceUsage units). Without ``since``, ``until`` and ``step`` that is the whole answer,
+    as it always was.
+
+    With any of them (the range defaults to the last hour, the step to one that keeps the
+    answer small) it adds ``series``: ``{since, until, step_s, plugins: {plugin_id: [points]}}``,
+    every plugin with points in the range, each point as in ``/v1/plugins/{id}/usage``'s series
+    (among them ``calls_in_step``, ``errors_in_step``, ``call_ms_in_step``, ``call_ms_mean``).
+    A plugin uninstalled within the range is still there. A step that would give more than
+    5000 points per plugin, or too many for all plugins together, is refused (422)."""
+    return await run_in_threadpool(usage.all_usage, since=since, until=until, step=step)

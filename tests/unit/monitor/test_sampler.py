@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from sqlalchemy.engine import Engine
 
 from orchestrator.monitor.cgroups import CgroupLocator, ContainerUsage
-from orchestrator.monitor.sampler import Sampler, UsageSample, call_counts_from
+from orchestrator.monitor.metrics import Metrics
+from orchestrator.monitor.sampler import (
+    CallStats,
+    Sampler,
+    UsageSample,
+    call_counts_from,
+    call_stats_from,
+)
 from orchestrator.monitor.series import UsageSeries
 from orchestrator.store import storage
 from orchestrator.store.db import session_scope
@@ -155,10 +163,82 @@ def test_thread_samples_only_while_should_run(engine: Engine) -> None:
 
 
 def test_call_counts_from_the_brokers_counter() -> None:
-    from orchestrator.monitor.metrics import Metrics
-
     metrics = Metrics()
     metrics.observe_call("a", "analyzer", "ok", 0.01)
     metrics.observe_call("a", "export", "timeout", 0.01)
     metrics.observe_call("b", "analyzer", "ok", 0.01)
     assert call_counts_from(metrics.calls)() == {"a": 2, "b": 1}
+
+
+def calls_of(s: UsageSample) -> tuple[int | None, ...]:
+    return (s.calls, s.calls_total, s.errors, s.errors_total, s.call_usec, s.call_usec_total)
+
+
+def test_errors_and_call_time_from_the_brokers_metrics(engine: Engine) -> None:
+    clock = FakeClock(T0)
+    add_plugin(engine, "a", container_id=A1, created_at=T0 - 100)
+    add_plugin(engine, "b", container_id=B1, created_at=T0 - 100)
+    metrics = Metrics()
+    metrics.observe_call("a", "analyzer", "ok", 0.010)
+    metrics.observe_call("a", "analyzer", "timeout", 0.250)
+    metrics.observe_call("a", "export", "plugin_error", 0.005)
+    sampler = make(engine, clock, FakeMeter(), call_stats=call_stats_from(metrics))
+    samples = by_plugin(sampler.sample_once())
+    # Two of three calls did not end ok; 265 ms between them, over both extension points.
+    assert calls_of(samples["a"]) == (3, 3, 2, 2, 265_000, 265_000)
+    # No call to b yet: none counted, and its totals are known (zero), not missing.
+    assert calls_of(samples["b"]) == (0, 0, 0, 0, 0, 0)
+    clock.advance(10)
+    metrics.observe_call("a", "analyzer", "ok", 0.020)
+    metrics.observe_call("b", "analyzer", "rate_limited", 0.001)
+    samples = by_plugin(sampler.sample_once())
+    assert calls_of(samples["a"]) == (1, 4, 0, 2, 20_000, 285_000)
+    assert calls_of(samples["b"]) == (1, 1, 1, 1, 1_000, 1_000)
+    stored = sampler.series.current()["a"]
+    assert (stored["errors_total"], stored["call_usec_total"]) == (2, 285_000)
+
+
+def test_call_totals_continue_across_restarts_even_without_calls_between(engine: Engine) -> None:
+    clock = FakeClock(T0)
+    add_plugin(engine, "a", container_id=A1, created_at=T0 - 100)
+    first = Metrics()
+    first.observe_call("a", "analyzer", "ok", 0.010)
+    first.observe_call("a", "analyzer", "timeout", 0.500)
+    make(engine, clock, FakeMeter(), call_stats=call_stats_from(first)).sample_once()
+    # A new process: the broker's metrics start from zero and no call reaches the plugin
+    # before the first round; the totals come from the database and are written again.
+    clock.advance(10)
+    quiet = make(engine, clock, FakeMeter(), call_stats=call_stats_from(Metrics()))
+    [s] = quiet.sample_once()
+    assert calls_of(s) == (0, 2, 0, 1, 0, 510_000)
+    # And once more (another supervisor): still carried on, then counted on top.
+    clock.advance(10)
+    third = Metrics()
+    third.observe_call("a", "export", "plugin_error", 0.040)
+    [s] = make(engine, clock, FakeMeter(), call_stats=call_stats_from(third)).sample_once()
+    assert calls_of(s) == (1, 3, 1, 2, 40_000, 550_000)
+
+
+def test_call_counts_alone_still_count_calls(engine: Engine) -> None:
+    clock = FakeClock(T0)
+    add_plugin(engine, "a", container_id=A1, created_at=T0 - 100)
+    metrics = Metrics()
+    metrics.observe_call("a", "analyzer", "timeout", 0.5)
+    sampler = make(engine, clock, FakeMeter(), call_counts=call_counts_from(metrics.calls))
+    [s] = sampler.sample_once()
+    assert calls_of(s) == (1, 1, None, None, None, None)  # failures and time: not counted
+    [s] = make(engine, clock, FakeMeter()).sample_once()
+    assert calls_of(s) == (None,) * 6  # no counts at all: nothing known
+    with pytest.raises(ValueError, match="not both"):
+        make(engine, clock, FakeMeter(), call_counts=dict, call_stats=dict)
+
+
+def test_call_stats_read_the_counter_and_the_histograms_sum() -> None:
+    metrics = Metrics()
+    metrics.observe_call("a", "analyzer", "ok", 0.0015)
+    metrics.observe_call("a", "export", "timeout", 2.0)
+    metrics.observe_call("b", "analyzer", "ok", 0.25)
+    assert call_stats_from(metrics)() == {
+        "a": CallStats(calls=2, errors=1, usec=2_001_500),
+        "b": CallStats(calls=1, errors=0, usec=250_000),
+    }

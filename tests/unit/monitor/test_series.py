@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from orchestrator.monitor.series import (
@@ -183,3 +186,74 @@ def test_current_is_each_plugins_newest_point(engine: Engine) -> None:
     assert set(series.current(["b"])) == {"b"}
     series.forget("a")
     assert set(series.current()) == {"b"}
+
+
+def calls_sample(plugin: str, i: int) -> dict[str, Any]:
+    """The i-th 10 s sample of a plugin called twice a sample, failing every third sample,
+    each call taking 3 ms."""
+    return sample(
+        plugin,
+        calls=2,
+        calls_total=2 * (i + 1),
+        errors=1 if i % 3 == 0 else 0,
+        errors_total=i // 3 + 1,
+        call_usec=6_000,
+        call_usec_total=6_000 * (i + 1),
+    )
+
+
+def test_rollup_adds_errors_and_call_time_and_keeps_their_totals(engine: Engine) -> None:
+    clock = FakeClock(T0)
+    series = UsageSeries(engine, clock=clock)
+    for i in range(12):  # two minutes
+        series.record([calls_sample("p", i)], at=T0 + 10 * i)
+    clock.now = T0 + 120
+    assert series.rollup() == 2
+    minutes = tier_points(engine, MINUTE.step_s)
+    assert [(m["calls"], m["errors"], m["call_usec"]) for m in minutes] == [
+        (12, 2, 36_000),
+        (12, 2, 36_000),
+    ]
+    assert [(m["errors_total"], m["call_usec_total"]) for m in minutes] == [
+        (2, 36_000),
+        (4, 72_000),
+    ]
+    # Queried at a coarser step: the same rules once more.
+    _, [point] = series.series("p", since=T0, until=T0 + 120, step_s=300)
+    assert (point["errors"], point["call_usec"], point["errors_total"]) == (4, 72_000, 4)
+
+
+@contextmanager
+def counting_queries(engine: Engine) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "resource_usage" in statement:
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
+def test_fleet_reads_every_plugin_as_series_does_one_query_per_tier(engine: Engine) -> None:
+    clock = FakeClock(T0)
+    series = UsageSeries(engine, clock=clock)
+    plugins = ["a", "b", "c", "d"]
+    for i in range(60):  # ten minutes
+        series.record([calls_sample(p, i) for p in plugins], at=T0 + 10 * i)
+    clock.now = T0 + 300
+    series.rollup()  # five minutes rolled; the rest only in the fine tier
+    clock.now = T0 + 600
+    with counting_queries(engine) as queries:
+        step, fleet = series.fleet(since=T0, until=T0 + 600, step_s=60)
+    assert step == 60 and sorted(fleet) == plugins
+    assert len(queries) == 2  # the minute tier, then the fine one: not one per plugin
+    for plugin in plugins:
+        assert fleet[plugin] == series.series(plugin, since=T0, until=T0 + 600, step_s=60)[1]
+    assert [p["calls"] for p in fleet["a"]] == [12] * 10
+    assert fleet["d"][-1]["calls_total"] == 120
+    assert series.plugins_between(since=T0 + 300, until=T0 + 600) == plugins
+    assert series.plugins_between(since=T0 + 600, until=T0 + 900) == []
