@@ -330,3 +330,24 @@ class UsagePoint(SQLModel, table=True):
     call_usec: int | None = Field(default=None, sa_type=BigInteger)  # brokered calls' time
     call_usec_total: int | None = Field(default=None, sa_type=BigInteger)
 
+
+# -- web UI -----------------------------------------------------------------------------------
+
+
+class UiSessionRecord(SQLModel, table=True):
+    """A signed-in web UI session, shared by every replica (``web/sessions.py``).
+
+    Keyed by the sha256 of the session id, so the database alone cannot name a live cookie;
+    ``token`` is the API token the session stands for, as Fernet ciphertext under the
+    secrets key. Times are unix seconds (the replicas' clocks). ``flashes`` are the
+    ``[kind, message]`` pairs waiting for the next page.
+    """
+
+    __tablename__ = "ui_sessions"
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    token: bytes = Field(sa_column=Column(LargeBinary, nullable=False), repr=False)
+    actor: str = Field(max_length=160)
+    created: float
+    seen: float = Field(index=True)
+    flashes: list[list[str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

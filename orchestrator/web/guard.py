@@ -5,7 +5,8 @@
   no framing, no sniffing, no caching of pages), and errors become pages rather than the
   API's JSON: a request without a live session goes to the sign-in page; a refusal by role,
   a CSRF refusal, a missing plugin, an illegal transition show their message with their
-  status.
+  status. What a request changed in its session (a sign-in, a message, a sign-out) is written
+  once its page is made, in the thread pool (``sessions.collect_writes``).
 - :class:`UiContext`, what a signed-in page handler declares (``UiDep``): the session, the
   caller's role, and the checks. Roles are the API's: :meth:`UiContext.require` asks
   :class:`~orchestrator.services.extensions.AdminAccess` about the REST request a UI action
@@ -25,6 +26,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
@@ -37,7 +39,13 @@ from orchestrator.domain.errors import Forbidden, SummitError, Unauthenticated
 from orchestrator.security.access import Role, required_role
 from orchestrator.services.extensions import AdminAccess
 from orchestrator.web.assets import vendor_ready
-from orchestrator.web.sessions import COOKIE, SessionStore, UiSession
+from orchestrator.web.sessions import (
+    COOKIE,
+    SessionStore,
+    UiSession,
+    collect_writes,
+    write_collected,
+)
 from orchestrator.web.templating import templates
 
 __all__ = ["CSP", "CsrfRefused", "UiContext", "UiDep", "UiRoute", "safe_next", "sessions_of"]
@@ -76,10 +84,20 @@ class CsrfRefused(Forbidden):
 
 
 def sessions_of(state: Any) -> SessionStore:
-    """The app's UI sessions (made on first use)."""
+    """The app's UI sessions (made on first use): in the orchestrator's database under its
+    secrets key, shared by every replica. An app whose state lacks ``engine`` or ``settings``
+    (the lifespan sets both; a unit test's app may not) gets a private store in memory."""
     store: SessionStore | None = getattr(state, "ui_sessions", None)
     if store is None:
-        store = state.ui_sessions = SessionStore()
+        engine = getattr(state, "engine", None)
+        settings = getattr(state, "settings", None)
+        if engine is not None and settings is not None:
+            store = SessionStore.from_settings(
+                engine, secrets_key=settings.secrets_key, state_dir=settings.state_dir
+            )
+        else:
+            store = SessionStore()
+        state.ui_sessions = store
     return store
 
 
@@ -176,7 +194,7 @@ async def signed_in(request: Request) -> UiContext:
     """The caller's session and role; :class:`NotSignedIn` without a live session or when
     its token no longer passes (revoked, or the auth provider says no)."""
     store = sessions_of(request.app.state)
-    session = store.get(request.cookies.get(COOKIE))
+    session = await run_in_threadpool(store.get, request.cookies.get(COOKIE))
     if session is None:
         raise NotSignedIn()
     access = access_of(request.app.state)
@@ -251,10 +269,15 @@ class UiRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def guarded(request: Request) -> Response:
-            try:
-                response = await handler(request)
-            except Exception as exc:
-                response = _error_page(request, exc)
+            # What the request changed in sessions (a sign-in, messages, a sign-out) is
+            # written once the page is made, in the thread pool: not on the event loop.
+            with collect_writes() as changed:
+                try:
+                    response = await handler(request)
+                except Exception as exc:
+                    response = _error_page(request, exc)
+            if changed:
+                await run_in_threadpool(write_collected, changed)
             return secure(response)
 
         return guarded

@@ -78,7 +78,7 @@ def test_migrate_creates_tables_and_records_revision_and_is_idempotent(engine: E
     assert set(sa.inspect(engine).get_table_names()) >= TABLES
     with engine.connect() as conn:
         revisions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-    assert [r[0] for r in revisions] == ["0012"]  # the newest migration, one head
+    assert [r[0] for r in revisions] == ["0013"]  # the newest migration, one head
 
 
 def test_plugin_version_grants_and_container_round_trip(engine: Engine) -> None:
