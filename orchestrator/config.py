@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     )
     secrets_key: str | None = Field(
         None,
-        description="Fernet key that encrypts plugin secrets at rest "
+        description="Fernet key that encrypts plugin secrets and UI sessions' tokens at rest, "
+        "and signs UI session cookies; replicas must share it "
         "(default: generated once into STATE_DIR/secrets.key)",
     )
     egress_timeout_s: float = Field(30.0, description="Connect/read timeout of egress requests")

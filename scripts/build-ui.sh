@@ -27,6 +27,7 @@ STAMP="$VENDOR/.lock-sha256"
 # package (folder under node_modules) : file in it : name served under /ui/static/vendor/
 FILES=(
   "htmx.org:dist/htmx.min.js:htmx.min.js"
+  "htmx-ext-sse:dist/sse.min.js:htmx-sse.min.js"
   "vega:build/vega.min.js:vega.min.js"
   "vega-lite:build/vega-lite.min.js:vega-lite.min.js"
   "vega-embed:build/vega-embed.min.js:vega-embed.min.js"

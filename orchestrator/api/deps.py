@@ -29,6 +29,7 @@ from orchestrator.services.host import HostService
 from orchestrator.services.idle import IdlePause
 from orchestrator.services.install import InstallService
 from orchestrator.services.lifecycle import LifecycleService
+from orchestrator.services.plugin_batches import PluginBatches
 from orchestrator.services.plugins import PluginQueries
 from orchestrator.services.system import SystemService
 from orchestrator.services.webhooks import WebhookService
@@ -52,6 +53,15 @@ def extensions_of(state: State) -> ExtensionService:
             job_max_attempts=getattr(settings, "job_max_attempts", _JOB_MAX_ATTEMPTS),
         )
     return service
+
+
+def batches_of(state: State) -> PluginBatches:
+    """The app's :class:`PluginBatches` (built on first use): reads of many plugins at once,
+    for GraphQL's loaders and the UI's lists."""
+    batches: PluginBatches | None = getattr(state, "plugin_batches", None)
+    if batches is None:
+        batches = state.plugin_batches = PluginBatches(engine=state.engine)
+    return batches
 
 
 def access_of(state: State) -> AdminAccess:

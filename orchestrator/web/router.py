@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from orchestrator.web.assets import serve_static
 from orchestrator.web.guard import UiDep, UiRoute, secure
-from orchestrator.web.pages import marketplace, operations, plugins, session
+from orchestrator.web.pages import analytics, marketplace, operations, plugins, session
 
 __all__ = ["router"]
 
@@ -26,5 +26,5 @@ async def home(ui: UiDep) -> Response:
     return ui.back("/ui/plugins")
 
 
-for area in (session, plugins, marketplace, operations):
+for area in (session, plugins, marketplace, operations, analytics):
     router.include_router(area.router, include_in_schema=False)

@@ -14,6 +14,7 @@ import jinja2
 from fastapi.templating import Jinja2Templates
 
 from orchestrator import __version__
+from orchestrator.web.assets import charts_ready
 from orchestrator.web.readme import render_markdown
 from orchestrator.web.wording import permission_words, point_words, state_words
 
@@ -80,6 +81,7 @@ def _environment() -> jinja2.Environment:
         point_words=point_words,
         state_words=state_words,
         summit_version=__version__,
+        charts_ready=charts_ready,
     )
     return env
 

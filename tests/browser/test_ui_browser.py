@@ -1,7 +1,8 @@
 """The web UI end to end in Debian's Chromium, against a real orchestrator (SQLite, Docker,
 the OCI registry on 127.0.0.1:5000): sign in, search the marketplace, install a plugin
 through the permission dialog (its config form refusing a bad value with the API's message),
-see it ACTIVE, call it and see the call counted, replay a dead webhook delivery, disable it.
+see it ACTIVE, call it and see the call counted and on its chart, follow events live, draw the
+dashboard through a visualization plugin, replay a dead webhook delivery, disable it.
 A viewer sees no button it cannot use and a forged POST is refused; a README holding a
 ``<script>`` runs nothing. No page logs a Content-Security-Policy violation. Each page is
 saved as a screenshot in test-artifacts/screenshots/, some at a phone's width (390 px).
@@ -21,6 +22,7 @@ import docker
 import httpx
 import pytest
 
+from tests.conftest import REPO
 from tests.fixtures.orchestrator import TOKEN, OrchestratorProcess
 from tests.fixtures.plugins import make_plugin
 from tests.fixtures.receiver import Receiver
@@ -69,14 +71,19 @@ def orch(
         "ui",
         webhook_allow_private="127.0.0.1/32",
         webhook_max_attempts="1",
+        monitor_interval_s="1",  # a call reaches its chart within a second or two
     ) as o:
         yield o
 
 
 @pytest.fixture(scope="module")
 def webhook(orch: OrchestratorProcess, receiver: Receiver) -> str:
-    """A webhook of every plugin event, made before anything is installed."""
-    r = orch.client.post("/v1/webhooks", json={"url": receiver.url("/hook"), "types": ["plugin.*"]})
+    """A webhook of every plugin event, made before anything is installed; three dead letters
+    in a row pause it (the plugins the tests install give it more than that)."""
+    r = orch.client.post(
+        "/v1/webhooks",
+        json={"url": receiver.url("/hook"), "types": ["plugin.*"], "policy": {"pause_after": 3}},
+    )
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
 
@@ -309,6 +316,69 @@ def test_calling_it_counts_the_call(admin: Any, published: str) -> None:
     screenshot(admin, "plugin-called")
 
 
+def calls_sampled(orch: OrchestratorProcess, plugin_id: str) -> int:
+    series = orch.client.get(f"/v1/plugins/{plugin_id}/usage", params={"since": "-1h"}).json()
+    return sum(p["calls_in_step"] or 0 for p in series["series"]["points"])
+
+
+def drawn_chart(page: Any, selector: str) -> Any:
+    """The chart's SVG once ``ui.js`` has drawn it with the vendored renderer."""
+    from playwright.sync_api import expect
+
+    slot = page.locator(f"{selector} .chart-slot")
+    expect(slot).to_have_attribute("data-drawn", "1")
+    svg = slot.locator("svg").first
+    expect(svg).to_be_visible()
+    return slot
+
+
+def test_the_call_shows_on_its_chart(admin: Any, orch: OrchestratorProcess, published: str) -> None:
+    wait_until(lambda: calls_sampled(orch, published) >= 1, timeout_s=30)
+    admin.goto(f"/ui/plugins/{published}")
+    slot = drawn_chart(admin, "#chart-calls")
+    spec = json.loads(slot.get_attribute("data-vega-spec"))
+    ok = sum(v["value"] for v in spec["data"]["values"] if v["series"] == "ok")
+    assert ok >= 1, spec["data"]["values"]
+    # Vega draws each bar as a path in the marks group: the call is a bar with a height.
+    bars = slot.locator("g.mark-rect path")
+    assert bars.count() >= 1
+    heights = [bars.nth(i).bounding_box()["height"] for i in range(bars.count())]
+    assert max(heights) > 1, heights
+    drawn_chart(admin, "#chart-memory")
+    screenshot(admin, "plugin-charts")
+    assert admin.console.errors == [], admin.console.errors
+
+
+def test_the_dashboard_draws_through_a_visualization_plugin(
+    admin: Any, orch: OrchestratorProcess, published: str
+) -> None:
+    from playwright.sync_api import expect
+
+    chart_plugin = "com.example.bar-chart"
+    r = orch.install_dir(REPO / "examples" / "bar-chart")
+    assert r.status_code == 201, r.text
+    try:
+        assert orch.client.post(f"/v1/plugins/{chart_plugin}/enable").status_code == 200
+        orch.wait_state(chart_plugin, "ACTIVE", timeout_s=60)
+        admin.goto("/ui/analytics")
+        expect(admin.locator(f'#totals tr[data-plugin="{published}"]')).to_be_visible()
+        drawn_chart(admin, "#chart-calls")
+        admin.select_option("#viz-plugin", chart_plugin)
+        admin.select_option("#viz-dataset", "calls")
+        admin.click("#viz-draw")
+        plugin_chart = drawn_chart(admin, "#viz-result")
+        spec = json.loads(plugin_chart.get_attribute("data-vega-spec"))
+        assert {"category": published, "value": calls_sampled(orch, published)} in spec["data"][
+            "values"
+        ]
+        assert plugin_chart.locator("g.mark-rect path").count() >= 1
+        screenshot(admin, "analytics")
+        assert admin.console.dialogs == [] and admin.console.errors == [], admin.console.errors
+    finally:
+        orch.client.post(f"/v1/plugins/{chart_plugin}/disable")  # when it got that far
+        assert orch.client.delete(f"/v1/plugins/{chart_plugin}").status_code == 204
+
+
 def test_a_viewer_cannot_install_or_change_anything(
     browser: Any, orch: OrchestratorProcess, published: str
 ) -> None:
@@ -360,7 +430,12 @@ def test_replaying_a_dead_letter(
     admin.locator("#webhooks a", has_text="/hook").click()
     admin.wait_for_url(f"**/ui/webhooks/{webhook}")
     expect(admin.locator("#deliveries")).to_contain_text("dead")
+    wait_until(lambda: orch.client.get(f"/v1/webhooks/{webhook}").json()["status"] == "paused")
+    admin.reload()
+    expect(admin.locator("#webhook-state")).to_have_text("paused")
     screenshot(admin, "webhook")
+    admin.click("#webhook-status button")
+    expect(admin.locator(".flash-ok")).to_contain_text("is active")
     admin.click("#replay-dead")
     expect(admin.locator(".flash-ok")).to_contain_text("Queued")
     wait_until(lambda: dead() == 0, timeout_s=30)
@@ -372,8 +447,21 @@ def test_replaying_a_dead_letter(
     screenshot(admin, "webhooks")
 
 
-def test_events_audit_and_tokens_pages(admin: Any, published: str) -> None:
+def test_events_audit_and_tokens_pages(
+    admin: Any, orch: OrchestratorProcess, published: str
+) -> None:
     from playwright.sync_api import expect
+
+    admin.goto("/ui/events?type=uitest.*")
+    expect(admin.locator("#no-events")).to_be_visible()
+    admin.wait_for_function("document.querySelector('#event-stream') !== null")
+    admin.wait_for_timeout(500)  # the stream is open
+    r = orch.client.post("/v1/events", json={"type": "uitest.live", "subject": "<b>x</b>"})
+    assert r.status_code == 201, r.text
+    live = admin.locator("#event-list .event", has_text="uitest.live")
+    expect(live).to_be_visible()  # arrived without a reload
+    expect(live).to_contain_text("<b>x</b>")  # as text, escaped
+    expect(admin.locator("#no-events")).to_be_hidden()
 
     admin.goto("/ui/events?type=plugin.*")
     expect(admin.locator("#event-list .event").first).to_be_visible()
@@ -401,6 +489,7 @@ def test_pages_fit_a_phone(browser: Any, orch: OrchestratorProcess, published: s
             ("/ui/marketplace", "phone-marketplace"),
             (f"/ui/plugins/{published}", "phone-plugin"),
             (f"/ui/marketplace/{published}", "phone-catalog-plugin"),
+            ("/ui/analytics", "phone-analytics"),
         ):
             page.goto(path)
             overflow = page.evaluate(

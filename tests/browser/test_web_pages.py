@@ -218,7 +218,7 @@ def test_signing_out_ends_the_session(client: TestClient) -> None:
 def test_without_the_vendor_files_pages_work_and_say_so(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(assets, "HTMX", tmp_path / "missing.js")
+    monkeypatch.setattr(assets, "VENDOR", tmp_path / "missing")
     sign_in(client, ADMIN)
     html = client.get("/ui/plugins").text
     assert 'id="no-scripts"' in html

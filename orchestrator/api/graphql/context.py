@@ -21,10 +21,9 @@ from starlette.datastructures import State
 from starlette.requests import HTTPConnection, Request
 from strawberry.fastapi import BaseContext
 
-from orchestrator.api.deps import access_of, caller
+from orchestrator.api.deps import access_of, batches_of, caller
 from orchestrator.domain.errors import Unauthenticated
 from orchestrator.security.access import Caller, Role
-from orchestrator.services.plugin_batches import PluginBatches
 
 from .loaders import Loaders, make_loaders
 
@@ -44,14 +43,6 @@ def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` value (FastAPI's own parsing)."""
     scheme, token = get_authorization_scheme_param(authorization)
     return token if scheme.lower() == "bearer" and token else None
-
-
-def batches_of(state: State) -> PluginBatches:
-    """The app's :class:`PluginBatches` (built on first use, as ``deps.extensions_of`` is)."""
-    batches: PluginBatches | None = getattr(state, "plugin_batches", None)
-    if batches is None:
-        batches = state.plugin_batches = PluginBatches(engine=state.engine)
-    return batches
 
 
 class GraphQLContext(BaseContext):

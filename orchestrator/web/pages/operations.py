@@ -1,22 +1,33 @@
-"""Operations pages: the event log (filtered, and followed live by polling), webhooks with
-their deliveries and dead letters (replay), the audit log, and API tokens (admin)."""
+"""Operations pages: the event log (filtered, and followed live through server-sent events),
+webhooks with their deliveries and dead letters (replay), the audit log, and API tokens
+(admin)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from orchestrator.domain.errors import InvalidInput, SummitError
 from orchestrator.services.webhooks import DELIVERY_STATUSES
-from orchestrator.web.guard import UiDep, UiRoute
+from orchestrator.web.guard import UiContext, UiDep, UiRoute
+from orchestrator.web.templating import templates
 
 router = APIRouter(route_class=UiRoute)
 
 EVENTS_PAGE = 100
+# A live stream re-asks the role this often (a revoked token ends it) and says it is alive.
+STREAM_CHECK_S = 15.0
+# How often a live stream reads the log for what other replicas logged.
+RESCAN_S = 2.0
+# The name of the server-sent event that carries one rendered event (``sse-swap``).
+STREAM_EVENT = "summit-event"
 DEFAULT_WINDOW = timedelta(hours=1)
 TOKEN_ROLES = ("viewer", "publisher", "operator", "admin")
 
@@ -67,8 +78,16 @@ async def events(
     )
 
 
-@router.get("/events/tail", name="ui_events_tail")
-async def events_tail(
+def _sse(event: dict[str, Any]) -> bytes:
+    """One event as a server-sent event whose data is its rendered list item (a data line
+    per line of HTML, as the format asks)."""
+    html = templates.get_template("_event_item.html").render(e=event)
+    data = "".join(f"data: {line}\n" for line in html.strip().splitlines())
+    return f"id: {event['id']}\nevent: {STREAM_EVENT}\n{data}\n".encode()
+
+
+@router.get("/events/stream", name="ui_events_stream")
+async def events_stream(
     ui: UiDep,
     type: str = Query("", max_length=128),
     source: str = Query("", max_length=256),
@@ -76,23 +95,65 @@ async def events_tail(
     since: str = Query("", max_length=64),
     after: str = Query("", max_length=64),
 ) -> Response:
-    """The events logged after ``after`` (the live view polls this), as list items followed
-    by the next poller."""
+    """The events logged after ``after`` (the last one the page shows, or the browser's
+    ``Last-Event-ID`` when it reconnects), then every new one, each as the page's list item:
+    what the events page and a plugin's page follow live.
+
+    The log in the database is what is sent, read after a cursor, so nothing is sent twice
+    or skipped. This replica's own events wake the stream at once; other replicas' events
+    (their dispatch is their own) are found by a read every ``RESCAN_S``."""
     await ui.require("GET", "/v1/events")
-    found = await run_in_threadpool(
-        ui.request.app.state.events.page,
-        since=_since(since),
-        limit=EVENTS_PAGE,
-        after=after or None,
-        **_event_filters(type, source, subject),
+    filters = _event_filters(type, source, subject)
+    start = _since(since)
+    bus = ui.request.app.state.events
+    cursor = ui.request.headers.get("last-event-id", "")[:64] or after or None
+
+    async def lines() -> AsyncIterator[bytes]:
+        nonlocal cursor
+        checked = time.monotonic()
+        async with bus.tail(filters["type_pattern"] or "*") as queue:
+            yield b": following\n\n"
+            while True:
+                found = await run_in_threadpool(
+                    bus.page, since=start, limit=EVENTS_PAGE, after=cursor, **filters
+                )
+                for event in found["events"]:
+                    cursor = event["id"]
+                    yield _sse(event)
+                if found["next"]:
+                    continue  # more than a page behind: read on before waiting
+                if await _news(queue, RESCAN_S) is None or await ui.request.is_disconnected():
+                    return
+                if time.monotonic() - checked > STREAM_CHECK_S:
+                    if not await _still_allowed(ui):
+                        return
+                    checked = time.monotonic()
+                    yield b": alive\n\n"
+
+    return StreamingResponse(
+        lines(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
     )
-    items = found["events"]
-    return ui.render(
-        "events_tail.html",
-        items=items,
-        filters={"type": type, "source": source, "subject": subject, "since": since},
-        last=items[-1]["id"] if items else after,
-    )
+
+
+async def _news(queue: asyncio.Queue[Any], wait_s: float) -> bool | None:
+    """Wait up to ``wait_s`` for this replica's next event; drain what else came with it.
+    None: the orchestrator is stopping (the stream ends)."""
+    try:
+        async with asyncio.timeout(wait_s):
+            item = await queue.get()
+    except TimeoutError:
+        return False
+    while item is not None and not queue.empty():
+        item = queue.get_nowait()
+    return None if item is None else True
+
+
+async def _still_allowed(ui: UiContext) -> bool:
+    try:
+        await ui.require("GET", "/v1/events")
+    except SummitError:
+        return False
+    return True
 
 
 @router.get("/webhooks", name="ui_webhooks")
