@@ -263,7 +263,14 @@ def _error_page(request: Request, exc: Exception) -> Response:
 
 
 class UiRoute(APIRoute):
-    """A UI route: its errors are pages, and every response has the security headers."""
+    """A UI route: its errors are pages, and every response has the security headers. A page
+    answers HEAD as it answers GET (link checkers and monitors ask it; the server sends no
+    body)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if self.methods and "GET" in self.methods:
+            self.methods.add("HEAD")
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

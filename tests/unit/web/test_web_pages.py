@@ -296,3 +296,12 @@ def test_returning_after_a_form_stays_inside_the_ui() -> None:
     assert safe_next("/ui/plugins/x") == "/ui/plugins/x"
     for bad in ("https://evil.example/", "//evil.example/ui", "/v1/tokens", "/ui\\x", None):
         assert safe_next(bad) == "/ui/plugins"
+
+
+def test_pages_answer_head_as_get(client: TestClient) -> None:
+    sign_in(client, ADMIN)
+    for path in ("/ui/plugins", "/ui/sign-in", "/ui/static/ui.css"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.headers["content-security-policy"] == got.headers["content-security-policy"]
+    assert client.head("/ui/plugins/com.nobody.here").status_code == 404
