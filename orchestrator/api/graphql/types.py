@@ -116,6 +116,9 @@ class ResourceUsage:
     storage_used_mb: float | None
     pids: int | None
     calls: float | None
+    errors: float | None = strawberry.field(
+        default=None, description="Calls that did not end ok (counted from migration 0012 on)"
+    )
 
     @classmethod
     def of(cls, usage: dict[str, Any]) -> ResourceUsage:
@@ -131,6 +134,7 @@ class ResourceUsage:
             storage_used_mb=number("storage_used_mb"),
             pids=int(pids) if pids is not None else None,
             calls=number("calls"),
+            errors=number("errors"),
         )
 
 

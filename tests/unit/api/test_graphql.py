@@ -236,7 +236,15 @@ def test_versions_history_and_usage(
     services.lifecycle.enable(PID)
     services.lifecycle.reload(PID)
     UsageSeries(services.engine).record(
-        [{"plugin_id": PID, "memory_bytes": 40 * MIB, "pids": 4, "calls_total": 7}]
+        [
+            {
+                "plugin_id": PID,
+                "memory_bytes": 40 * MIB,
+                "pids": 4,
+                "calls_total": 7,
+                "errors_total": 2,
+            }
+        ]
     )
 
     body = gql(
@@ -244,7 +252,7 @@ def test_versions_history_and_usage(
         f"""{{ plugin(id: "{PID}") {{
             versions {{ version source current manifest }}
             history(limit: 2) {{ items {{ action version actor }} next }}
-            usage {{ pluginId state usage {{ memoryUsedMb pids calls }} }}
+            usage {{ pluginId state usage {{ memoryUsedMb pids calls errors }} }}
         }} }}""",
         tokens["viewer"],
     )
@@ -265,7 +273,7 @@ def test_versions_history_and_usage(
     assert plugin["usage"] == {
         "pluginId": PID,
         "state": "ACTIVE",
-        "usage": {"memoryUsedMb": 40.0, "pids": 4, "calls": 7.0},
+        "usage": {"memoryUsedMb": 40.0, "pids": 4, "calls": 7.0, "errors": 2.0},
     }
     everyone = gql(client, "{ usage { intervalS plugins { pluginId } } }", tokens["viewer"])
     assert everyone["data"]["usage"] == {"intervalS": 10.0, "plugins": [{"pluginId": PID}]}
