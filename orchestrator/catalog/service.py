@@ -34,7 +34,7 @@ from orchestrator.domain.manifest import Manifest
 from orchestrator.runtime.base import LABEL_MANIFEST, ImageStore
 from orchestrator.security.access import Caller, Role
 from orchestrator.security.trust import TrustStore
-from orchestrator.services.scanning import SupplyChainCheck
+from orchestrator.services.scanning import ScanReport, SupplyChainCheck
 from orchestrator.store import catalog as store
 from orchestrator.store.catalog_models import CatalogPlugin, CatalogVersion
 from orchestrator.store.db import Engine, session_scope
@@ -174,28 +174,14 @@ class CatalogService:
             publisher = publisher_for(
                 session, caller, plugin_id, existing=plugin.publisher if plugin else None
             )
-        info = self.images.pull_image(req.image)
-        raw = info.labels.get(LABEL_MANIFEST)
-        if not raw:
-            raise InvalidInput(
-                f"image {req.image!r} carries no plugin manifest (label {LABEL_MANIFEST})",
-                code="not_a_plugin_image",
-            )
-        manifest = Manifest.model_validate_json(raw)
-        if manifest.id != plugin_id:
-            raise InvalidInput(
-                f"the image holds plugin {manifest.id}, not {plugin_id}",
-                code="id_mismatch",
-                details={"image_plugin": manifest.id, "path_plugin": plugin_id},
-            )
-        signature, status = None, "unsigned"
-        if req.signature is not None:
-            document = self.trust.verify(req.signature, manifest, image_digest=info.id)
-            # Kept exactly as signed, so anyone (an install from the catalog) verifies it again.
-            signature = {"key_id": document["key_id"], "envelope": req.signature}
-            status = "verified"
-        report = self.supply_chain.inspect_image(self.images, info, manifest)
-        report.signature = signature
+        # The image is pulled to be read and scanned only: one that was not on this host
+        # before goes again afterwards (an install pulls what it runs).
+        pulled_here = self.images.image(req.image) is None
+        try:
+            manifest, signature, status, report = self._read_published(plugin_id, req)
+        finally:
+            if pulled_here:
+                self.images.remove_image(req.image)
         with session_scope(self.engine) as session:
             published = store.publish_version(
                 session,
@@ -219,6 +205,34 @@ class CatalogService:
             entry["created"] = published.created
         self.cache.bump()
         return entry
+
+    def _read_published(
+        self, plugin_id: str, req: PublishRequest
+    ) -> tuple[Manifest, dict[str, Any] | None, str, ScanReport]:
+        """Pull the image; its manifest, the verified signature (and status) and its scan."""
+        info = self.images.pull_image(req.image)
+        raw = info.labels.get(LABEL_MANIFEST)
+        if not raw:
+            raise InvalidInput(
+                f"image {req.image!r} carries no plugin manifest (label {LABEL_MANIFEST})",
+                code="not_a_plugin_image",
+            )
+        manifest = Manifest.model_validate_json(raw)
+        if manifest.id != plugin_id:
+            raise InvalidInput(
+                f"the image holds plugin {manifest.id}, not {plugin_id}",
+                code="id_mismatch",
+                details={"image_plugin": manifest.id, "path_plugin": plugin_id},
+            )
+        signature, status = None, "unsigned"
+        if req.signature is not None:
+            document = self.trust.verify(req.signature, manifest, image_digest=info.id)
+            # Kept exactly as signed, so anyone (an install from the catalog) verifies it again.
+            signature = {"key_id": document["key_id"], "envelope": req.signature}
+            status = "verified"
+        report = self.supply_chain.inspect_image(self.images, info, manifest)
+        report.signature = signature
+        return manifest, signature, status, report
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -81,8 +81,14 @@ def weather_v1(
 
 
 def test_a_publisher_publishes_an_image_by_digest_and_it_is_scanned(
-    publisher: httpx.Client, weather_v1: str
+    publisher: httpx.Client, weather_v1: str, docker_client: Any
 ) -> None:
+    def local_copies() -> list[str]:
+        return sorted(
+            i.id for i in docker_client.images.list(name=f"{REGISTRY}/summit-tests/{PID}")
+        )
+
+    before = local_copies()
     body = {
         "image": weather_v1,
         "readme": "# Weather\nForecasts for <b>anywhere</b>.",
@@ -98,6 +104,7 @@ def test_a_publisher_publishes_an_image_by_digest_and_it_is_scanned(
     assert entry["published_by"].startswith("acme-ci (tok_")
     assert entry["signature_status"] == "unsigned"
     assert entry["scan"]["summary"] is not None  # the image's files were read and scanned
+    assert local_copies() == before  # pulled to be read and scanned, then removed
 
     again = publisher.post(f"/v1/catalog/plugins/{PID}/versions", json=body)
     assert again.status_code == 200  # the same digest: a retried upload changes nothing
