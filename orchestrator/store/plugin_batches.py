@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.store.catalog_models import CatalogVersion
 from orchestrator.store.models import Container, Grant, Plugin, PluginVersion
+from orchestrator.store.plugins import serving_containers
 
 __all__ = [
     "catalog_versions_of",
@@ -53,17 +54,11 @@ def versions_of(session: Session, *, plugin_ids: Sequence[str]) -> dict[str, lis
 
 
 def current_containers(session: Session, *, plugin_ids: Sequence[str]) -> dict[str, Container]:
-    """Each plugin's current container: the newest (a reload has two for a moment) that is
-    not a canary's candidate, as :func:`orchestrator.store.plugins.current_container` picks
-    it for one plugin."""
+    """Each plugin's current container, by the rule of
+    :func:`orchestrator.store.plugins.serving_containers`."""
     out: dict[str, Container] = {}
     for chunk in _chunks(plugin_ids):
-        stmt = (
-            select(Container)
-            .where(col(Container.plugin_id).in_(chunk), col(Container.canary_weight).is_(None))
-            .order_by(col(Container.plugin_id), col(Container.created_at).desc())
-        )
-        for row in session.exec(stmt).all():
+        for row in session.exec(serving_containers(chunk)).all():
             out.setdefault(row.plugin_id, row)
     return out
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlmodel import Session, col, delete, func, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from orchestrator.store.history import PluginHistory
 from orchestrator.store.models import (
@@ -46,6 +47,7 @@ __all__ = [
     "list_versions",
     "paused_plugins",
     "plugin_exists",
+    "serving_containers",
     "set_canary_weight",
     "set_container_paused",
     "set_grants",
@@ -147,14 +149,20 @@ def list_grants(session: Session, *, plugin_id: str) -> list[str]:
     return sorted(session.exec(stmt).all())
 
 
+def serving_containers(plugin_ids: Sequence[str]) -> SelectOfScalar[Container]:
+    """The rule of a plugin's current container, as a query over ``plugin_ids``: its newest
+    container (a reload has two for a moment) that is not a canary's candidate comes first
+    among the plugin's rows."""
+    return (
+        select(Container)
+        .where(col(Container.plugin_id).in_(plugin_ids), col(Container.canary_weight).is_(None))
+        .order_by(col(Container.plugin_id), col(Container.created_at).desc())
+    )
+
+
 def current_container(session: Session, *, plugin_id: str) -> Container | None:
     """The container serving the plugin (the newest, a canary's candidate aside)."""
-    stmt = (
-        select(Container)
-        .where(Container.plugin_id == plugin_id, col(Container.canary_weight).is_(None))
-        .order_by(col(Container.created_at).desc())
-    )
-    return session.exec(stmt).first()
+    return session.exec(serving_containers([plugin_id])).first()
 
 
 def canary_container(session: Session, *, plugin_id: str) -> Container | None:
