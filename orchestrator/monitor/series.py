@@ -28,6 +28,7 @@ microseconds, counts; the API converts.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -241,7 +242,7 @@ class UsageSeries:
         that range answers at most, to bound it before reading)."""
         with session_scope(self.engine) as session:
             return store.plugins_between(
-                session, step_s=[t.step_s for t in TIERS], start=int(since), end=int(until)
+                session, step_s=[t.step_s for t in TIERS], start=int(since), end=math.ceil(until)
             )
 
     def _read(
@@ -250,7 +251,9 @@ class UsageSeries:
         now = self.clock()
         tier = choose_tier(since=since, step_s=step_s, now=now)
         step = max(step_s, tier.step_s)
-        start, end = bucket_of(since, step), int(until)
+        # A bucket that starts before ``until`` is in the range: a sample taken this very
+        # second is, too (rounding ``until`` down left it out until the next second).
+        start, end = bucket_of(since, step), math.ceil(until)
         points: list[Point] = []
         with session_scope(self.engine) as session:
             covered = start

@@ -78,6 +78,15 @@ def test_samples_in_one_bucket_merge(engine: Engine) -> None:
     assert (point["memory_bytes"], point["memory_max_bytes"], point["cpu_usec"]) == (200, 300, 3)
 
 
+def test_a_sample_of_this_very_second_is_in_a_range_ending_now(engine: Engine) -> None:
+    clock = FakeClock(T0 + 0.4)  # T0 starts a bucket
+    series = UsageSeries(engine, clock=clock)
+    series.record([sample(memory_bytes=100)])
+    _, points = series.series("p", since=T0 - 60, until=clock(), step_s=FINE.step_s)
+    assert [(p["at"], p["memory_bytes"]) for p in points] == [(T0, 100)]
+    assert series.plugins_between(since=T0 - 60, until=clock()) == ["p"]
+
+
 def fill(series: UsageSeries, start: float, seconds: int, plugin: str = "p") -> None:
     """One sample every 10 s: memory = 1000 + i, 10 ms of CPU each."""
     for i in range(seconds // 10):
