@@ -159,7 +159,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache=catalog_cache,
         )
         # The catalog this orchestrator installs from: its own, or SUMMIT_CATALOG_URL's.
-        catalog_source: LocalCatalog | RemoteCatalog = LocalCatalog(engine)
+        catalog_source: LocalCatalog | RemoteCatalog = LocalCatalog(
+            engine, service=app.state.catalog
+        )
         if settings.catalog_url:
             catalog_source = RemoteCatalog(
                 settings.catalog_url,

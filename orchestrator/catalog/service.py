@@ -394,6 +394,9 @@ class CatalogService:
             "permissions": manifest.get("permissions", []),
             "resources": manifest.get("resources", {}),
             "dependencies": manifest.get("dependencies", []),
+            # As published (the image's label): what a remote install dialog builds its
+            # config form and permission words from.
+            "manifest": manifest,
             "readme": row.readme,
             "categories": row.categories,
             "keywords": row.keywords,

@@ -18,6 +18,18 @@ then installs, and reads each list once). What the remote cannot answer is 503
 answered with an error or with something that is not a catalog), naming the URL. Update
 notices never fail a read of a plugin: while the remote is unreachable they are left out.
 
+The web UI's marketplace reads the same source for what a person browses: a search page
+(``GET /v1/catalog/plugins``), a plugin's page, its version list, and a version's manifest (the
+install dialog's config form and the hosts of ``network:access``). The local catalog answers
+through :class:`CatalogService`, exactly as its REST routes do; a remote one answers what its
+REST routes say, checked for the shape the pages read (502 when it is not that). A plugin's page
+and its versions say ``compatible`` for *this* orchestrator's version, as the installer
+resolves; a search page says it as the remote catalog computed it. Search pages are cached for
+the same few seconds, for at most a few hundred queries: most queries differ (the search box
+asks as one types) and the remote caches its own answers, but the marketplace's first page is
+the same query for every visitor, and every person's search counts against the one token this
+orchestrator reads the catalog with, under the remote's rate limit.
+
 Which source an orchestrator uses is kept per database engine (:func:`use_source`), because
 the plugin views that show update notices are built from a session and nothing else.
 """
@@ -31,13 +43,14 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from orchestrator import __version__
-from orchestrator.catalog.search import compatible_with, newest_compatible
+from orchestrator.catalog.search import CatalogQuery, compatible_with, newest_compatible
 from orchestrator.catalog.solver import PluginVersion
 from orchestrator.domain.errors import NotFound, SummitError
 from orchestrator.domain.manifest import Manifest
@@ -46,6 +59,9 @@ from orchestrator.store import catalog as catalog_store
 from orchestrator.store import collections as collection_store
 from orchestrator.store.catalog_models import CatalogVersion
 from orchestrator.store.db import Engine, Session, session_scope
+
+if TYPE_CHECKING:
+    from orchestrator.catalog.service import CatalogService
 
 __all__ = [
     "CatalogEntry",
@@ -63,6 +79,7 @@ log = logging.getLogger(__name__)
 CACHE_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 5.0
+SEARCHES_KEPT = 256  # search pages of a remote catalog held for CACHE_S (each up to ~100 kB)
 
 
 class CatalogUnreachable(SummitError):
@@ -131,7 +148,7 @@ class CollectionEntry:
 
 
 class CatalogSource(Protocol):
-    """What the installer and the update notices read of a catalog."""
+    """What the installer, the update notices and the marketplace read of a catalog."""
 
     @property
     def location(self) -> str:
@@ -158,16 +175,48 @@ class CatalogSource(Protocol):
         update notice names. Never raises for an unreachable catalog."""
         ...
 
+    # -- what the marketplace shows (the answers of the catalog's REST routes) ------------------
+
+    def search(self, query: CatalogQuery) -> dict[str, Any]:
+        """A search page, ``{items, facets, total, next}``: ``GET /v1/catalog/plugins``."""
+        ...
+
+    def plugin_page(self, plugin_id: str) -> dict[str, Any]:
+        """``GET /v1/catalog/plugins/{id}``, its ``latest_compatible`` the newest version that
+        is not yanked and this orchestrator can run; 404 ``not_in_catalog`` if unknown."""
+        ...
+
+    def version_list(self, plugin_id: str) -> list[dict[str, Any]]:
+        """The items of ``GET /v1/catalog/plugins/{id}/versions``, newest first, each with
+        ``compatible`` for this orchestrator; 404 ``not_in_catalog`` if unknown."""
+        ...
+
+    def manifest(self, plugin_id: str, version: str) -> dict[str, Any] | None:
+        """The manifest of a version as published, or None when the catalog does not say
+        (then the install dialog asks for the config as JSON)."""
+        ...
+
 
 class LocalCatalog:
-    """The catalog in this orchestrator's own database."""
+    """The catalog in this orchestrator's own database.
+
+    ``service`` is the :class:`CatalogService` its REST routes read (``app.state.catalog``):
+    the marketplace's reads go through it, cache included. Resolution, installing and update
+    notices need only the engine."""
 
     location = "local"
     remote = False
 
-    def __init__(self, engine: Engine, *, summit_version: str = __version__) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        summit_version: str = __version__,
+        service: CatalogService | None = None,
+    ) -> None:
         self.engine = engine
         self.summit_version = summit_version
+        self.service = service
 
     def has_plugin(self, plugin_id: str) -> bool:
         with session_scope(self.engine) as session:
@@ -209,6 +258,117 @@ class LocalCatalog:
         found = newest_compatible(rows, self.summit_version, after=after) if rows else None
         return CatalogEntry.from_row(found) if found is not None else None
 
+    def search(self, query: CatalogQuery) -> dict[str, Any]:
+        return self._pages().search(query)
+
+    def plugin_page(self, plugin_id: str) -> dict[str, Any]:
+        return self._pages().plugin_page(plugin_id)
+
+    def version_list(self, plugin_id: str) -> list[dict[str, Any]]:
+        return list(self._pages().versions(plugin_id)["items"])
+
+    def manifest(self, plugin_id: str, version: str) -> dict[str, Any] | None:
+        with session_scope(self.engine) as session:
+            row = catalog_store.get_version(session, plugin_id=plugin_id, version=version)
+            return dict(row.manifest) if row is not None else None
+
+    def _pages(self) -> CatalogService:
+        if self.service is None:
+            raise RuntimeError("this LocalCatalog was made without the CatalogService it reads")
+        return self.service
+
+
+# What the marketplace's pages read of a remote catalog's answers, checked before a page is
+# drawn with it: a key the templates read that is missing or of another type would otherwise
+# be a 500 in the middle of a page. Keys beyond these are kept as they came.
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _SearchItem(_Shape):
+    id: str
+    name: str
+    publisher: str
+    description: str
+    latest_version: str
+    compatible_version: str | None
+    categories: list[str]
+    points: list[str]
+    permissions: list[str]
+    signed: bool
+    deprecated: bool
+    installs: int
+    active_installs: int
+
+
+class _SearchPage(_Shape):
+    items: list[_SearchItem]
+    facets: dict[str, dict[str, int]]
+    total: int
+    next: str | None
+
+
+class _Publisher(_Shape):
+    id: str
+    name: str
+
+
+class _Stats(_Shape):
+    installs: int
+    active_installs: int
+    calls: int
+    errors: int
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+
+class _PluginPage(_Shape):
+    id: str
+    name: str
+    description: str
+    publisher: _Publisher
+    signed: bool
+    deprecated: bool
+    deprecation_reason: str | None
+    successor: str | None
+    stats: _Stats
+
+
+class _Scan(_Shape):
+    summary: dict[str, int] | None = None
+    blocking: list[Any] = []
+
+
+class _ListedVersion(_Shape):
+    version: str
+    image: str
+    summit_range: str
+    permissions: list[str]
+    resources: dict[str, Any]
+    dependencies: list[dict[str, Any]]
+    changelog: str | None
+    signature_status: str
+    signature: dict[str, Any] | None
+    scan: _Scan
+    published_at: str
+    published_by: str
+    yanked: bool
+    yanked_reason: str | None
+
+
+_SEARCH_PAGE: TypeAdapter[_SearchPage] = TypeAdapter(_SearchPage)
+_PLUGIN_PAGE: TypeAdapter[_PluginPage] = TypeAdapter(_PluginPage)
+_VERSION_LIST: TypeAdapter[list[_ListedVersion]] = TypeAdapter(list[_ListedVersion])
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """A plugin's versions as one read of the remote gave them: checked entries for
+    resolution, and the items as listed (same order, newest first) for the pages."""
+
+    entries: list[CatalogEntry]
+    items: list[Any]
+
 
 class RemoteCatalog:
     """Another orchestrator's catalog, read over its REST API (``<url>/v1/catalog/...``).
@@ -245,8 +405,10 @@ class RemoteCatalog:
         self._client = client
         self._lock = threading.Lock()
         # plugin id -> (expiry, its versions, or None for a plugin the catalog does not hold)
-        self._versions: dict[str, tuple[float, list[CatalogEntry] | None]] = {}
+        self._versions: dict[str, tuple[float, _Listed | None]] = {}
         self._collections: dict[str, tuple[float, list[CollectionEntry] | None]] = {}
+        self._pages: dict[str, tuple[float, Any]] = {}  # plugin id -> its page as answered
+        self._searches: dict[str, tuple[float, Any]] = {}  # query string -> the answer
         self._down_until = 0.0  # update notices skip the remote until then
 
     @property
@@ -262,7 +424,8 @@ class RemoteCatalog:
         return self._plugin_versions(plugin_id) is not None
 
     def versions(self, plugin_id: str) -> list[CatalogEntry]:
-        return list(self._plugin_versions(plugin_id) or [])
+        listed = self._plugin_versions(plugin_id)
+        return list(listed.entries) if listed is not None else []
 
     def collection_versions(self, collection_id: str) -> list[CollectionEntry]:
         found = self._cached(
@@ -300,7 +463,107 @@ class RemoteCatalog:
                 best = (version, entry)
         return best[1] if best is not None else None
 
-    def _plugin_versions(self, plugin_id: str) -> list[CatalogEntry] | None:
+    # -- what the marketplace shows ------------------------------------------------------------
+
+    def search(self, query: CatalogQuery) -> dict[str, Any]:
+        params: dict[str, str] = {"limit": str(query.limit)}
+        for name in ("q", "point", "category", "permission", "sort", "cursor"):
+            value = getattr(query, name)
+            if value is not None:
+                params[name] = str(value)
+        if query.signed is not None:
+            params["signed"] = "true" if query.signed else "false"
+        if query.compatible:
+            # Judged by the remote against its own version: the search has no parameter for
+            # the asker's. A plugin's page says it for this orchestrator.
+            params["compatible"] = "true"
+        body = self._cached(
+            self._searches,
+            "&".join(f"{k}={v}" for k, v in sorted(params.items())),
+            lambda: self._get("/v1/catalog/plugins", params=params),
+            bound=SEARCHES_KEPT,
+        )
+        if body is None:
+            raise self._bad("it has no catalog search (GET /v1/catalog/plugins answered 404)")
+        return dict(self._shaped(_SEARCH_PAGE, body, "its search page"))
+
+    def plugin_page(self, plugin_id: str) -> dict[str, Any]:
+        body = self._cached(
+            self._pages,
+            plugin_id,
+            lambda: self._get(f"/v1/catalog/plugins/{quote(plugin_id, safe='')}"),
+        )
+        if body is None:
+            raise self._not_held(plugin_id)
+        page = dict(self._shaped(_PLUGIN_PAGE, body, f"the page of {plugin_id}"))
+        # The remote names the newest version *it* can run; this orchestrator installs the
+        # newest one it can run itself, so that is the one the page shows.
+        page["latest_compatible"] = next(
+            (v for v in self.version_list(plugin_id) if v["compatible"] and not v["yanked"]),
+            None,
+        )
+        return page
+
+    def version_list(self, plugin_id: str) -> list[dict[str, Any]]:
+        listed = self._plugin_versions(plugin_id)
+        if listed is None:
+            raise self._not_held(plugin_id)
+        admits = compatible_with(self.summit_version)
+        items = self._shaped(_VERSION_LIST, listed.items, f"the versions of {plugin_id}")
+        return [{**item, "compatible": admits(item["summit_range"])} for item in items]
+
+    def manifest(self, plugin_id: str, version: str) -> dict[str, Any] | None:
+        """The version's ``manifest`` when the remote lists it with one, checked to be a
+        manifest of this plugin and version. (The install pipeline validates the config and
+        the permissions again against the manifest the image itself holds.)"""
+        listed = self._plugin_versions(plugin_id)
+        items = listed.items if listed is not None else []
+        raw = next(
+            (i.get("manifest") for i in items if str(i["version"]) == version),
+            None,
+        )
+        if not isinstance(raw, dict):
+            return None
+        try:
+            held = Manifest.model_validate(raw)
+        except ValidationError:
+            log.warning(
+                "the catalog at %s lists %s %s with an invalid manifest",
+                self.url,
+                plugin_id,
+                version,
+            )
+            return None
+        if (held.id, held.version) != (plugin_id, version):
+            log.warning(
+                "the catalog at %s lists %s %s with the manifest of %s %s",
+                self.url,
+                plugin_id,
+                version,
+                held.id,
+                held.version,
+            )
+            return None
+        return dict(raw)
+
+    def _shaped(self, adapter: TypeAdapter[Any], body: Any, what: str) -> Any:
+        try:
+            return adapter.dump_python(adapter.validate_python(body))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])[:120]
+            raise self._bad(
+                f"{what} is not what a catalog answers ({where}: {first['msg']})"
+            ) from None
+
+    def _not_held(self, plugin_id: str) -> NotFound:
+        return NotFound(
+            f"{plugin_id} is not in the catalog at {self.url}",
+            code="not_in_catalog",
+            details={"catalog": self.url},
+        )
+
+    def _plugin_versions(self, plugin_id: str) -> _Listed | None:
         return self._cached(self._versions, plugin_id, lambda: self._read_versions(plugin_id))
 
     def _cached(
@@ -308,6 +571,8 @@ class RemoteCatalog:
         cache: dict[str, tuple[float, Any]],
         key: str,
         read: Callable[[], Any],
+        *,
+        bound: int = 10_000,
     ) -> Any:
         now = self.clock()
         with self._lock:
@@ -316,21 +581,21 @@ class RemoteCatalog:
             return hit[1]
         value = read()
         with self._lock:
-            if len(cache) > 10_000:
+            if len(cache) > bound:
                 cache.clear()
             cache[key] = (self.clock() + self.cache_s, value)
         return value
 
-    def _read_versions(self, plugin_id: str) -> list[CatalogEntry] | None:
+    def _read_versions(self, plugin_id: str) -> _Listed | None:
         body = self._get(f"/v1/catalog/plugins/{quote(plugin_id, safe='')}/versions")
         if body is None:
             return None
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list):
             raise self._bad("its version list has no items")
-        entries = [self._entry(plugin_id, item) for item in items]
-        entries.sort(key=lambda e: _version(e.version) or Version(0, 0, 0), reverse=True)
-        return entries
+        pairs = [(self._entry(plugin_id, item), item) for item in items]
+        pairs.sort(key=lambda p: _version(p[0].version) or Version(0, 0, 0), reverse=True)
+        return _Listed(entries=[e for e, _ in pairs], items=[i for _, i in pairs])
 
     def _read_collection(self, collection_id: str) -> list[CollectionEntry] | None:
         body = self._get(f"/v1/catalog/collections/{quote(collection_id, safe='')}")
@@ -424,10 +689,10 @@ class RemoteCatalog:
 
     # -- HTTP ------------------------------------------------------------------------------------
 
-    def _get(self, path: str) -> Any:
+    def _get(self, path: str, *, params: Mapping[str, str] | None = None) -> Any:
         """The JSON answer, None for a 404."""
         try:
-            response = self._client.get(path)
+            response = self._client.get(path, params=params)
         except httpx.HTTPError as exc:
             self._down_until = self.clock() + self.cache_s
             raise self._unreachable(exc) from None

@@ -2,9 +2,12 @@
 dialog (the whole set the solver would install, every permission of it to approve, a config
 form made from the plugin's ``config_schema``).
 
-The search is :meth:`CatalogService.search` with the query the REST route builds; the dialog
-shows :meth:`CatalogInstaller.plan`, and the install is :meth:`CatalogInstaller.install`,
-which checks the approvals and the config again whatever the form sent.
+Every page reads the catalog this orchestrator installs from (``app.state.catalog_source``,
+the installer's): its own (through the :class:`CatalogService` its REST routes use) or a
+remote one (``SUMMIT_CATALOG_URL``, through that catalog's REST API). The search takes the
+query the REST route builds; the dialog shows :meth:`CatalogInstaller.plan`, and the install
+is :meth:`CatalogInstaller.install`, which checks the approvals and the config again whatever
+the form sent. A remote catalog that cannot be read is a 503 (or 502) page saying so.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from starlette.responses import Response
 
 from orchestrator.catalog.installer import CatalogInstall, CatalogRef, Plan
 from orchestrator.catalog.search import CatalogQuery
+from orchestrator.catalog.sources import CatalogSource, LocalCatalog
 from orchestrator.domain.errors import InvalidInput, NotFound, SummitError
 from orchestrator.domain.manifest import ExtensionPoint, Manifest, Permission
 from orchestrator.store import catalog as catalog_store
@@ -32,6 +36,21 @@ SORTS = ("relevance", "name", "newest", "popular")
 
 def _flag(value: str | None) -> bool | None:
     return {"true": True, "false": False}.get((value or "").lower())
+
+
+def _catalog(ui: UiContext) -> CatalogSource:
+    """The catalog the installer reads. A local one reads through the app's CatalogService
+    (its cache and its rules, as the REST routes do); an app built without one gets it here."""
+    state = ui.request.app.state
+    source: CatalogSource | None = getattr(state, "catalog_source", None)
+    if source is None or (isinstance(source, LocalCatalog) and source.service is None):
+        return LocalCatalog(state.catalog.engine, service=state.catalog)
+    return source
+
+
+def _where(source: CatalogSource) -> dict[str, Any]:
+    """What the pages say of the catalog they show."""
+    return {"remote": source.remote, "catalog_url": source.location if source.remote else ""}
 
 
 @router.get("/marketplace", name="ui_marketplace")
@@ -73,10 +92,12 @@ async def marketplace(
         limit=PAGE_SIZE,
     )
     app = ui.request.app.state
-    found = await run_in_threadpool(app.catalog.search, query)
+    source = _catalog(ui)
+    found = await run_in_threadpool(source.search, query)
     installed = {p.id for p in await run_in_threadpool(app.queries.list_plugins)}
     return ui.render(
         "marketplace.html",
+        **_where(source),
         found=found,
         filters=filters,
         installed=installed,
@@ -91,8 +112,9 @@ async def marketplace(
 async def catalog_plugin(plugin_id: str, ui: UiDep) -> Response:
     await ui.require("GET", f"/v1/catalog/plugins/{plugin_id}")
     app = ui.request.app.state
-    entry = await run_in_threadpool(app.catalog.plugin_page, plugin_id)
-    versions = (await run_in_threadpool(app.catalog.versions, plugin_id))["items"]
+    source = _catalog(ui)
+    entry = await run_in_threadpool(source.plugin_page, plugin_id)
+    versions = await run_in_threadpool(source.version_list, plugin_id)
     try:
         installed = await run_in_threadpool(app.queries.get, plugin_id)
     except NotFound:
@@ -100,6 +122,7 @@ async def catalog_plugin(plugin_id: str, ui: UiDep) -> Response:
     latest = entry.get("latest_compatible")
     return ui.render(
         "catalog_plugin.html",
+        **_where(source),
         entry=entry,
         latest=latest,
         readme=(latest or {}).get("readme") or entry.get("readme") or "",
@@ -116,16 +139,15 @@ def _plan(ui: UiContext, plugin_id: str, version: str) -> Plan:
 
 
 def _manifests(ui: UiContext, plan: Plan) -> dict[str, dict[str, Any]]:
-    """The manifest of each plugin of the set, as this orchestrator's catalog holds it (a
-    plugin from a remote catalog has none here: its config is then one JSON field, and its
-    permissions are described without their hosts)."""
-    catalog = ui.request.app.state.catalog
+    """The manifest of each plugin of the set, as the catalog publishes it (one the catalog
+    does not give has its config as one JSON field, and its permissions are described
+    without their hosts)."""
+    source = _catalog(ui)
     found: dict[str, dict[str, Any]] = {}
     for step in plan.steps:
-        try:
-            found[step.plugin_id] = dict(catalog.version(step.plugin_id, step.version).manifest)
-        except NotFound:
-            continue
+        manifest = source.manifest(step.plugin_id, step.version)
+        if manifest is not None:
+            found[step.plugin_id] = manifest
     return found
 
 
@@ -170,6 +192,7 @@ def _dialog(
         enable=enable,
         error=error,
         can_enable=ui.can("POST", f"/v1/plugins/{plan.requested}/enable"),
+        **_where(_catalog(ui)),
     )
 
 
