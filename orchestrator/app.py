@@ -415,6 +415,8 @@ def serve(settings: Settings, *, host: str, port: int, log_level: str = "info") 
         port=port,
         log_level=log_level.lower(),
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         # uvicorn caps neither the request head nor the time to send it; the guard does.
         **limits.uvicorn_options("admin API"),
     )

@@ -105,6 +105,18 @@ class Settings(BaseSettings):
         description="Connections one plugin may hold open to its host API socket; more are "
         "closed as soon as they are accepted",
     )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-For and X-Forwarded-Proto headers are believed: "
+        "comma-separated addresses or networks, '*' for any (then only such proxies must "
+        "reach the API). A request a TLS-terminating proxy forwarded then counts as HTTPS",
+    )
+    ui_secure_cookies: bool | None = Field(
+        None,
+        description="Mark the web UI's cookies Secure: true always (it is reached over HTTPS "
+        "through a proxy that terminates TLS), false never; unset: when the request came "
+        "over HTTPS, as seen through SUMMIT_FORWARDED_ALLOW_IPS",
+    )
     api_max_connections: int | None = Field(
         None,
         ge=1,

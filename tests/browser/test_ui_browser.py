@@ -228,6 +228,14 @@ def test_signing_in_and_the_pages_headers(browser: Any, orch: OrchestratorProces
         context.close()
 
 
+def test_a_trusted_proxys_https_makes_the_cookies_secure(orch: OrchestratorProcess) -> None:
+    """uvicorn believes X-Forwarded-Proto from SUMMIT_FORWARDED_ALLOW_IPS (127.0.0.1 here)."""
+    with httpx.Client(base_url=orch.url) as plain:
+        assert "Secure" not in plain.get("/ui/sign-in").headers["set-cookie"]
+        proxied = plain.get("/ui/sign-in", headers={"X-Forwarded-Proto": "https"})
+        assert "Secure" in proxied.headers["set-cookie"]
+
+
 def test_searching_the_marketplace(admin: Any, published: str) -> None:
     from playwright.sync_api import expect
 

@@ -642,6 +642,9 @@ def test_ingress_routes_only_the_rest_api(by_file: dict[str, Rendered]) -> None:
     assert ingress["spec"]["tls"][0]["secretName"] == "summit-tls"
     assert "https://summit.example.com/" in rendered.notes
     assert not by_file["defaults"].of_kind("Ingress")
+    # Browsers reach the UI over HTTPS there, though the pods see plain HTTP.
+    assert rendered.one("ConfigMap")["data"]["SUMMIT_UI_SECURE_COOKIES"] == "true"
+    assert "SUMMIT_UI_SECURE_COOKIES" not in by_file["defaults"].one("ConfigMap")["data"]
 
 
 def test_notes_tell_how_to_reach_the_api_and_read_the_token(by_file: dict[str, Rendered]) -> None:

@@ -36,7 +36,11 @@ MAX_TOKEN_CHARS = 4096
 
 
 def _is_https(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether the cookies are Secure: as ``SUMMIT_UI_SECURE_COOKIES`` says, else when the
+    request came over HTTPS (through a proxy listed in ``SUMMIT_FORWARDED_ALLOW_IPS`` too)."""
+    settings = getattr(request.app.state, "settings", None)
+    forced = getattr(settings, "ui_secure_cookies", None)
+    return forced if forced is not None else request.url.scheme == "https"
 
 
 def _sign_in_page(

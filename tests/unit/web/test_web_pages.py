@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -124,6 +125,16 @@ def test_the_cookie_is_secure_over_https(app: FastAPI) -> None:
     with TestClient(app, base_url="https://testserver") as c:
         cookie = sign_in(c, ADMIN).headers["set-cookie"]
         assert "Secure" in cookie
+    with TestClient(app, base_url="http://testserver") as c:
+        assert "Secure" not in sign_in(c, ADMIN).headers["set-cookie"]
+
+
+def test_behind_a_proxy_that_terminates_tls_the_cookie_is_secure(app: FastAPI) -> None:
+    """What the chart sets with an Ingress that has TLS: the pod sees plain HTTP."""
+    with TestClient(app, base_url="http://testserver") as c:
+        assert "Secure" not in c.get("/ui/sign-in").headers["set-cookie"]
+        app.state.settings = SimpleNamespace(ui_secure_cookies=True)
+        assert "Secure" in c.get("/ui/sign-in").headers["set-cookie"]
 
 
 def test_pages_need_a_session_and_a_forged_cookie_is_not_one(client: TestClient) -> None:
