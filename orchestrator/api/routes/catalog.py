@@ -27,7 +27,13 @@ from orchestrator.domain.errors import Conflict, SummitError
 
 from ..deps import CallerDep, PrincipalDep
 
-__all__ = ["catalog_is_local", "rate_limited", "router"]
+__all__ = [
+    "catalog_client",
+    "catalog_is_local",
+    "count_catalog_request",
+    "rate_limited",
+    "router",
+]
 
 
 class CatalogRateLimited(SummitError):
@@ -42,24 +48,36 @@ class CatalogRateLimited(SummitError):
         self.headers = {"Retry-After": str(max(1, int(retry_after_s + 0.999)))}
 
 
-async def rate_limited(request: Request) -> None:
-    """Count the request against its client (its bearer token, else its address)."""
-    settings = request.app.state.settings
-    if settings.catalog_rate_limit_requests <= 0:
+def catalog_client(authorization: str, address: str | None) -> str:
+    """Who a catalog request is counted against: its bearer token (hashed), else its
+    address. The UI counts a session's requests under the ``Bearer`` header of its token, so
+    one token has one budget through both doors."""
+    if authorization:
+        return hashlib.sha256(authorization.encode()).hexdigest()[:24]
+    return address or "unknown"
+
+
+async def count_catalog_request(state: Any, client: str) -> None:
+    """Count one catalog request of ``client``; 429 ``rate_limited`` past the limit."""
+    settings = getattr(state, "settings", None)  # an app made for a test may have none
+    if settings is None or settings.catalog_rate_limit_requests <= 0:
         return
-    auth = request.headers.get("authorization") or ""
-    client = (
-        hashlib.sha256(auth.encode()).hexdigest()[:24]
-        if auth
-        else (request.client.host if request.client else "unknown")
-    )
-    wait = await request.app.state.broker.rate_limiter.acquire(
+    wait = await state.broker.rate_limiter.acquire(
         f"catalog:{client}",
         limit=settings.catalog_rate_limit_requests,
         window_s=settings.catalog_rate_limit_window_s,
     )
     if wait > 0:
         raise CatalogRateLimited(wait)
+
+
+async def rate_limited(request: Request) -> None:
+    """Count the request against its client (its bearer token, else its address)."""
+    client = catalog_client(
+        request.headers.get("authorization") or "",
+        request.client.host if request.client else None,
+    )
+    await count_catalog_request(request.app.state, client)
 
 
 async def catalog_is_local(request: Request, _: PrincipalDep) -> None:

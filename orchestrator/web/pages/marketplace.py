@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
+from orchestrator.api.routes.catalog import catalog_client, count_catalog_request
 from orchestrator.catalog.installer import CatalogInstall, CatalogRef, Plan
 from orchestrator.catalog.search import CatalogQuery
 from orchestrator.catalog.sources import CatalogSource, LocalCatalog
@@ -29,6 +30,14 @@ from orchestrator.web.config_form import ConfigForm
 from orchestrator.web.guard import UiContext, UiDep, UiRoute
 
 router = APIRouter(route_class=UiRoute)
+
+
+async def _count(ui: UiContext) -> None:
+    """A marketplace read counts against the catalog's rate limit as the REST request with
+    the session's token would (one budget per token, through both doors)."""
+    client = catalog_client(f"Bearer {ui.session.token}", None)
+    await count_catalog_request(ui.request.app.state, client)
+
 
 PAGE_SIZE = 24
 SORTS = ("relevance", "name", "newest", "popular")
@@ -67,6 +76,7 @@ async def marketplace(
     searched: str = "",
 ) -> Response:
     await ui.require("GET", "/v1/catalog/plugins")
+    await _count(ui)
     # A first visit shows what runs here; the form says when the box was unticked. (The
     # catalog names each card's version that runs here only under this filter.)
     compatible = compatible if searched else "1"
@@ -111,6 +121,7 @@ async def marketplace(
 @router.get("/marketplace/{plugin_id}", name="ui_catalog_plugin")
 async def catalog_plugin(plugin_id: str, ui: UiDep) -> Response:
     await ui.require("GET", f"/v1/catalog/plugins/{plugin_id}")
+    await _count(ui)
     app = ui.request.app.state
     source = _catalog(ui)
     entry = await run_in_threadpool(source.plugin_page, plugin_id)
