@@ -5,93 +5,40 @@ it; and an answer it cannot use is a clear 502/503, never a half-drawn page."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
 from orchestrator.catalog.search import CatalogQuery
-from orchestrator.catalog.service import CatalogCache, CatalogService
+from orchestrator.catalog.service import CatalogService
 from orchestrator.catalog.sources import CatalogUnreachable, LocalCatalog, RemoteCatalog
 from orchestrator.domain.errors import NotFound
-from orchestrator.domain.manifest import Manifest
 from orchestrator.store import catalog as catalog_store
-from orchestrator.store.catalog_models import CatalogVersion
-from orchestrator.store.db import make_engine, migrate, session_scope
+from orchestrator.store.db import session_scope
 from tests.fixtures.remote_catalog import (
+    ManifestlessCatalog,
     catalog_app,
+    catalog_engine,
+    catalog_service,
     probe_manifest,
+    publish_entry,
     remote_catalog,
     viewer_token,
 )
 
+__all__ = ["catalog_engine"]  # the shared fixture
+
 URL = "http://catalog.example"
 
 
-class ManifestlessCatalog(CatalogService):
-    """A catalog whose answers carry no manifests (an orchestrator from before they did): the
-    install dialog then asks for the config as JSON."""
-
-    def _version_json(self, row: CatalogVersion) -> dict[str, Any]:
-        entry = super()._version_json(row)
-        del entry["manifest"]
-        return entry
-
-
 def service_on(engine: Engine, kind: type[CatalogService] = CatalogService) -> CatalogService:
-    return kind(
-        engine=engine,
-        images=cast(Any, None),
-        supply_chain=cast(Any, None),
-        trust=cast(Any, None),
-        cache=CatalogCache(None, prefix="test"),
-    )
+    return catalog_service(engine, kind)
 
 
-def put(
-    engine: Engine,
-    plugin_id: str,
-    version: str = "1.0.0",
-    *,
-    summit: str = ">=0.1,<1",
-    readme: str = "",
-    categories: tuple[str, ...] = (),
-    signed: bool = False,
-    permissions: list[str] | None = None,
-    hosts: list[str] | None = None,
-) -> None:
-    data = probe_manifest(plugin_id, version, permissions=permissions)
-    data["compatibility"] = {"summit": summit}
-    if hosts:
-        data["network"] = {"allowed_hosts": hosts}
-    digest = hashlib.sha256(f"{plugin_id}@{version}".encode()).hexdigest()
-    with session_scope(engine) as session:
-        if catalog_store.get_publisher(session, publisher_id="acme") is None:
-            catalog_store.add_publisher(session, publisher_id="acme", name="Acme Plugins")
-        catalog_store.publish_version(
-            session,
-            manifest=Manifest.model_validate(data),
-            image=f"registry.example/{plugin_id}@sha256:{digest}",
-            publisher="acme",
-            published_by="publisher-token",
-            readme=readme,
-            categories=categories,
-            signature={"key_id": "acme-key", "envelope": {}} if signed else None,
-            signature_status="verified" if signed else "unsigned",
-            scan_summary={"LOW": 2},
-        )
-
-
-@pytest.fixture
-def catalog_engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path / 'catalog.db'}")
-    migrate(eng)
-    yield eng
-    eng.dispose()
+def put(engine: Engine, plugin_id: str, version: str = "1.0.0", **fields: Any) -> None:
+    publish_entry(engine, plugin_id, version, published_by="publisher-token", **fields)
 
 
 @pytest.fixture

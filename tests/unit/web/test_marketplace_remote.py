@@ -5,10 +5,8 @@ its install dialog from there, with the remote's badges and counts; a remote tha
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,40 +18,30 @@ from sqlalchemy.engine import Engine
 
 from orchestrator import web
 from orchestrator.catalog.installer import CatalogInstaller
-from orchestrator.catalog.service import CatalogCache, CatalogService
+from orchestrator.catalog.service import CatalogService
 from orchestrator.catalog.sources import CatalogSource, LocalCatalog, RemoteCatalog
-from orchestrator.domain.manifest import Manifest
 from orchestrator.security.access import ApiTokens
 from orchestrator.services.extensions import AdminAccess
 from orchestrator.services.plugins import PluginQueries
-from orchestrator.store import catalog as catalog_store
-from orchestrator.store.catalog_models import CatalogVersion
-from orchestrator.store.db import make_engine, migrate, session_scope
 from tests.fixtures.fake_runtime import FakeRuntime
-from tests.fixtures.remote_catalog import catalog_app, probe_manifest, remote_catalog, viewer_token
+from tests.fixtures.remote_catalog import (
+    ManifestlessCatalog,
+    catalog_app,
+    catalog_engine,
+    catalog_service,
+    publish_entry,
+    remote_catalog,
+    viewer_token,
+)
+
+__all__ = ["catalog_engine"]  # the shared fixture
 
 ADMIN = "ui-admin-secret"
 HOSTILE_README = "# Chart\n\n<script>alert(1)</script>\n"
 
 
-class ManifestlessCatalog(CatalogService):
-    """A catalog whose answers carry no manifests (an orchestrator from before they did): the
-    install dialog then asks for the config as JSON."""
-
-    def _version_json(self, row: CatalogVersion) -> dict[str, Any]:
-        entry = super()._version_json(row)
-        del entry["manifest"]
-        return entry
-
-
 def reading(engine: Engine, kind: type[CatalogService] = CatalogService) -> CatalogService:
-    return kind(
-        engine=engine,
-        images=cast(Any, None),
-        supply_chain=cast(Any, None),
-        trust=cast(Any, None),
-        cache=CatalogCache(None, prefix="test"),
-    )
+    return catalog_service(engine, kind)
 
 
 def put(
@@ -65,36 +53,17 @@ def put(
     signed: bool = False,
     installs: int = 0,
 ) -> None:
-    data = probe_manifest(plugin_id, "1.0.0", permissions=["network:access", "read:data"])
-    data["network"] = {"allowed_hosts": ["api.example.com"]}
-    digest = hashlib.sha256(plugin_id.encode()).hexdigest()
-    with session_scope(engine) as session:
-        if catalog_store.get_publisher(session, publisher_id="acme") is None:
-            catalog_store.add_publisher(session, publisher_id="acme", name="Acme Plugins")
-        catalog_store.publish_version(
-            session,
-            manifest=Manifest.model_validate(data),
-            image=f"registry.example/{plugin_id}@sha256:{digest}",
-            publisher="acme",
-            published_by="acme-ci",
-            readme=readme,
-            categories=[category],
-            signature={"key_id": "acme-2025", "envelope": {}} if signed else None,
-            signature_status="verified" if signed else "unsigned",
-        )
-        if installs:
-            catalog_store.record_stats(
-                session, plugin_id=plugin_id, version="1.0.0", installs=installs
-            )
-
-
-@pytest.fixture
-def catalog_engine(tmp_path: Path) -> Iterator[Engine]:
-    """The remote catalog's database (this orchestrator's own catalog stays empty)."""
-    eng = make_engine(f"sqlite:///{tmp_path / 'remote-catalog.db'}")
-    migrate(eng)
-    yield eng
-    eng.dispose()
+    """A chart plugin asking for network:access to api.example.com and read:data."""
+    publish_entry(
+        engine,
+        plugin_id,
+        categories=[category],
+        readme=readme,
+        signed=signed,
+        installs=installs,
+        permissions=["network:access", "read:data"],
+        hosts=["api.example.com"],
+    )
 
 
 def ui_app(engine: Engine, source: CatalogSource) -> FastAPI:
@@ -194,7 +163,7 @@ def test_a_remote_plugin_page_shows_the_remote_entry_with_its_readme_escaped(
     assert "<script>" not in readme and "&lt;script&gt;alert(1)&lt;/script&gt;" in readme
     assert "by Acme Plugins" in html and ">signed<" in html and ">runs here<" in html
     signature = html.split('id="signature"')[1].split("</section>")[0]
-    assert "verified" in signature and "acme-2025" in signature
+    assert "verified" in signature and "acme-key" in signature
     assert "installing checks the signature again" in signature
     assert "<dt>Installs</dt><dd>3</dd>" in html
     assert 'id="install"' in html
