@@ -138,105 +138,112 @@ def _table(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return [(r["at"], r["series"], r["value"]) for r in rows[-FALLBACK_ROWS:]]
 
 
+def _over_time(
+    key: str,
+    title: str,
+    values: list[dict[str, Any]],
+    *,
+    mark: str,
+    y_title: str,
+    step_s: int,
+    series_title: str = "series",
+    colors: Mapping[str, str] | None = None,
+) -> Chart:
+    """A chart of long rows over time: bars stack (they are counts within a step), lines do
+    not."""
+    return Chart(
+        key=key,
+        title=title,
+        spec=_spec(
+            values,
+            mark={"type": mark},
+            y_title=y_title,
+            step_s=step_s,
+            stack=mark == "bar",
+            color_title="" if series_title == "series" else series_title,
+            colors=colors,
+        ),
+        columns=("at", series_title, "value"),
+        rows=_table(values),
+        note="" if values else "No points in this range yet.",
+    )
+
+
 def plugin_series_charts(series: Mapping[str, Any]) -> list[Chart]:
     """A plugin's calls, latency, memory and CPU over time (``series``: the ``series`` of
     ``UsageService.plugin_usage``)."""
     points = series.get("points") or []
     step = int(series.get("step_s") or 0)
     per = f"per {step} s" if step else "per step"
-    made = []
-    for key, title, picks, mark, y_title, stack in (
-        (
+    return [
+        _over_time(
             "calls",
             f"Calls ({per})",
-            {"ok": _ok_calls, "error": "errors_in_step"},
-            {"type": "bar"},
-            "calls",
-            True,
+            _long(points, {"ok": _ok_calls, "error": "errors_in_step"}),
+            mark="bar",
+            y_title="calls",
+            step_s=step,
+            colors=CALL_COLORS,
         ),
-        (
+        _over_time(
             "latency",
             "Mean call time (ms)",
-            {"mean": "call_ms_mean"},
-            {"type": "line"},
-            "ms",
-            False,
+            _long(points, {"mean": "call_ms_mean"}),
+            mark="line",
+            y_title="ms",
+            step_s=step,
         ),
-        (
+        _over_time(
             "memory",
             "Memory (MiB)",
-            {"used": "memory_used_mb", "limit": "memory_limit_mb"},
-            {"type": "line"},
-            "MiB",
-            False,
+            _long(points, {"used": "memory_used_mb", "limit": "memory_limit_mb"}),
+            mark="line",
+            y_title="MiB",
+            step_s=step,
         ),
-        (
+        _over_time(
             "cpu",
             "CPU (% of one core)",
-            {"cpu": _cpu_percent(step)},
-            {"type": "line"},
-            "%",
-            False,
+            _long(points, {"cpu": _cpu_percent(step)}),
+            mark="line",
+            y_title="%",
+            step_s=step,
         ),
-    ):
-        values = _long(points, picks)
-        made.append(
-            Chart(
-                key=key,
-                title=title,
-                spec=_spec(
-                    values,
-                    mark=mark,
-                    y_title=y_title,
-                    step_s=step,
-                    stack=stack,
-                    colors=CALL_COLORS if key == "calls" else None,
-                ),
-                columns=("at", "series", "value"),
-                rows=_table(values),
-                note="" if values else "No points in this range yet.",
-            )
-        )
-    return made
+    ]
 
 
 def fleet_charts(fleet: Mapping[str, Any]) -> list[Chart]:
     """Every plugin's calls, errors, latency, memory and CPU over time, a line per plugin
-    (``fleet``: ``UsageService.fleet_usage``'s ``series``)."""
+    (``fleet``: ``UsageService.fleet_usage``'s answer)."""
     step = int(fleet.get("step_s") or 0)
     per = f"per {step} s" if step else "per step"
     plugins: Mapping[str, Sequence[Mapping[str, Any]]] = fleet.get("plugins") or {}
-    made = []
-    for key, title, pick, mark, y_title in (
-        ("calls", f"Calls ({per})", "calls_in_step", {"type": "bar"}, "calls"),
-        ("errors", f"Errors ({per})", "errors_in_step", {"type": "bar"}, "errors"),
-        ("latency", "Mean call time (ms)", "call_ms_mean", {"type": "line"}, "ms"),
-        ("memory", "Memory (MiB)", "memory_used_mb", {"type": "line"}, "MiB"),
-        ("cpu", "CPU (% of one core)", _cpu_percent(step), {"type": "line"}, "%"),
-    ):
-        values = [
-            {**row, "series": plugin_id}
+
+    def per_plugin(pick: Any) -> list[dict[str, Any]]:
+        return [
+            row
             for plugin_id, points in sorted(plugins.items())
             for row in _long(points, {plugin_id: pick})
         ]
-        made.append(
-            Chart(
-                key=key,
-                title=title,
-                spec=_spec(
-                    values,
-                    mark=mark,
-                    y_title=y_title,
-                    step_s=step,
-                    stack=mark["type"] == "bar",
-                    color_title="plugin",
-                ),
-                columns=("at", "plugin", "value"),
-                rows=_table(values),
-                note="" if values else "No points in this range yet.",
-            )
+
+    return [
+        _over_time(
+            key,
+            title,
+            per_plugin(pick),
+            mark=mark,
+            y_title=unit,
+            step_s=step,
+            series_title="plugin",
         )
-    return made
+        for key, title, pick, mark, unit in (
+            ("calls", f"Calls ({per})", "calls_in_step", "bar", "calls"),
+            ("errors", f"Errors ({per})", "errors_in_step", "bar", "errors"),
+            ("latency", "Mean call time (ms)", "call_ms_mean", "line", "ms"),
+            ("memory", "Memory (MiB)", "memory_used_mb", "line", "MiB"),
+            ("cpu", "CPU (% of one core)", _cpu_percent(step), "line", "%"),
+        )
+    ]
 
 
 def totals(fleet: Mapping[str, Any]) -> list[dict[str, Any]]:
