@@ -8,7 +8,14 @@ from starlette.responses import Response
 
 from orchestrator.web.assets import serve_static
 from orchestrator.web.guard import UiDep, UiRoute, secure
-from orchestrator.web.pages import analytics, marketplace, operations, plugins, session
+from orchestrator.web.pages import (
+    analytics,
+    marketplace,
+    operations,
+    plugins,
+    session,
+    webhook_forms,
+)
 
 __all__ = ["router"]
 
@@ -26,5 +33,6 @@ async def home(ui: UiDep) -> Response:
     return ui.back("/ui/plugins")
 
 
-for area in (session, plugins, marketplace, operations, analytics):
+# webhook_forms before operations: /webhooks/new is not a webhook's id.
+for area in (session, plugins, marketplace, webhook_forms, operations, analytics):
     router.include_router(area.router, include_in_schema=False)
