@@ -82,14 +82,27 @@ def _shown(kind: str, value: Any) -> str:
 class ConfigForm:
     """The fields of ``manifest``'s config schema, filled with ``values`` (else defaults).
     Without a manifest (not known here), the config is one JSON field, checked when the
-    install reads the plugin's own manifest."""
+    install reads the plugin's own manifest.
 
-    def __init__(self, manifest: Manifest | None, values: dict[str, Any] | None = None) -> None:
+    ``stored``: ``values`` is a plugin's stored config, being edited. A field then shows what
+    is stored (not the schema's default for a key the config lacks: saving the form
+    unchanged must not write defaults into it), and the stored keys that no field shows
+    (a schema may allow more properties than it describes) are kept as they are: ``kept``.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest | None,
+        values: dict[str, Any] | None = None,
+        *,
+        stored: bool = False,
+    ) -> None:
         self.manifest = manifest
         schema = (manifest.config_schema if manifest is not None else None) or {}
         props = schema.get("properties") if isinstance(schema, dict) else None
         self.errors: list[str] = []  # errors that name no one field
         self.fields: list[FormField] = []
+        self.kept: dict[str, Any] = {}
         values = values or {}
         if not isinstance(props, dict) or not props:
             self.fields.append(
@@ -104,10 +117,12 @@ class ConfigForm:
             )
             return
         required = set(schema.get("required") or [])
+        if stored:
+            self.kept = {k: v for k, v in values.items() if k not in props}
         for name, prop in props.items():
             prop = prop if isinstance(prop, dict) else {}
             kind = _kind(prop)
-            current = values.get(name, prop.get("default"))
+            current = values.get(name) if stored else values.get(name, prop.get("default"))
             self.fields.append(
                 FormField(
                     name=str(name),
@@ -133,7 +148,7 @@ class ConfigForm:
         """The config the submitted ``form`` holds, checked by the API's own validation; every
         problem is recorded on its field (or in ``errors``), and the fields keep what was
         typed so the form can be shown again."""
-        config: dict[str, Any] = {}
+        config: dict[str, Any] = dict(self.kept)
         for f in self.fields:
             raw = form.get(f.input_name)
             text = raw if isinstance(raw, str) else ""

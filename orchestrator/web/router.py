@@ -12,6 +12,7 @@ from orchestrator.web.pages import (
     analytics,
     marketplace,
     operations,
+    plugin_settings,
     plugins,
     session,
     webhook_forms,
@@ -33,6 +34,7 @@ async def home(ui: UiDep) -> Response:
     return ui.back("/ui/plugins")
 
 
-# webhook_forms before operations: /webhooks/new is not a webhook's id.
-for area in (session, plugins, marketplace, webhook_forms, operations, analytics):
+# Fixed paths before the patterns that would take them: plugin_settings before plugins (its
+# POST /plugins/{id}/{action}), webhook_forms before operations (/webhooks/{id}).
+for area in (session, plugin_settings, plugins, marketplace, webhook_forms, operations, analytics):
     router.include_router(area.router, include_in_schema=False)
