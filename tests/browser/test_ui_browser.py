@@ -489,6 +489,35 @@ def test_events_audit_and_tokens_pages(
     screenshot(admin, "tokens")
 
 
+def test_editing_its_configuration_and_the_forms_pages(
+    admin: Any, orch: OrchestratorProcess, published: str, webhook: str
+) -> None:
+    from playwright.sync_api import expect
+
+    admin.goto(f"/ui/plugins/{published}")
+    admin.click("#edit-config")
+    admin.wait_for_url(f"**/ui/plugins/{published}/config")
+    field = admin.get_by_label("init_delay_s")
+    expect(field).to_have_value("0")
+    field.fill("-5")
+    admin.click("#config-submit")
+    expect(admin.locator(".field-error").first).to_contain_text("minimum of 0")
+    screenshot(admin, "plugin-config-invalid")
+    admin.get_by_label("init_delay_s").fill("0.5")
+    admin.click("#config-submit")
+    admin.wait_for_url(f"**/ui/plugins/{published}")
+    expect(admin.locator(".flash-ok")).to_be_visible()
+    assert orch.plugin(published)["config"] == {"init_delay_s": 0.5}
+    for path, name in (
+        (f"/ui/plugins/{published}/limits", "plugin-limits"),
+        ("/ui/webhooks/new", "webhook-new"),
+        (f"/ui/webhooks/{webhook}/edit", "webhook-edit"),
+    ):
+        answer = admin.goto(path)
+        assert answer.status == 200, path
+        screenshot(admin, name)
+
+
 def test_pages_fit_a_phone(browser: Any, orch: OrchestratorProcess, published: str) -> None:
     page = open_page(browser, orch, TOKEN, viewport=PHONE)
     try:
@@ -498,6 +527,8 @@ def test_pages_fit_a_phone(browser: Any, orch: OrchestratorProcess, published: s
             (f"/ui/plugins/{published}", "phone-plugin"),
             (f"/ui/marketplace/{published}", "phone-catalog-plugin"),
             ("/ui/analytics", "phone-analytics"),
+            ("/ui/webhooks/new", "phone-webhook-new"),
+            (f"/ui/plugins/{published}/config", "phone-plugin-config"),
         ):
             page.goto(path)
             overflow = page.evaluate(
