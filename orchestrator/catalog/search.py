@@ -12,14 +12,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from orchestrator import __version__
 from orchestrator.domain.errors import InvalidInput
 from orchestrator.domain.manifest import ExtensionPoint, Permission
 from orchestrator.domain.versions import Version, VersionError, VersionRange
 from orchestrator.store import catalog as catalog_store
-from orchestrator.store.catalog_models import CatalogVersion
 from orchestrator.store.db import Session
 
 __all__ = ["CatalogQuery", "compatible_with", "item_json", "newest_compatible", "search_catalog"]
@@ -126,20 +125,39 @@ def item_json(item: catalog_store.SearchItem) -> dict[str, Any]:
     }
 
 
+class Published(Protocol):
+    """A published version as the rule below reads it: a catalog row, or a remote catalog's
+    entry."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def summit_range(self) -> str: ...
+    @property
+    def yanked(self) -> bool: ...
+
+
+Row = TypeVar("Row", bound=Published)
+
+
 def newest_compatible(
-    rows: Sequence[CatalogVersion], summit_version: str = __version__, after: str | None = None
-) -> CatalogVersion | None:
+    rows: Sequence[Row], summit_version: str = __version__, after: str | None = None
+) -> Row | None:
     """The newest version that is not yanked, that this orchestrator can run, and (with
-    ``after``) newer than that version: what an update notice names."""
+    ``after``) newer than that version: what an update notice names. The one rule for the
+    local catalog and a remote one (whose version that is not semver is passed over)."""
     admits = compatible_with(summit_version)
     floor = Version.parse(after) if after else None
-    best: CatalogVersion | None = None
+    best: tuple[Version, Row] | None = None
     for row in rows:
         if row.yanked or not admits(row.summit_range):
             continue
-        version = Version.parse(row.version)
+        try:
+            version = Version.parse(row.version)
+        except VersionError:
+            continue
         if floor is not None and not floor < version:
             continue
-        if best is None or Version.parse(best.version) < version:
-            best = row
-    return best
+        if best is None or best[0] < version:
+            best = (version, row)
+    return best[1] if best is not None else None

@@ -59,6 +59,7 @@ from orchestrator.store import catalog as catalog_store
 from orchestrator.store import collections as collection_store
 from orchestrator.store.catalog_models import CatalogVersion
 from orchestrator.store.db import Engine, Session, session_scope
+from orchestrator.store.plugin_batches import catalog_versions_of
 
 if TYPE_CHECKING:
     from orchestrator.catalog.service import CatalogService
@@ -175,6 +176,11 @@ class CatalogSource(Protocol):
         update notice names. Never raises for an unreachable catalog."""
         ...
 
+    def newest_of(self, installed: Mapping[str, str]) -> dict[str, CatalogEntry]:
+        """:meth:`newest` for ``{plugin id: installed version}`` at once (the local catalog
+        in one read); the plugins with no newer version are left out."""
+        ...
+
     # -- what the marketplace shows (the answers of the catalog's REST routes) ------------------
 
     def search(self, query: CatalogQuery) -> dict[str, Any]:
@@ -257,6 +263,15 @@ class LocalCatalog:
         rows = catalog_store.list_versions(session, plugin_id=plugin_id)
         found = newest_compatible(rows, self.summit_version, after=after) if rows else None
         return CatalogEntry.from_row(found) if found is not None else None
+
+    def newest_of(self, installed: Mapping[str, str]) -> dict[str, CatalogEntry]:
+        with session_scope(self.engine) as session:
+            rows = catalog_versions_of(session, plugin_ids=list(installed))
+            found = {
+                pid: newest_compatible(versions, self.summit_version, after=installed[pid])
+                for pid, versions in rows.items()
+            }
+            return {pid: CatalogEntry.from_row(row) for pid, row in found.items() if row}
 
     def search(self, query: CatalogQuery) -> dict[str, Any]:
         return self._pages().search(query)
@@ -450,18 +465,11 @@ class RemoteCatalog:
         except CatalogUnreachable as exc:
             log.warning("update notices left out: %s", exc.message)
             return None
-        admits = compatible_with(self.summit_version)
-        floor = _version(after)
-        best: tuple[Version, CatalogEntry] | None = None
-        for entry in entries:
-            version = _version(entry.version)
-            if entry.yanked or not admits(entry.summit_range) or version is None:
-                continue
-            if floor is not None and not floor < version:
-                continue
-            if best is None or best[0] < version:
-                best = (version, entry)
-        return best[1] if best is not None else None
+        return newest_compatible(entries, self.summit_version, after=after)
+
+    def newest_of(self, installed: Mapping[str, str]) -> dict[str, CatalogEntry]:
+        found = {pid: self.newest(pid, after=version) for pid, version in installed.items()}
+        return {pid: entry for pid, entry in found.items() if entry is not None}
 
     # -- what the marketplace shows ------------------------------------------------------------
 

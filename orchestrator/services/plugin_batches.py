@@ -3,10 +3,10 @@ for a set of plugins in one database read, so that a list of plugins with their 
 the same few reads whether it holds five plugins or five hundred.
 
 ``services/plugins.py`` builds one plugin's view with a read per part; this module builds the
-same parts (the same models, and the same rules: the current container is the newest that is
-not a canary's candidate, the manifest is the current version's, an update notice names the
-newest compatible version of the catalog this orchestrator reads) keyed by plugin id. The
-GraphQL API's DataLoaders call it once per kind of part per request. Never changes state.
+same parts keyed by plugin id, with the same models and through the same rules (the current
+container: ``store.plugins.serving_containers``; an update notice: the catalog source's
+``newest_of``, as ``newest`` for one plugin). The GraphQL API's DataLoaders and the UI's lists
+call it once per kind of part per request. Never changes state.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.catalog.search import newest_compatible
 from orchestrator.catalog.sources import source_of
 from orchestrator.domain.errors import NotFound
 from orchestrator.services.plugins import ContainerView, UpdateNotice
@@ -126,22 +125,10 @@ class PluginBatches:
         each plugin that has one (the rule of ``services.plugins.update_notice``): from this
         orchestrator's catalog in one read, or asked of the remote catalog it reads (which
         caches its answers and leaves notices out while it cannot be reached)."""
-        source = source_of(self.engine)
-        out: dict[str, UpdateNotice] = {}
-        if source.remote:
-            for pid, version in installed.items():
-                entry = source.newest(pid, after=version)
-                if entry is not None:
-                    out[pid] = UpdateNotice(
-                        version=entry.version, image=entry.image, published_at=entry.published_at
-                    )
-            return out
-        with session_scope(self.engine) as session:
-            rows = store.catalog_versions_of(session, plugin_ids=list(installed))
-        for pid, versions in rows.items():
-            newest = newest_compatible(versions, after=installed[pid])
-            if newest is not None:
-                out[pid] = UpdateNotice(
-                    version=newest.version, image=newest.image, published_at=newest.published_at
-                )
-        return out
+        newest = source_of(self.engine).newest_of(installed)
+        return {
+            pid: UpdateNotice(
+                version=entry.version, image=entry.image, published_at=entry.published_at
+            )
+            for pid, entry in newest.items()
+        }

@@ -23,6 +23,7 @@ from orchestrator.catalog.sources import (
 )
 from orchestrator.domain.errors import NotFound
 from orchestrator.services.plugins import update_notice
+from orchestrator.store import catalog as catalog_store
 from orchestrator.store import crud
 from orchestrator.store.db import make_engine, migrate, session_scope
 from tests.fixtures.remote_catalog import catalog_app, publish, remote_catalog, viewer_token
@@ -255,3 +256,30 @@ def test_a_remote_catalog_reads_collections(catalog_engine: Engine, remote: Remo
     ]
     with pytest.raises(NotFound):
         remote.collection_versions("com.acme.none")
+
+
+def test_newest_of_many_is_newest_of_each_locally_and_remotely(
+    catalog_engine: Engine, remote: RemoteCatalog
+) -> None:
+    """The update notices of a list (GraphQL, the UI) and of one plugin follow one rule."""
+    for plugin_id, versions in (
+        ("com.acme.base", ("1.0.0", "2.0.0", "1.2.0")),
+        ("com.acme.flat", ("1.0.0",)),
+        ("com.acme.gone", ("1.0.0", "1.1.0")),
+    ):
+        for version in versions:
+            publish(catalog_engine, plugin_id, version)
+    with session_scope(catalog_engine) as session:
+        catalog_store.yank_version(
+            session, plugin_id="com.acme.gone", version="1.1.0", reason="broken"
+        )
+    installed = {"com.acme.base": "1.0.0", "com.acme.flat": "1.0.0", "com.acme.gone": "1.0.0"}
+    local = LocalCatalog(catalog_engine)
+    for source in (local, remote):
+        many = source.newest_of(installed)
+        one = {pid: source.newest(pid, after=v) for pid, v in installed.items()}
+        assert {pid: e.version for pid, e in many.items()} == {
+            pid: e.version for pid, e in one.items() if e is not None
+        }
+        # The newest by semver, not the last published; the yanked 1.1.0 is not offered.
+        assert {pid: e.version for pid, e in many.items()} == {"com.acme.base": "2.0.0"}
