@@ -15,6 +15,7 @@ from orchestrator.web.pages import (
     plugin_settings,
     plugins,
     session,
+    trust,
     webhook_forms,
 )
 
@@ -36,5 +37,14 @@ async def home(ui: UiDep) -> Response:
 
 # Fixed paths before the patterns that would take them: plugin_settings before plugins (its
 # POST /plugins/{id}/{action}), webhook_forms before operations (/webhooks/{id}).
-for area in (session, plugin_settings, plugins, marketplace, webhook_forms, operations, analytics):
+for area in (
+    session,
+    plugin_settings,
+    trust,
+    plugins,
+    marketplace,
+    webhook_forms,
+    operations,
+    analytics,
+):
     router.include_router(area.router, include_in_schema=False)

@@ -512,6 +512,8 @@ def test_editing_its_configuration_and_the_forms_pages(
         (f"/ui/plugins/{published}/limits", "plugin-limits"),
         ("/ui/webhooks/new", "webhook-new"),
         (f"/ui/webhooks/{webhook}/edit", "webhook-edit"),
+        (f"/ui/plugins/{published}/secrets", "plugin-secrets"),
+        ("/ui/trust", "trust"),
     ):
         answer = admin.goto(path)
         assert answer.status == 200, path
@@ -529,6 +531,7 @@ def test_pages_fit_a_phone(browser: Any, orch: OrchestratorProcess, published: s
             ("/ui/analytics", "phone-analytics"),
             ("/ui/webhooks/new", "phone-webhook-new"),
             (f"/ui/plugins/{published}/config", "phone-plugin-config"),
+            ("/ui/trust", "phone-trust"),
         ):
             page.goto(path)
             overflow = page.evaluate(
