@@ -51,6 +51,7 @@ from orchestrator.events.summaries import BrokerSummaries
 from orchestrator.jobs.setup import make_queue, start_embedded_worker
 from orchestrator.monitor.cgroups import CgroupLocator, ContainerMeter
 from orchestrator.monitor.quotas import EventJournal, QuotaEnforcer, QuotaPolicy
+from orchestrator.monitor.replica_calls import ReplicaCallStats
 from orchestrator.monitor.resources import ResourceCollector
 from orchestrator.monitor.sampler import Sampler, call_stats_from
 from orchestrator.monitor.series import UsageSeries
@@ -284,6 +285,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.queries = PluginQueries(engine=engine, runtime=runtime)
         # The resource monitor samples on the elected supervisor only.
         series = UsageSeries(engine)
+        # Every replica's calls, counted once by the sampling replica (shared through Redis).
+        replica_calls = ReplicaCallStats(
+            call_stats=call_stats_from(broker.metrics),
+            replica=replica,
+            redis_url=settings.redis_url,
+            instance=settings.instance,
+        )
         sampler = Sampler(
             engine=engine,
             series=series,
@@ -293,7 +301,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             interval_s=settings.monitor_interval_s,
             should_run=lambda: leadership.leader,
             egress_bytes=lambda p: (u := egress.usage(p))["bytes_out"] + u["bytes_in"],
-            call_stats=call_stats_from(broker.metrics),
+            call_stats=replica_calls.read,
         )
         quotas = QuotaEnforcer(
             default=QuotaPolicy().override(settings.quota_policy),
@@ -306,6 +314,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         sampler.listeners.append(quotas)
         sampler.start()
+        replica_calls.start()
         app.state.usage = UsageService(
             engine=engine,
             series=series,
@@ -346,6 +355,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(idle.stop)
             await idle.aclose()
             await asyncio.to_thread(sampler.stop)
+            await asyncio.to_thread(replica_calls.stop)  # writes its last counts on the way out
             quotas.close()
             await asyncio.to_thread(leadership.stop)
             if job_worker is not None:

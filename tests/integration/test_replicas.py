@@ -41,6 +41,7 @@ def _replica(tmp: Path, name: str, url: str, instance: str) -> OrchestratorProce
             "SUMMIT_LEADER_RENEW_S": "1",
             "SUMMIT_HEALTH_INTERVAL_S": "1",
             "SUMMIT_RESTART_BACKOFF_S": "0.2",
+            "SUMMIT_MONITOR_INTERVAL_S": "1",
         },
     )
 
@@ -136,6 +137,54 @@ def test_a_change_through_one_replica_reaches_the_other(
     after = eventually(lambda: output(call(a, "whoami")), timeout_s=5)["result"]["token"]
     assert after != before  # a new container, with a token of its own
     assert output(call(a, "storage.get", "k"))["result"] == 1
+
+
+def calls_recorded(orch: OrchestratorProcess) -> tuple[int, int]:
+    """The calls and failed calls of the spy in the usage series (the supervisor samples)."""
+    r = orch.client.get(f"/v1/plugins/{SPY}/usage", params={"since": "-1h", "step": "10s"})
+    points = r.json()["series"]["points"]
+    return (
+        sum(p["calls_in_step"] or 0 for p in points),
+        sum(p["errors_in_step"] or 0 for p in points),
+    )
+
+
+def brokered(orch: OrchestratorProcess) -> tuple[int, int]:
+    """The spy's calls and failed calls as this replica's broker counted them (/metrics)."""
+    calls = errors = 0
+    for line in orch.client.get("/metrics").text.splitlines():
+        if line.startswith("summit_extension_calls_total{") and f'plugin="{SPY}"' in line:
+            n = int(float(line.rsplit(" ", 1)[1]))
+            calls += n
+            errors += 0 if 'outcome="ok"' in line else n
+    return calls, errors
+
+
+def test_the_usage_series_counts_the_calls_of_every_replica_once(
+    pair: tuple[OrchestratorProcess, ...], tmp_path: Path
+) -> None:
+    a, b = pair
+    install(a, tmp_path)
+    assert a.client.post(f"/v1/plugins/{SPY}/enable").status_code == 200
+    eventually(lambda: output(call(b, "whoami")), timeout_s=5)  # B routes it: 1 call on B
+    for _ in range(3):
+        output(call(b, "storage.get", "k"))
+    output(call(a, "whoami"))
+    failed = call(b, "no.such.op")
+    assert failed.status_code != 200 or failed.json()["results"][0].get("error"), failed.text
+    # 4 ok and 1 failed through B (the supervisor does not broker them), 1 through A.
+
+    def all_counted() -> tuple[int, int]:
+        found = calls_recorded(a)
+        assert found[0] >= 6, found
+        return found
+
+    first = eventually(all_counted, timeout_s=30)
+    time.sleep(7)  # more sampling rounds and shared writes: nothing is counted twice
+    assert calls_recorded(a) == first == calls_recorded(b)
+    # Exactly what the two brokers counted, each replica's calls once.
+    assert first == tuple(x + y for x, y in zip(brokered(a), brokered(b), strict=True))
+    assert first[1] >= 1
 
 
 def test_concurrent_enables_through_two_replicas_start_one_container(
