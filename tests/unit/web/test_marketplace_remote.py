@@ -33,6 +33,7 @@ from tests.fixtures.remote_catalog import (
     remote_catalog,
     viewer_token,
 )
+from tests.fixtures.ui import sign_in as ui_sign_in
 
 __all__ = ["catalog_engine"]  # the shared fixture
 
@@ -97,15 +98,7 @@ def client(engine: Engine, catalog_engine: Engine, remote_app: FastAPI) -> Itera
 
 
 def sign_in(client: TestClient) -> None:
-    form = client.get("/ui/sign-in").text
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
-    assert csrf is not None
-    r = client.post(
-        "/ui/sign-in",
-        data={"token": ADMIN, "csrf_token": csrf.group(1), "next": "/ui/plugins"},
-        follow_redirects=False,
-    )
-    assert r.status_code == 303
+    ui_sign_in(client, ADMIN)
 
 
 def cards(html: str) -> list[str]:

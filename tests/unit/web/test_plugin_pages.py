@@ -18,7 +18,6 @@ import pytest
 import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from httpx import Response
 
 from orchestrator import web
 from orchestrator.api.errors import install_error_handlers
@@ -37,9 +36,17 @@ from orchestrator.services.plugins import PluginQueries
 from orchestrator.store import catalog as catalog_store
 from orchestrator.store.db import session_scope
 from tests.fixtures.plugins import PLUGINS
+from tests.fixtures.ui import assert_strict, csrf_of, post, sign_in
 from tests.unit.services.conftest import Services, services, settings
 
-__all__ = ["services", "settings"]  # the services' fixtures, shared
+__all__ = [  # the services' fixtures and the page helpers, shared
+    "assert_strict",
+    "csrf_of",
+    "post",
+    "services",
+    "settings",
+    "sign_in",
+]
 
 ADMIN = "ui-plugin-pages-admin"
 PID = "com.summit-tests.probe"
@@ -115,36 +122,8 @@ def tokens(app: FastAPI) -> dict[str, str]:
     }
 
 
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
-
-
-def sign_in(client: TestClient, token: str) -> str:
-    """Sign in with ``token``; the session's CSRF token."""
-    form = client.get("/ui/sign-in")
-    r = client.post(
-        "/ui/sign-in",
-        data={"token": token, "csrf_token": csrf_of(form.text), "next": "/ui/plugins"},
-        follow_redirects=False,
-    )
-    assert r.status_code == 303, r.text
-    return csrf_of(client.get("/ui/plugins").text)
-
-
-def post(client: TestClient, path: str, csrf: str, **fields: Any) -> Response:
-    return client.post(path, data={"csrf_token": csrf, **fields}, follow_redirects=False)
-
-
 def flashes(html: str) -> list[str]:
     return re.findall(r'<p class="flash flash-(?:ok|error)" role="\w+">([^<]*)</p>', html)
-
-
-def assert_strict(html: str) -> None:
-    """What the CSP would refuse is not in the page."""
-    assert "<script>" not in html and "style=" not in html
-    assert not re.search(r"\son[a-z]+=", html)
 
 
 # -- plugins --------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ database with the real access rule (``AdminAccess`` over real API tokens)."""
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from orchestrator.store.db import make_engine
 from orchestrator.web.guard import sessions_of
 from orchestrator.web.sessions import COOKIE, SessionStore, collect_writes, write_collected
 from tests.fixtures.fake_runtime import FakeRuntime
+from tests.fixtures.ui import csrf_of, submit_sign_in
 
 ADMIN = "ui-admin-secret"
 KEY = Fernet.generate_key()
@@ -250,19 +250,9 @@ def replicas(engine: Engine, tmp_path: Path) -> Iterator[tuple[TestClient, TestC
         yield a, b
 
 
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
-
-
 def sign_in(client: TestClient, token: str) -> str:
-    form = client.get("/ui/sign-in")
-    r = client.post(
-        "/ui/sign-in",
-        data={"token": token, "csrf_token": csrf_of(form.text), "next": "/ui/plugins"},
-        follow_redirects=False,
-    )
+    """Sign in with ``token``; the session cookie it was given."""
+    r = submit_sign_in(client, token)
     assert r.status_code == 303, r.text
     return r.cookies[COOKIE]
 

@@ -8,7 +8,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -27,6 +26,8 @@ from orchestrator.web.guard import safe_next
 from orchestrator.web.readme import render_markdown
 from orchestrator.web.sessions import SessionStore
 from tests.fixtures.fake_runtime import FakeRuntime
+from tests.fixtures.ui import csrf_of
+from tests.fixtures.ui import submit_sign_in as sign_in
 
 ADMIN = "ui-admin-secret"
 PLUGIN = "com.local.widget"
@@ -85,22 +86,6 @@ def app(engine: Engine, tokens: ApiTokens, lifecycle: RecordingLifecycle) -> Fas
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, base_url="http://testserver") as c:
         yield c
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
-
-
-def sign_in(client: TestClient, token: str) -> Any:
-    form = client.get("/ui/sign-in")
-    assert form.status_code == 200
-    return client.post(
-        "/ui/sign-in",
-        data={"token": token, "csrf_token": csrf_of(form.text), "next": "/ui/plugins"},
-        follow_redirects=False,
-    )
 
 
 def test_signing_in_gives_a_strict_http_only_cookie_and_a_bad_token_is_refused(

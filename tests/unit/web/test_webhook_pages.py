@@ -27,6 +27,8 @@ from orchestrator.security.secretbox import SecretBox
 from orchestrator.services.extensions import AdminAccess
 from orchestrator.services.webhooks import RetryPolicy, WebhookService
 from orchestrator.web.pages import webhook_forms
+from tests.fixtures.ui import assert_strict, post
+from tests.fixtures.ui import sign_in as ui_sign_in
 
 ADMIN = "ui-webhook-pages-admin"
 # The service here allows 127.0.0.0/8 (SUMMIT_WEBHOOK_ALLOW_PRIVATE), so these need no DNS
@@ -75,37 +77,14 @@ def service(app: FastAPI) -> WebhookService:
     return found
 
 
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
-
-
 def sign_in(client: TestClient, token: str) -> str:
     """Sign in with ``token``; the session's CSRF token."""
-    form = client.get("/ui/sign-in")
-    r = client.post(
-        "/ui/sign-in",
-        data={"token": token, "csrf_token": csrf_of(form.text), "next": "/ui/webhooks"},
-        follow_redirects=False,
-    )
-    assert r.status_code == 303, r.text
-    return csrf_of(client.get("/ui/webhooks").text)
-
-
-def post(client: TestClient, path: str, csrf: str, **fields: Any) -> Response:
-    return client.post(path, data={"csrf_token": csrf, **fields}, follow_redirects=False)
+    return ui_sign_in(client, token, landing="/ui/webhooks")
 
 
 def flashes(html: str) -> list[str]:
     found = re.findall(r'<p class="flash flash-(?:ok|error)" role="\w+">([^<]*)</p>', html)
     return [markup.unescape(f) for f in found]
-
-
-def assert_strict(html: str) -> None:
-    """What the CSP would refuse is not in the page."""
-    assert "<script>" not in html and "style=" not in html
-    assert not re.search(r"\son[a-z]+=", html)
 
 
 def rest_get(client: TestClient, webhook_id: str) -> Response:
