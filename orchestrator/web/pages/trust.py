@@ -9,31 +9,18 @@ fields checked by the route's own body model, and the same service call (``HostS
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from orchestrator.api.routes.security import KeyRequest, SecretValue
 from orchestrator.domain.errors import InvalidInput, SummitError
+from orchestrator.web.forms import checked
 from orchestrator.web.guard import UiContext, UiDep, UiRoute
 
 __all__ = ["router"]
 
 router = APIRouter(route_class=UiRoute)
-
-
-def _checked(model: type[BaseModel], fields: dict[str, Any]) -> Any:
-    """``fields`` through the REST route's body model: its first complaint, worded as the
-    API words it, is the refusal."""
-    try:
-        return model.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise InvalidInput(f"{where}: {first.get('msg', 'invalid')}") from None
 
 
 def _secrets_rule(plugin_id: str, name: str = "") -> str:
@@ -71,7 +58,7 @@ async def set_secret(plugin_id: str, ui: UiDep) -> Response:
     try:
         if not name:
             raise InvalidInput("name: a secret needs a name")
-        body = _checked(SecretValue, {"value": str(form.get("value") or "")})
+        body = checked(SecretValue, {"value": str(form.get("value") or "")})
         await run_in_threadpool(ui.request.app.state.host.set_secret, plugin_id, name, body.value)
         ui.flash("ok", f"Secret {name} of {plugin_id} is set.")
     except SummitError as exc:
@@ -118,7 +105,7 @@ async def add_key(ui: UiDep) -> Response:
     await ui.require("POST", "/v1/trust/keys")
     typed = {"name": str(form.get("name") or ""), "public_key": str(form.get("public_key") or "")}
     try:
-        body = _checked(KeyRequest, {k: v.strip() for k, v in typed.items()})
+        body = checked(KeyRequest, {k: v.strip() for k, v in typed.items()})
         added = await run_in_threadpool(
             lambda: ui.request.app.state.trust.add(name=body.name, public_key=body.public_key)
         )

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
@@ -27,13 +26,13 @@ from orchestrator.api.routes.webhooks import NewWebhook, WebhookChanges
 from orchestrator.domain.errors import InvalidInput, SummitError
 from orchestrator.events.webhooks import FIELD_ROOTS, OPS, SIGNATURE_HEADER
 from orchestrator.services.webhooks import RetryPolicy, WebhookService
+from orchestrator.web.forms import checked
 from orchestrator.web.guard import UiContext, UiDep, UiRoute
 
 __all__ = ["router"]
 
 router = APIRouter(route_class=UiRoute)
 
-Body = TypeVar("Body", bound=BaseModel)
 
 POLICY_FIELDS = tuple(RetryPolicy.__dataclass_fields__)
 TRANSFORM_KINDS = ("", "jmespath", "template")
@@ -158,17 +157,6 @@ def _json(text: str, name: str, *, default: Any) -> Any:
         ) from None
 
 
-def _checked(model: type[Body], body: dict[str, Any]) -> Body:
-    """``body`` through the REST route's own model, its refusals worded as the API's 422."""
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        reasons = [
-            f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()
-        ]
-        raise InvalidInput("; ".join(reasons), details=reasons) from None
-
-
 def _errors_of(exc: SummitError) -> dict[str, str]:
     """Each reason of a refusal under the field it is about ('' when it is about none)."""
     reasons = exc.details if isinstance(exc.details, list) else [exc.message]
@@ -222,7 +210,7 @@ async def create_webhook(ui: UiDep) -> Response:
     fields = WebhookFields.of_form(form)
     service = _service(ui)
     try:
-        body = _checked(NewWebhook, {**fields.body(), "secret": fields.secret or None})
+        body = checked(NewWebhook, {**fields.body(), "secret": fields.secret or None})
         created = await run_in_threadpool(
             lambda: service.create(
                 url=body.url,
@@ -276,7 +264,7 @@ async def change_webhook(webhook_id: str, ui: UiDep) -> Response:
     hook = await run_in_threadpool(service.get, webhook_id)
     fields = WebhookFields.of_form(form)
     try:
-        changes = _changes(hook, _checked(WebhookChanges, fields.body()))
+        changes = _changes(hook, checked(WebhookChanges, fields.body()))
         if changes:
             await run_in_threadpool(service.update, webhook_id, changes)
     except SummitError as exc:
