@@ -57,18 +57,31 @@ def _visualizers(ui: UiContext) -> list[str]:
     return sorted({p["plugin"] for p in providers})
 
 
-async def _dashboard(
-    ui: UiContext, window: str, *, drawn: Any = None, status_code: int = 200, **chosen: str
+async def _fleet(ui: UiContext, window: str) -> dict[str, Any]:
+    fleet: dict[str, Any] = await run_in_threadpool(
+        ui.request.app.state.usage.fleet_usage, since=RANGES[window]
+    )
+    return fleet
+
+
+def _dashboard(
+    ui: UiContext,
+    window: str,
+    fleet: dict[str, Any],
+    *,
+    visualizers: list[str],
+    drawn: Any = None,
+    status_code: int = 200,
+    **chosen: str,
 ) -> Response:
-    series = await run_in_threadpool(ui.request.app.state.usage.fleet_usage, since=RANGES[window])
     return ui.render(
         "analytics.html",
         status_code,
         window=window,
         ranges=RANGES,
-        charts=charts.fleet_charts(series),
-        totals=charts.totals(series),
-        visualizers=_visualizers(ui),
+        charts=charts.fleet_charts(fleet),
+        totals=charts.totals(fleet),
+        visualizers=visualizers,
         datasets=charts.DATASETS,
         drawn=drawn,
         chosen=chosen,
@@ -78,7 +91,8 @@ async def _dashboard(
 @router.get("/analytics", name="ui_analytics")
 async def analytics(ui: UiDep, range: str = Query("1h", max_length=8)) -> Response:
     await ui.require("GET", "/v1/usage")
-    return await _dashboard(ui, range_of(range))
+    window = range_of(range)
+    return _dashboard(ui, window, await _fleet(ui, window), visualizers=_visualizers(ui))
 
 
 @router.post("/analytics/draw")
@@ -94,14 +108,13 @@ async def draw(ui: UiDep) -> Response:
     dataset = str(form.get("dataset") or "calls")
     drawn: dict[str, Any] = {"plugin": plugin_id}
     status = 200
+    fleet = await _fleet(ui, window)  # read once: drawn by the plugin and shown on the page
+    visualizers = _visualizers(ui)
     try:
         if dataset not in charts.DATASETS:
             raise InvalidInput(f"dataset: one of {', '.join(charts.DATASETS)}")
-        if plugin_id not in _visualizers(ui):
+        if plugin_id not in visualizers:
             raise InvalidInput(f"{plugin_id[:128]!r} is no ACTIVE visualization plugin")
-        fleet = await run_in_threadpool(
-            ui.request.app.state.usage.fleet_usage, since=RANGES[window]
-        )
         title = charts.DATASETS[dataset]
         payload = {
             "data": charts.rows_for(dataset, charts.totals(fleet)),
@@ -115,6 +128,13 @@ async def draw(ui: UiDep) -> Response:
     except SummitError as exc:
         drawn["error"] = {"code": exc.code, "message": exc.message}
         status = exc.status_code
-    return await _dashboard(
-        ui, window, drawn=drawn, status_code=status, plugin=plugin_id, dataset=dataset
+    return _dashboard(
+        ui,
+        window,
+        fleet,
+        visualizers=visualizers,
+        drawn=drawn,
+        status_code=status,
+        plugin=plugin_id,
+        dataset=dataset,
     )
