@@ -15,15 +15,18 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 TIME_HELP = "ISO 8601 (UTC without an offset), 'now', or relative: '-90s', '-15m', '-1h', '-7d'"
 STEP_HELP = "Seconds, or '10s', '5m', '1h', '1d' (default: auto)"
 
+TimeQuery = Annotated[str | None, Query(max_length=64, description=TIME_HELP)]
+StepQuery = Annotated[str | None, Query(max_length=16, description=STEP_HELP)]
+
 
 @router.get("/plugins/{plugin_id}/usage")
 async def plugin_usage(
     plugin_id: str,
     usage: UsageDep,
     _: PrincipalDep,
-    since: Annotated[str | None, Query(max_length=64, description=TIME_HELP)] = None,
-    until: Annotated[str | None, Query(max_length=64, description=TIME_HELP)] = None,
-    step: Annotated[str | None, Query(max_length=16, description=STEP_HELP)] = None,
+    since: TimeQuery = None,
+    until: TimeQuery = None,
+    step: StepQuery = None,
 ) -> dict[str, Any]:
     """The plugin's usage now (``usage``, ``network``, and ``current`` in ResourceUsage
     units: MiB, ms, bytes) and, when ``since``, ``until`` or ``step`` is given, its
@@ -37,9 +40,9 @@ async def plugin_usage(
 async def all_usage(
     usage: UsageDep,
     _: PrincipalDep,
-    since: Annotated[str | None, Query(max_length=64, description=TIME_HELP)] = None,
-    until: Annotated[str | None, Query(max_length=64, description=TIME_HELP)] = None,
-    step: Annotated[str | None, Query(max_length=16, description=STEP_HELP)] = None,
+    since: TimeQuery = None,
+    until: TimeQuery = None,
+    step: StepQuery = None,
 ) -> dict[str, Any]:
     """Every installed plugin's state and newest usage (``at``, ``interval_s``, ``plugins``;
     ResourceUsage units). Without ``since``, ``until`` and ``step`` that is the whole answer,
