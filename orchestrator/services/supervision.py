@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
@@ -51,6 +52,7 @@ RECONCILE_RETRY_S = 2.0
 RECONCILE_INTERVAL_S = 30.0
 EVENTS_RETRY_S = 1.0
 HEALTH_TIMEOUT_S = 2.0
+OOM_REMEMBERED = 256  # containers with an ``oom`` event and no ``die`` yet, at most
 
 
 class Timer(Protocol):
@@ -95,6 +97,8 @@ class Supervision:
         self._restarts: dict[str, Timer] = {}
         # Keyed by container endpoint too: a new container starts with a clean count.
         self._health_failures: dict[tuple[str, Endpoint], int] = {}
+        # Containers the runtime said ran out of memory, until their ``die`` comes (bounded).
+        self._oom_seen: OrderedDict[str, None] = OrderedDict()
 
     # -- threads -----------------------------------------------------------------------------
 
@@ -164,8 +168,18 @@ class Supervision:
     # -- crashes -----------------------------------------------------------------------------
 
     def on_runtime_event(self, event: RuntimeEvent) -> None:
+        if event.kind == "oom":
+            # The engine's own OOMKilled flag is set by a race with the exit, which gVisor
+            # loses now and then (seen in CI: "exited with code 137" after an "oom" event):
+            # the event is what says it, so the ``die`` that follows it is an OOM kill.
+            self._oom_seen[event.container_id] = None
+            while len(self._oom_seen) > OOM_REMEMBERED:
+                self._oom_seen.popitem(last=False)
+            return
         if event.kind == "die" and event.plugin_id:
-            self.crashed(event.plugin_id, event.container_id, None)
+            oom = event.container_id in self._oom_seen
+            self._oom_seen.pop(event.container_id, None)
+            self.crashed(event.plugin_id, event.container_id, "OOMKilled" if oom else None)
 
     def crashed(self, plugin_id: str, container_id: str, why: str | None) -> None:
         """Mark the plugin FAILED (if ``container_id`` is its current one) and restart it

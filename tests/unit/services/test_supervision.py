@@ -49,6 +49,22 @@ def test_an_oom_kill_says_so(services: Services) -> None:
     assert services.reasons(PID)[-1] == "OOMKilled"
 
 
+def test_an_oom_event_makes_the_death_that_follows_an_oom_kill(services: Services) -> None:
+    """The engine's OOMKilled flag races the exit (gVisor loses it now and then): the
+    runtime's ``oom`` event says it instead."""
+    services.install(PID)
+    services.lifecycle.enable(PID)
+    cid = services.container(PID)
+    services.supervision.on_runtime_event(RuntimeEvent("oom", cid, PID))
+    assert services.state(PID) == "ACTIVE"  # an oom alone is not a death
+    _crash(services, exit_code=137)  # no OOMKilled flag on the stopped container
+    assert services.reasons(PID)[-1] == "OOMKilled"
+
+    services.timers.fire_last()  # restarted: its next death is judged on its own
+    _crash(services, exit_code=137)
+    assert (services.reasons(PID)[-1] or "").startswith("exited with code 137")
+
+
 def test_crashes_within_the_window_double_the_backoff_then_keep_it_failed(
     services: Services,
 ) -> None:
