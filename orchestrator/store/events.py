@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, or_, update
+from sqlalchemy import and_, bindparam, delete, exists, insert, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, select
 
@@ -361,10 +362,25 @@ def record_delivery_results(session: Session, *, results: Sequence[Mapping[str, 
     )
 
 
+_ATTEMPT_COLUMNS = ("delivery_id", "attempt", "at", "status_code", "error", "latency_ms")
+
+
 def add_delivery_attempts(session: Session, *, attempts: Sequence[Mapping[str, Any]]) -> None:
-    """Attempts given as ``{delivery_id, attempt, at, status_code, error, latency_ms}``."""
-    if attempts:
-        session.execute(DeliveryAttempt.__table__.insert(), list(attempts))  # type: ignore[attr-defined]
+    """Attempts given as ``{delivery_id, attempt, at, status_code, error, latency_ms}``; one
+    whose delivery is gone (its webhook was deleted meanwhile) is not written. The check is in
+    the insert itself: a read before it can be older than the write (SQLite's driver begins
+    the transaction at the first write), and a webhook deleted between the two left orphan
+    attempts."""
+    if not attempts:
+        return
+    table = DeliveryAttempt.__table__  # type: ignore[attr-defined]
+    values = sa_select(
+        *(bindparam(name, type_=table.c[name].type) for name in _ATTEMPT_COLUMNS)
+    ).where(exists().where(col(Delivery.id) == bindparam("delivery_id")))
+    session.execute(
+        insert(table).from_select([table.c[name] for name in _ATTEMPT_COLUMNS], values),
+        [{name: a.get(name) for name in _ATTEMPT_COLUMNS} for a in attempts],
+    )
 
 
 # -- retention ----------------------------------------------------------------------------------
